@@ -53,7 +53,7 @@ impl IdBlock {
 
     /// Ids left in the block.
     pub fn len(&self) -> u32 {
-        self.end - self.start
+        self.end.saturating_sub(self.start)
     }
 
     /// Whether no id is left.

@@ -144,7 +144,7 @@ pub enum RejectReason {
         /// The stream that leads to `src_id`, if any does.
         expected: Option<StreamId>,
     },
-    /// It claims this context's own authority but came from outside.
+    /// It claims to come from, or with the authority of, this context, but came from outside.
     SpoofedSelf,
     /// CALL_FUNCTION without the authority of this context or one of its ancestors.
     NotParentAuthority,
@@ -183,6 +183,8 @@ pub enum RejectReason {
         /// The id.
         id: ContextId,
     },
+    /// DEL_ROUTE from a child for its own id: a neighbour's route ends only with its stream.
+    DelRouteForNeighbour,
     /// DEL_ROUTE from a stream that does not hold the route.
     DelRouteFromWrongStream {
         /// The id.
@@ -219,6 +221,7 @@ impl fmt::Display for RejectReason {
                 write!(f, "duplicate route to {id}: already reachable via {existing}")
             }
             RejectReason::RouteToAncestor { id } => write!(f, "route change for self or ancestor {id}"),
+            RejectReason::DelRouteForNeighbour => f.write_str("DEL_ROUTE for the sender's own id"),
             RejectReason::DelRouteFromWrongStream { id, holder } => {
                 write!(f, "DEL_ROUTE for {id} from a stream not holding it (holder {holder:?})")
             }
@@ -233,6 +236,8 @@ pub enum RouterError {
     StreamExists(StreamId),
     /// A second parent stream, or a parent stream in the root.
     NoParentHere,
+    /// A child stream for this context's own id or an ancestor's.
+    ReservedId(ContextId),
     /// A child stream for an id that is already routed.
     IdInUse {
         /// The id.
@@ -247,6 +252,7 @@ impl fmt::Display for RouterError {
         match self {
             RouterError::StreamExists(s) => write!(f, "stream {s} is already registered"),
             RouterError::NoParentHere => f.write_str("this context cannot take a parent stream"),
+            RouterError::ReservedId(id) => write!(f, "context {id} is this context or one of its ancestors"),
             RouterError::IdInUse { id, existing } => {
                 write!(f, "context {id} is already routed via {existing}")
             }
@@ -366,8 +372,17 @@ impl Router {
                     return Err(RouterError::NoParentHere);
                 }
                 self.parent = Some(stream);
+                // Children registered before the parent stream are announced now.
+                let known: Vec<(ContextId, Option<String>)> =
+                    self.routes.keys().map(|id| (*id, self.names.get(id).cloned())).collect();
+                for (id, name) in known {
+                    self.announce_route(id, name.as_deref());
+                }
             }
             Peer::Child { id, name } => {
+                if *id == self.id || self.ancestors.contains(id) {
+                    return Err(RouterError::ReservedId(*id));
+                }
                 if let Some(existing) = self.routes.get(id) {
                     return Err(RouterError::IdInUse { id: *id, existing: *existing });
                 }
@@ -457,7 +472,7 @@ impl Router {
 
     fn route_incoming(&mut self, stream: StreamId, msg: Message) {
         // Authentication on arrival: reverse-path filtering on auth_id, then src_id.
-        if msg.auth == self.id {
+        if msg.auth == self.id || msg.src == self.id {
             return self.reject(Some(stream), &msg, RejectReason::SpoofedSelf, false);
         }
         let expected = self.expected_stream(msg.auth);
@@ -601,6 +616,9 @@ impl Router {
 
     fn on_del_route(&mut self, stream: StreamId, msg: &Message) {
         let Some((id, _)) = self.route_control(stream, msg) else { return };
+        if Some(id) == self.neighbour(stream) {
+            return self.reject(Some(stream), msg, RejectReason::DelRouteForNeighbour, false);
+        }
         let holder = self.expected_stream(id);
         if holder != Some(stream) {
             let why = RejectReason::DelRouteFromWrongStream { id, holder };

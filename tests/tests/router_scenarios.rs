@@ -500,3 +500,41 @@ fn losing_the_parent_stream_disconnects_the_parent() {
     assert_eq!(drain(&mut r), vec![Event::Disconnected { id: ContextId(0) }]);
     assert_eq!(r.parent_stream(), None);
 }
+
+#[test]
+fn a_child_cannot_delete_its_own_route_by_message() {
+    let mut r = middle();
+    let m = msg(1, 5, Handle::DEL_ROUTE, "5");
+    assert_eq!(feed(&mut r, KID_A, &m), vec![rejected(KID_A, &m, RejectReason::DelRouteForNeighbour)]);
+    assert_eq!(r.route(ContextId(5)), Some(StreamId(KID_A)));
+}
+
+#[test]
+fn a_message_claiming_to_come_from_us_is_dropped_even_with_foreign_authority() {
+    let mut r = middle();
+    let mut m = msg(99, 1, Handle(1000), "").with_reply_to(Handle(1000));
+    m.auth = ContextId(0);
+    assert_eq!(feed(&mut r, PARENT, &m), vec![rejected(PARENT, &m, RejectReason::SpoofedSelf)]);
+}
+
+#[test]
+fn host_cannot_register_a_child_under_an_ancestors_id() {
+    let mut r = middle();
+    assert_eq!(
+        r.add_stream(StreamId(9), child(0)),
+        Err(arbor_core::router::RouterError::ReservedId(ContextId(0)))
+    );
+    assert_eq!(
+        r.add_stream(StreamId(9), child(1)),
+        Err(arbor_core::router::RouterError::ReservedId(ContextId(1)))
+    );
+}
+
+#[test]
+fn children_registered_before_the_parent_stream_are_announced_with_it() {
+    let mut r = router(1, &[0]);
+    r.add_stream(StreamId(KID_A), child(5)).unwrap();
+    drain(&mut r);
+    r.add_stream(StreamId(PARENT), arbor_core::router::Peer::Parent).unwrap();
+    assert_eq!(sent_on(&drain(&mut r), PARENT), vec![msg(0, 1, Handle::ADD_ROUTE, "5")]);
+}
