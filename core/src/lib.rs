@@ -28,7 +28,13 @@
 
 extern crate alloc;
 
+pub mod call;
 pub mod frame;
 pub mod handle;
 pub mod ids;
+pub mod lines;
+pub mod node;
+pub mod reaper;
 pub mod router;
+pub mod shutdown;
+pub mod time;

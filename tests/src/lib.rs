@@ -1,6 +1,8 @@
 //! Shared helpers for arbor's cross-crate tests: building messages, draining routers, and a small
 //! in-memory network of routers joined by links.
 
+pub mod harness;
+
 use arbor_core::frame::{Decoder, Encoding, Message, DEFAULT_MAX_MESSAGE_SIZE};
 use arbor_core::handle::Handle;
 use arbor_core::ids::ContextId;

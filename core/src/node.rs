@@ -1,0 +1,1007 @@
+//! The `Node`: one context, all of the core's state machines behind one sans-IO interface.
+//!
+//! The host loop (docs/embedding.md): feed an [`Input`] with [`Node::handle_input`] (or call an
+//! API method such as [`Node::call`]), drain every [`Output`] with [`Node::poll_output`], ask
+//! [`Node::poll_timeout`] when to wake, and call [`Node::handle_timeout`] then. Every entry point
+//! takes `now`; nothing here reads a clock, blocks or waits — in particular, no step of shutdown
+//! ever waits for a call to finish, so a hung user function delays nothing.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::time::Duration;
+
+use bytes::Bytes;
+
+use crate::call::{
+    decode_result, encode_result, BodyError, CallError, CallErrorKind, CallId, CallRequest, CallResult,
+    Dispatcher, JobId, Pending, PendingCalls,
+};
+use crate::frame::{DecodeError, Encoding, Frame, Message, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::handle::{Handle, ReplyHandles};
+use crate::ids::{ContextId, IdAllocator, IdBlock, IdError};
+use crate::lines::{LineSplitter, LogSource, DEFAULT_MAX_LINE_LEN};
+use crate::reaper::{Escalation, ExitStatus, Pid, Reaper, Signal};
+use crate::router::{Event, Origin, Peer, Rejection, Router, RouterConfig, RouterError, StreamId};
+use crate::shutdown::{self, Cause, ExitKind, Phase, PhaseKind, Trigger};
+use crate::time::Instant;
+
+/// The default grace period: how long a shutting-down context waits for its children to leave
+/// on their own before forcing them (mitogen's master waits 5 s).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+/// How a node is set up.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This context's id.
+    pub id: ContextId,
+    /// Ancestors, nearest first; empty for the root.
+    pub ancestors: Vec<ContextId>,
+    /// A human name, used in call error contexts.
+    pub name: String,
+    /// The grace period (a child uses at most three quarters of its parent's remaining budget).
+    pub grace: Duration,
+    /// The kill schedule after a forced disconnect.
+    pub escalation: Escalation,
+    /// The largest body accepted or sent.
+    pub max_message_size: u32,
+    /// The longest log line; longer ones are split.
+    pub max_line_len: usize,
+}
+
+impl NodeConfig {
+    /// The root context (id 0) with default settings.
+    pub fn root() -> NodeConfig {
+        NodeConfig::child(ContextId::ROOT, Vec::new())
+    }
+
+    /// A context with the given id and ancestors (nearest first) and default settings.
+    pub fn child(id: ContextId, ancestors: Vec<ContextId>) -> NodeConfig {
+        NodeConfig {
+            name: format!("context {id}"),
+            id,
+            ancestors,
+            grace: DEFAULT_GRACE,
+            escalation: Escalation::default(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_line_len: DEFAULT_MAX_LINE_LEN,
+        }
+    }
+
+    /// Whether this is the root.
+    pub fn is_root(&self) -> bool {
+        self.ancestors.is_empty()
+    }
+}
+
+/// What a stream the host opened carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamKind {
+    /// The framed stream to our parent.
+    Parent,
+    /// The framed stream to a child we spawned.
+    Child {
+        /// The id we gave it.
+        id: ContextId,
+        /// Its process, if we spawned one (tracked until reaped).
+        pid: Option<Pid>,
+        /// Its name, announced upwards.
+        name: Option<String>,
+    },
+    /// The read end of one of our own stdout/stderr capture sockets.
+    Logger {
+        /// Which fd it captures.
+        source: LogSource,
+    },
+}
+
+/// Something that happened, reported by the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// A stream is ready.
+    StreamOpened {
+        /// The host's name for it.
+        stream: StreamId,
+        /// What it carries.
+        kind: StreamKind,
+    },
+    /// Bytes were read from a stream.
+    Received {
+        /// Where from.
+        stream: StreamId,
+        /// What was read.
+        bytes: &'a [u8],
+    },
+    /// The peer will send nothing more (a read returned 0).
+    Eof {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// The stream broke (a write or read failed). Treated as EOF.
+    StreamClosed {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// A child process was reaped.
+    ChildExited {
+        /// Its pid.
+        pid: Pid,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// The main thread finished a call handed out with [`Output::RunCall`].
+    CallFinished {
+        /// Which one.
+        job: JobId,
+        /// Its result.
+        result: CallResult,
+    },
+}
+
+/// A log line that reached the root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    /// The context that printed it.
+    pub context: ContextId,
+    /// The logger name (`stdout`, `stderr`, or a driver's own).
+    pub source: String,
+    /// Python `logging` level number.
+    pub level: u32,
+    /// The line, without its newline.
+    pub text: String,
+}
+
+/// Something worth logging that needs no action from the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Diagnostic {
+    /// The router refused a message.
+    Rejected(Rejection),
+    /// A stream's bytes could not be decoded; it was closed.
+    StreamFailed {
+        /// The stream.
+        stream: StreamId,
+        /// Why.
+        error: DecodeError,
+    },
+    /// A CALL_FUNCTION body could not be decoded (answered with a `Malformed` error if a reply
+    /// was wanted).
+    BadCallRequest {
+        /// The caller.
+        caller: ContextId,
+        /// Why.
+        error: BodyError,
+    },
+    /// A `call_no_reply` was refused because the call channel was closed; no one can be told.
+    CallDiscarded {
+        /// The caller.
+        caller: ContextId,
+        /// The function it asked for.
+        function: String,
+    },
+    /// A message for a handle nothing listens on (answered dead if a reply was wanted).
+    UnknownHandle {
+        /// Sender.
+        src: ContextId,
+        /// The handle.
+        handle: Handle,
+    },
+    /// An answer on a reply handle from a context other than the one called.
+    UnexpectedReply {
+        /// Sender.
+        src: ContextId,
+        /// The handle.
+        handle: Handle,
+    },
+    /// A FORWARD_LOG body was not `name\0level\0text`.
+    BadLogRecord {
+        /// Sender.
+        src: ContextId,
+    },
+    /// A SHUTDOWN body was neither empty nor an 8-byte budget; shutdown began without a budget.
+    BadShutdownBody {
+        /// Its length.
+        len: usize,
+    },
+    /// `CallFinished` for a job that is not running.
+    UnknownJob(JobId),
+    /// `ChildExited` for a pid not tracked.
+    UnknownChild(Pid),
+    /// A child process never reported its exit, even after SIGKILL; it was given up on.
+    ChildAbandoned(Pid),
+    /// Input after the node exited was ignored.
+    AfterExit,
+}
+
+/// What the node asks its host to do. Drain with [`Node::poll_output`] after every input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Write this frame to this stream, after everything transmitted on it before.
+    Transmit {
+        /// Where.
+        stream: StreamId,
+        /// What; header and body kept apart for a vectored write.
+        frame: Frame,
+    },
+    /// `shutdown(SHUT_WR)` the write end of this logger stream. Every process holding a copy of
+    /// it gets EPIPE from now on, so the read end reaches EOF once its buffer is drained; keep
+    /// reading it and report the [`Input::Eof`].
+    ShutdownWrite {
+        /// The logger stream.
+        stream: StreamId,
+    },
+    /// Close this stream, after writing what was transmitted on it before. The core has
+    /// forgotten it; later bytes for it are ignored.
+    Close {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// Send a signal to a child process.
+    Signal {
+        /// The process.
+        pid: Pid,
+        /// The signal.
+        signal: Signal,
+    },
+    /// Run this call on the main thread and report [`Input::CallFinished`]. At most one is
+    /// outstanding at a time.
+    RunCall {
+        /// The host's ticket for it.
+        job: JobId,
+        /// Who asked.
+        caller: ContextId,
+        /// What to run.
+        request: CallRequest,
+    },
+    /// The CALL_FUNCTION channel is closed: no further `RunCall` will come, so the main thread
+    /// may stop waiting for work once its current call (if any) returns.
+    CallsClosed,
+    /// An outgoing call is resolved. Exactly one per [`CallId`].
+    CallReturned {
+        /// Which call.
+        call: CallId,
+        /// Its result.
+        result: CallResult,
+    },
+    /// A log line arrived at the root.
+    LogLine(LogLine),
+    /// A block of ids arrived; [`Node::allocate_id`] will now succeed.
+    IdsAvailable,
+    /// Worth logging; no action needed.
+    Diagnostic(Diagnostic),
+    /// The node is done: end the process as told. Nothing follows.
+    Exit {
+        /// How.
+        how: ExitKind,
+    },
+}
+
+/// Misuse of the node by its host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeError {
+    /// The router refused the stream.
+    Router(RouterError),
+    /// A logger stream id already in use.
+    StreamExists(StreamId),
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeError::Router(e) => write!(f, "{e}"),
+            NodeError::StreamExists(s) => write!(f, "stream {s} is already registered"),
+        }
+    }
+}
+
+impl core::error::Error for NodeError {}
+
+impl From<RouterError> for NodeError {
+    fn from(e: RouterError) -> Self {
+        NodeError::Router(e)
+    }
+}
+
+/// The node's timers: one enum, one table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// Draining ends in a forced disconnect.
+    Grace = 0,
+    /// SIGTERMed children get SIGKILL.
+    Kill = 1,
+    /// SIGKILLed children that never reported their exit are given up on.
+    Abandon = 2,
+}
+
+const TIMERS: [Timer; 3] = [Timer::Grace, Timer::Kill, Timer::Abandon];
+
+#[derive(Clone, Copy, Debug, Default)]
+struct TimerTable([Option<Instant>; 3]);
+
+impl TimerTable {
+    fn set(&mut self, t: Timer, at: Instant) {
+        self.0[t as usize] = Some(at);
+    }
+    fn clear(&mut self, t: Timer) {
+        self.0[t as usize] = None;
+    }
+    fn get(&self, t: Timer) -> Option<Instant> {
+        self.0[t as usize]
+    }
+    fn earliest(&self) -> Option<Instant> {
+        self.0.iter().flatten().min().copied()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ChildLink {
+    id: ContextId,
+}
+
+#[derive(Clone, Debug)]
+struct Logger {
+    source: LogSource,
+    lines: LineSplitter,
+}
+
+/// One context.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    router: Router,
+    phase: Phase,
+    timers: TimerTable,
+    outputs: VecDeque<Output>,
+    reply_handles: ReplyHandles,
+    ids: IdAllocator,
+    id_request: Option<Handle>,
+    next_call: u64,
+    pending: PendingCalls,
+    dispatcher: Dispatcher,
+    parent: Option<StreamId>,
+    children: BTreeMap<StreamId, ChildLink>,
+    reaper: Reaper,
+    loggers: BTreeMap<StreamId, Logger>,
+    /// Set when the parent stream is forgotten; acted on in `settle`, which knows `now`.
+    parent_lost: bool,
+}
+
+impl Node {
+    /// A node in [`Phase::Running`] with no streams.
+    pub fn new(config: NodeConfig) -> Node {
+        let router = Router::new(RouterConfig {
+            id: config.id,
+            ancestors: config.ancestors.clone(),
+            max_message_size: config.max_message_size,
+        });
+        let ids = if config.is_root() { IdAllocator::root() } else { IdAllocator::delegated() };
+        Node {
+            router,
+            phase: Phase::Running,
+            timers: TimerTable::default(),
+            outputs: VecDeque::new(),
+            reply_handles: ReplyHandles::default(),
+            ids,
+            id_request: None,
+            next_call: 0,
+            pending: PendingCalls::default(),
+            dispatcher: Dispatcher::default(),
+            parent: None,
+            children: BTreeMap::new(),
+            reaper: Reaper::default(),
+            loggers: BTreeMap::new(),
+            parent_lost: false,
+            config,
+        }
+    }
+
+    /// This context's id.
+    pub fn id(&self) -> ContextId {
+        self.config.id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The router (read-only), for inspection.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Outgoing calls not yet resolved.
+    pub fn pending_calls(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The next output, if any. Drain completely after every input.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The earliest instant at which [`Node::handle_timeout`] has work, if any.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.earliest()
+    }
+
+    /// Handles one input.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), NodeError> {
+        if let Phase::Exited { .. } = self.phase {
+            self.diag(Diagnostic::AfterExit);
+            return Ok(());
+        }
+        match input {
+            Input::StreamOpened { stream, kind } => self.open_stream(now, stream, kind)?,
+            Input::Received { stream, bytes } => {
+                if let Some(logger) = self.loggers.get_mut(&stream) {
+                    let source = logger.source;
+                    let mut lines = Vec::new();
+                    logger.lines.push(bytes, |l| lines.push(l));
+                    for line in lines {
+                        self.forward_line(now, source, line);
+                    }
+                } else {
+                    self.router.receive(stream, bytes);
+                    self.pump(now);
+                }
+            }
+            Input::Eof { stream } | Input::StreamClosed { stream } => self.stream_ended(now, stream),
+            Input::ChildExited { pid, status: _ } => {
+                if !self.reaper.exited(pid) {
+                    self.diag(Diagnostic::UnknownChild(pid));
+                }
+            }
+            Input::CallFinished { job, result } => self.call_finished(job, result),
+        }
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for t in TIMERS {
+            if self.timers.get(t).is_some_and(|at| at <= now) {
+                self.timers.clear(t);
+                match t {
+                    Timer::Grace => self.apply(now, Trigger::GraceExpired, None),
+                    Timer::Kill => {
+                        for pid in self.reaper.escalate(Signal::Kill) {
+                            self.outputs.push_back(Output::Signal { pid, signal: Signal::Kill });
+                        }
+                        self.timers.set(Timer::Abandon, now + self.config.escalation.abandon_after);
+                    }
+                    Timer::Abandon => {
+                        for pid in self.reaper.abandon_all() {
+                            self.diag(Diagnostic::ChildAbandoned(pid));
+                        }
+                    }
+                }
+            }
+        }
+        self.settle(now);
+    }
+
+    /// Calls `function` in `target` and wants the answer, which comes back as exactly one
+    /// [`Output::CallReturned`] with the returned id. Any number may be in flight.
+    pub fn call(
+        &mut self,
+        now: Instant,
+        target: ContextId,
+        function: &str,
+        args: impl Into<Bytes>,
+    ) -> Result<CallId, CallError> {
+        self.check_can_call(function)?;
+        let handle =
+            self.reply_handles.allocate().map_err(|e| self.local_error(CallErrorKind::TooLarge, e))?;
+        let call = CallId(self.next_call);
+        self.next_call += 1;
+        let body = CallRequest::new(function, args).encode();
+        self.check_size(&body)?;
+        self.pending.insert(handle, Pending { call, target });
+        let msg = Message::new(target, self.id(), Handle::CALL_FUNCTION, Encoding::Postcard, body)
+            .with_reply_to(handle);
+        self.send(now, msg);
+        self.settle(now);
+        Ok(call)
+    }
+
+    /// Calls `function` in `target` without wanting an answer. See docs/shutdown.md
+    /// ("call_no_reply and shutdown") for what becomes of one sent just before shutdown.
+    pub fn call_no_reply(
+        &mut self,
+        now: Instant,
+        target: ContextId,
+        function: &str,
+        args: impl Into<Bytes>,
+    ) -> Result<(), CallError> {
+        self.check_can_call(function)?;
+        let body = CallRequest::new(function, args).encode();
+        self.check_size(&body)?;
+        self.send(now, Message::new(target, self.id(), Handle::CALL_FUNCTION, Encoding::Postcard, body));
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Begins a graceful shutdown of this context and everything below it. Idempotent.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.apply(now, Trigger::LocalShutdown, None);
+        self.settle(now);
+    }
+
+    /// Skips the grace period: closes what is left and starts killing child processes now.
+    pub fn force_shutdown(&mut self, now: Instant) {
+        self.apply(now, Trigger::ForceRequested, None);
+        self.settle(now);
+    }
+
+    /// An id for a new child of this context. A non-root context without ids left asks the root
+    /// for a block and returns [`IdError::NeedBlock`]; [`Output::IdsAvailable`] says when to retry.
+    pub fn allocate_id(&mut self, now: Instant) -> Result<ContextId, IdError> {
+        match self.ids.allocate() {
+            Err(IdError::NeedBlock) => {
+                if self.id_request.is_none() {
+                    if let Ok(handle) = self.reply_handles.allocate() {
+                        self.id_request = Some(handle);
+                        let msg = Message::new(
+                            ContextId::ROOT,
+                            self.id(),
+                            Handle::ALLOCATE_ID,
+                            Encoding::Binary,
+                            "",
+                        )
+                        .with_reply_to(handle);
+                        self.send(now, msg);
+                    }
+                }
+                Err(IdError::NeedBlock)
+            }
+            other => other,
+        }
+    }
+
+    // --- inputs ---------------------------------------------------------------------------
+
+    fn open_stream(&mut self, now: Instant, stream: StreamId, kind: StreamKind) -> Result<(), NodeError> {
+        if self.loggers.contains_key(&stream) || self.router.peer(stream).is_some() {
+            return Err(NodeError::StreamExists(stream));
+        }
+        match kind {
+            StreamKind::Parent => {
+                self.router.add_stream(stream, Peer::Parent)?;
+                self.parent = Some(stream);
+            }
+            StreamKind::Child { id, pid, name } => {
+                self.router.add_stream(stream, Peer::Child { id, name })?;
+                self.children.insert(stream, ChildLink { id });
+                if let Some(pid) = pid {
+                    self.reaper.track(pid);
+                }
+                // A child that arrives while we are already going tells it to follow at once.
+                match self.phase {
+                    Phase::Draining { deadline, .. } => self.send_shutdown(now, id, deadline),
+                    Phase::ForceDisconnect { .. } => self.force_streams(now),
+                    _ => {}
+                }
+            }
+            StreamKind::Logger { source } => {
+                self.loggers
+                    .insert(stream, Logger { source, lines: LineSplitter::new(self.config.max_line_len) });
+                if !matches!(self.phase, Phase::Running) {
+                    self.outputs.push_back(Output::ShutdownWrite { stream });
+                }
+            }
+        }
+        self.pump(now);
+        Ok(())
+    }
+
+    fn stream_ended(&mut self, now: Instant, stream: StreamId) {
+        if let Some(mut logger) = self.loggers.remove(&stream) {
+            if let Some(last) = logger.lines.finish() {
+                self.forward_line(now, logger.source, last);
+            }
+            self.outputs.push_back(Output::Close { stream });
+            return;
+        }
+        if self.router.peer(stream).is_none() {
+            return; // already forgotten
+        }
+        self.forget_framed(stream);
+        self.router.eof(stream);
+        self.pump(now);
+    }
+
+    /// Bookkeeping for a framed stream the core is done with; the router is told separately.
+    fn forget_framed(&mut self, stream: StreamId) {
+        self.children.remove(&stream);
+        self.outputs.push_back(Output::Close { stream });
+        if self.parent == Some(stream) {
+            self.parent = None;
+            self.parent_lost = true;
+        }
+    }
+
+    fn call_finished(&mut self, job: JobId, result: CallResult) {
+        let Some(job) = self.dispatcher.finish(job) else {
+            return self.diag(Diagnostic::UnknownJob(job));
+        };
+        if job.reply_to == Handle::NONE {
+            return;
+        }
+        let mut body = encode_result(&result);
+        if body.len() > self.config.max_message_size as usize {
+            let e = CallError::new(
+                CallErrorKind::TooLarge,
+                format!("result of {} bytes exceeds the maximum message size", body.len()),
+                self.config.name.clone(),
+            );
+            body = encode_result(&Err(e));
+        }
+        let msg = Message::new(job.caller, self.id(), job.reply_to, Encoding::Postcard, body);
+        self.router.send(msg);
+    }
+
+    // --- routing ---------------------------------------------------------------------------
+
+    fn send(&mut self, now: Instant, msg: Message) {
+        self.router.send(msg);
+        self.pump(now);
+    }
+
+    /// Moves every router event into outputs or acts on it, in order.
+    fn pump(&mut self, now: Instant) {
+        while let Some(event) = self.router.poll_event() {
+            match event {
+                Event::Transmit { stream, frame } => {
+                    self.outputs.push_back(Output::Transmit { stream, frame })
+                }
+                Event::Deliver { origin, message } => self.deliver(now, origin, message),
+                Event::Rejected(r) => self.diag(Diagnostic::Rejected(r)),
+                Event::StreamFailed { stream, error } => {
+                    // A truncated frame at EOF is reported after the stream was already
+                    // forgotten by `stream_ended`; a decode error mid-stream was not.
+                    if self.parent == Some(stream) || self.children.contains_key(&stream) {
+                        self.forget_framed(stream);
+                    }
+                    self.diag(Diagnostic::StreamFailed { stream, error });
+                }
+                Event::RouteAdded { .. } => {}
+                Event::Disconnected { id } => {
+                    for p in self.pending.take_where(|target| target == id) {
+                        self.resolve(p.call, Err(disconnected(id)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, now: Instant, origin: Origin, msg: Message) {
+        if !msg.handle.is_well_known() {
+            return self.deliver_reply(msg);
+        }
+        match msg.handle {
+            Handle::CALL_FUNCTION if !msg.is_dead() => self.call_requested(msg),
+            Handle::SHUTDOWN if origin != Origin::Local && !msg.is_dead() => {
+                let budget = match shutdown::decode_budget(&msg.body) {
+                    Ok(b) => b,
+                    Err(bad) => {
+                        self.diag(Diagnostic::BadShutdownBody { len: bad.len });
+                        None
+                    }
+                };
+                self.apply(now, Trigger::ShutdownFromParent, budget);
+            }
+            Handle::FORWARD_LOG if self.config.is_root() && !msg.is_dead() => match parse_log(&msg.body) {
+                Some((source, level, text)) => {
+                    self.outputs.push_back(Output::LogLine(LogLine { context: msg.src, source, level, text }))
+                }
+                None => self.diag(Diagnostic::BadLogRecord { src: msg.src }),
+            },
+            Handle::ALLOCATE_ID if self.config.is_root() && !msg.is_dead() => {
+                let reply = match self.ids.allocate_block() {
+                    Ok(block) => Message::new(
+                        msg.src,
+                        self.id(),
+                        msg.reply_to,
+                        Encoding::Binary,
+                        block.to_bytes().to_vec(),
+                    ),
+                    Err(e) => Message::dead(msg.src, self.id(), msg.reply_to, format!("{e}")),
+                };
+                if msg.reply_to != Handle::NONE {
+                    self.router.send(reply);
+                }
+            }
+            _ => self.unknown_handle(&msg),
+        }
+    }
+
+    fn deliver_reply(&mut self, msg: Message) {
+        if self.id_request == Some(msg.handle) {
+            self.id_request = None;
+            match IdBlock::from_bytes(&msg.body).filter(|_| !msg.is_dead()) {
+                Some(block) => {
+                    self.ids.add_block(block);
+                    self.outputs.push_back(Output::IdsAvailable);
+                }
+                None => self.diag(Diagnostic::UnexpectedReply { src: msg.src, handle: msg.handle }),
+            }
+            return;
+        }
+        let Some(pending) = self.pending.get(msg.handle) else {
+            return self.unknown_handle(&msg);
+        };
+        let result = if let Some(reason) = msg.is_dead().then(|| String::from_utf8_lossy(&msg.body)) {
+            // Any router on the way may answer dead ("no route", "too large").
+            Err(CallError::new(CallErrorKind::Undeliverable, reason, format!("context {}", msg.src)))
+        } else if msg.src != pending.target {
+            return self.diag(Diagnostic::UnexpectedReply { src: msg.src, handle: msg.handle });
+        } else {
+            decode_result(&msg.body).unwrap_or_else(|e| {
+                Err(CallError::new(
+                    CallErrorKind::Malformed,
+                    format!("bad answer: {e}"),
+                    format!("context {}", msg.src),
+                ))
+            })
+        };
+        self.pending.take(msg.handle);
+        self.resolve(pending.call, result);
+    }
+
+    fn unknown_handle(&mut self, msg: &Message) {
+        self.diag(Diagnostic::UnknownHandle { src: msg.src, handle: msg.handle });
+        if msg.reply_to != Handle::NONE && !msg.is_dead() {
+            let reason = format!("invalid handle {} in context {}", msg.handle, self.id());
+            self.router.send(Message::dead(msg.src, self.id(), msg.reply_to, reason));
+        }
+    }
+
+    fn call_requested(&mut self, msg: Message) {
+        let request = match CallRequest::decode(&msg.body) {
+            Ok(r) => r,
+            Err(error) => {
+                self.diag(Diagnostic::BadCallRequest { caller: msg.src, error: error.clone() });
+                let e = CallError::new(
+                    CallErrorKind::Malformed,
+                    format!("bad call request: {error}"),
+                    self.config.name.clone(),
+                );
+                return self.answer(msg.src, msg.reply_to, Err(e));
+            }
+        };
+        if let Err(job) = self.dispatcher.enqueue(msg.src, msg.reply_to, request) {
+            self.refuse(job.caller, job.reply_to, job.request.function);
+        }
+    }
+
+    /// Answers a call refused because the channel is closed, or reports it if no one can hear.
+    fn refuse(&mut self, caller: ContextId, reply_to: Handle, function: String) {
+        if reply_to == Handle::NONE {
+            return self.diag(Diagnostic::CallDiscarded { caller, function });
+        }
+        let e = CallError::new(CallErrorKind::ShuttingDown, "shutting down", self.config.name.clone());
+        self.answer(caller, reply_to, Err(e));
+    }
+
+    fn answer(&mut self, caller: ContextId, reply_to: Handle, result: CallResult) {
+        if reply_to != Handle::NONE {
+            self.router.send(Message::new(
+                caller,
+                self.id(),
+                reply_to,
+                Encoding::Postcard,
+                encode_result(&result),
+            ));
+        }
+    }
+
+    // --- shutdown --------------------------------------------------------------------------
+
+    /// Runs `trigger` through the transition table and performs the transition's actions.
+    fn apply(&mut self, now: Instant, trigger: Trigger, budget: Option<Duration>) {
+        let from = self.phase.kind();
+        let Some(to) = shutdown::next(from, trigger) else { return };
+        match (from, to) {
+            (PhaseKind::Running, PhaseKind::Draining) => {
+                let cause = match trigger {
+                    Trigger::ShutdownFromParent => Cause::ParentRequest,
+                    Trigger::ParentLost => Cause::ParentLost,
+                    _ => Cause::Local,
+                };
+                let grace = if self.config.is_root() {
+                    self.config.grace
+                } else {
+                    shutdown::child_grace(self.config.grace, budget)
+                };
+                let deadline = now + grace;
+                // 1. Close the call channel before anything is said to the children.
+                self.close_calls(now);
+                // 2. SHUTDOWN, with the remaining budget, to each directly connected child.
+                let kids: Vec<ContextId> = self.children.values().map(|c| c.id).collect();
+                for id in kids {
+                    self.send_shutdown(now, id, deadline);
+                }
+                // 3. SHUT_WR each logger; its read end is drained to EOF.
+                let loggers: Vec<StreamId> = self.loggers.keys().copied().collect();
+                for stream in loggers {
+                    self.outputs.push_back(Output::ShutdownWrite { stream });
+                }
+                // 4. Arm the grace deadline.
+                self.timers.set(Timer::Grace, deadline);
+                self.phase = Phase::Draining { cause, deadline };
+            }
+            (PhaseKind::Draining, PhaseKind::Draining) => {
+                if let (Phase::Draining { cause, deadline }, Some(budget)) = (self.phase, budget) {
+                    let tighter = now + shutdown::child_grace(self.config.grace, Some(budget));
+                    if tighter < deadline {
+                        self.timers.set(Timer::Grace, tighter);
+                        self.phase = Phase::Draining { cause, deadline: tighter };
+                    }
+                }
+            }
+            (_, PhaseKind::ForceDisconnect) => {
+                let cause = match self.phase {
+                    Phase::Draining { cause, .. } => cause,
+                    _ => Cause::Forced,
+                };
+                if from == PhaseKind::Running {
+                    self.close_calls(now);
+                }
+                self.timers.clear(Timer::Grace);
+                self.phase = Phase::ForceDisconnect { cause };
+                self.force_streams(now);
+                let pids = self.reaper.escalate(Signal::Term);
+                if !pids.is_empty() {
+                    for pid in pids {
+                        self.outputs.push_back(Output::Signal { pid, signal: Signal::Term });
+                    }
+                    self.timers.set(Timer::Kill, now + self.config.escalation.kill_after);
+                }
+            }
+            (_, PhaseKind::Exited) => self.finish(),
+            _ => {}
+        }
+    }
+
+    fn close_calls(&mut self, now: Instant) {
+        let refused = self.dispatcher.close();
+        self.outputs.push_back(Output::CallsClosed);
+        for job in refused {
+            self.refuse(job.caller, job.reply_to, job.request.function);
+        }
+        self.pump(now);
+    }
+
+    fn send_shutdown(&mut self, now: Instant, child: ContextId, deadline: Instant) {
+        let budget = deadline.saturating_duration_since(now);
+        let body = shutdown::encode_budget(budget).to_vec();
+        self.send(now, Message::new(child, self.id(), Handle::SHUTDOWN, Encoding::Binary, body));
+    }
+
+    /// Closes every child and logger stream still open (forced disconnect).
+    fn force_streams(&mut self, now: Instant) {
+        let kids: Vec<StreamId> = self.children.keys().copied().collect();
+        for stream in kids {
+            self.forget_framed(stream);
+            self.router.remove_stream(stream);
+            self.pump(now);
+        }
+        let loggers: Vec<StreamId> = self.loggers.keys().copied().collect();
+        for stream in loggers {
+            self.stream_ended(now, stream);
+        }
+    }
+
+    fn drained(&self) -> bool {
+        self.children.is_empty() && self.reaper.is_empty() && self.loggers.is_empty()
+    }
+
+    /// The last step: nothing is left to wait for.
+    fn finish(&mut self) {
+        for p in self.pending.take_where(|_| true) {
+            let e =
+                CallError::new(CallErrorKind::ShuttingDown, "broker has exited", self.config.name.clone());
+            self.resolve(p.call, Err(e));
+        }
+        if let Some(parent) = self.parent.take() {
+            self.router.remove_stream(parent);
+            while self.router.poll_event().is_some() {}
+            self.outputs.push_back(Output::Close { stream: parent });
+        }
+        self.timers = TimerTable::default();
+        let how = if self.config.is_root() { ExitKind::Clean } else { ExitKind::SigtermSelf };
+        self.phase = Phase::Exited { how };
+        self.outputs.push_back(Output::Exit { how });
+    }
+
+    /// After every entry point: start the next call, react to a lost parent, finish if drained.
+    fn settle(&mut self, now: Instant) {
+        self.pump(now);
+        if core::mem::take(&mut self.parent_lost) {
+            // Everything not reachable below us was reachable only through the parent.
+            let (me, router) = (self.config.id, &self.router);
+            for p in self.pending.take_where(|t| t != me && router.route(t).is_none()) {
+                self.resolve(p.call, Err(disconnected(p.target)));
+            }
+            self.apply(now, Trigger::ParentLost, None);
+        }
+        if let Some(job) = self.dispatcher.start_next() {
+            let out = Output::RunCall { job: job.id, caller: job.caller, request: job.request.clone() };
+            self.outputs.push_back(out);
+        }
+        if matches!(self.phase, Phase::Draining { .. } | Phase::ForceDisconnect { .. }) && self.drained() {
+            self.apply(now, Trigger::Drained, None);
+        }
+    }
+
+    // --- helpers ---------------------------------------------------------------------------
+
+    fn check_can_call(&self, function: &str) -> Result<(), CallError> {
+        if self.phase != Phase::Running {
+            return Err(self.local_error(
+                CallErrorKind::ShuttingDown,
+                format!("cannot call {function:?}: shutting down"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_size(&self, body: &Bytes) -> Result<(), CallError> {
+        if body.len() > self.config.max_message_size as usize {
+            return Err(self.local_error(
+                CallErrorKind::TooLarge,
+                format!(
+                    "call of {} bytes exceeds the maximum message size {}",
+                    body.len(),
+                    self.config.max_message_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn local_error(&self, kind: CallErrorKind, message: impl fmt::Display) -> CallError {
+        CallError::new(kind, format!("{message}"), self.config.name.clone())
+    }
+
+    fn resolve(&mut self, call: CallId, result: CallResult) {
+        self.outputs.push_back(Output::CallReturned { call, result });
+    }
+
+    fn diag(&mut self, d: Diagnostic) {
+        self.outputs.push_back(Output::Diagnostic(d));
+    }
+
+    /// Sends one captured line towards the root as FORWARD_LOG (delivered locally in the root).
+    fn forward_line(&mut self, now: Instant, source: LogSource, text: String) {
+        let body = format!("{}\0{}\0{}", source.name(), source.level(), text);
+        self.send(now, Message::new(ContextId::ROOT, self.id(), Handle::FORWARD_LOG, Encoding::Binary, body));
+    }
+}
+
+fn disconnected(id: ContextId) -> CallError {
+    CallError::new(
+        CallErrorKind::Disconnected,
+        "the respondent context has disconnected",
+        format!("context {id}"),
+    )
+}
+
+/// Parses `name \0 level \0 text`.
+fn parse_log(body: &[u8]) -> Option<(String, u32, String)> {
+    let mut parts = body.splitn(3, |b| *b == 0);
+    let name = core::str::from_utf8(parts.next()?).ok()?;
+    let level = core::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let text = String::from_utf8_lossy(parts.next()?).into_owned();
+    Some((String::from(name), level, text))
+}
