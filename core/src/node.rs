@@ -588,7 +588,10 @@ impl Node {
                 // A child that arrives while we are already going tells it to follow at once.
                 match self.phase {
                     Phase::Draining { deadline, .. } => self.send_shutdown(now, id, deadline),
-                    Phase::ForceDisconnect { .. } => self.force_streams(now),
+                    Phase::ForceDisconnect { .. } => {
+                        self.force_streams(now);
+                        self.terminate_children(now);
+                    }
                     _ => {}
                 }
             }
@@ -860,13 +863,7 @@ impl Node {
                 self.timers.clear(Timer::Grace);
                 self.phase = Phase::ForceDisconnect { cause };
                 self.force_streams(now);
-                let pids = self.reaper.escalate(Signal::Term);
-                if !pids.is_empty() {
-                    for pid in pids {
-                        self.outputs.push_back(Output::Signal { pid, signal: Signal::Term });
-                    }
-                    self.timers.set(Timer::Kill, now + self.config.escalation.kill_after);
-                }
+                self.terminate_children(now);
             }
             (_, PhaseKind::Exited) => self.finish(),
             _ => {}
@@ -899,6 +896,20 @@ impl Node {
         let loggers: Vec<StreamId> = self.loggers.keys().copied().collect();
         for stream in loggers {
             self.stream_ended(now, stream);
+        }
+    }
+
+    /// SIGTERM to every child process not yet signalled; SIGKILL follows on the Kill timer.
+    fn terminate_children(&mut self, now: Instant) {
+        let pids = self.reaper.escalate(Signal::Term);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            self.outputs.push_back(Output::Signal { pid, signal: Signal::Term });
+        }
+        if self.timers.get(Timer::Kill).is_none() {
+            self.timers.set(Timer::Kill, now + self.config.escalation.kill_after);
         }
     }
 

@@ -231,6 +231,13 @@ impl Harness {
         self.drain(p);
     }
 
+    /// Forced shutdown of process `p` (a second Ctrl-C).
+    pub fn force_shutdown(&mut self, p: usize) {
+        let now = self.now;
+        self.procs[p].node.force_shutdown(now);
+        self.drain(p);
+    }
+
     /// Delivers everything in flight and every consequence, without advancing time.
     pub fn settle(&mut self) {
         while let Some((p, stream, bytes)) = self.wire.pop_front() {
@@ -378,7 +385,8 @@ impl Harness {
         }
         self.procs[p].alive = false;
         self.procs[p].running = None;
-        let orphans: Vec<usize> = (0..self.procs.len()).filter(|q| self.procs[*q].parent == Some(p)).collect();
+        let orphans: Vec<usize> =
+            (0..self.procs.len()).filter(|q| self.procs[*q].parent == Some(p)).collect();
         for q in orphans {
             self.die(q, ExitStatus::Signaled(9));
         }
