@@ -107,7 +107,7 @@ fn run(parents: &[usize], ops: &[Op]) -> Result<(), TestCaseError> {
         h.trace.iter().any(|t| matches!(t.output, Output::Diagnostic(Diagnostic::ChildAbandoned(_))));
     prop_assert!(!abandoned, "a child outlived SIGKILL");
 
-    for p in 0..n {
+    for (p, issued) in issued.iter().enumerate() {
         let outs = h.outputs_of(p);
         // Ordering: the channel closes before any SHUTDOWN leaves, and no call starts after.
         let closed = outs.iter().position(|o| matches!(o, Output::CallsClosed));
@@ -138,7 +138,7 @@ fn run(parents: &[usize], ops: &[Op]) -> Result<(), TestCaseError> {
                     _ => None,
                 })
                 .collect();
-            prop_assert_eq!(&resolved, &issued[p], "process {}", p);
+            prop_assert_eq!(&resolved, issued, "process {}", p);
         }
     }
     Ok(())
