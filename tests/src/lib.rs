@@ -129,3 +129,7 @@ impl Net {
         self.log.iter().filter(|(r, _)| *r == i).map(|(_, e)| e).collect()
     }
 }
+
+/// docs/embedding.md, compiled and run as a doctest so the host loop it shows stays true.
+#[doc = include_str!("../../docs/embedding.md")]
+pub mod embedding_guide {}
