@@ -49,6 +49,21 @@ pub struct NodeConfig {
     pub max_message_size: u32,
     /// The longest log line; longer ones are split.
     pub max_line_len: usize,
+    /// A deliberate defect, for showing that invariant checkers catch it. Always
+    /// [`TestMutation::None`] outside such tests.
+    #[doc(hidden)]
+    pub test_mutation: TestMutation,
+}
+
+/// Deliberate defects the simulator's own tests switch on to prove its checkers work.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TestMutation {
+    /// The real behaviour.
+    #[default]
+    None,
+    /// Send SHUTDOWN to children before closing the call channel (violates docs/shutdown.md).
+    ShutdownBeforeChannelClose,
 }
 
 impl NodeConfig {
@@ -67,6 +82,7 @@ impl NodeConfig {
             escalation: Escalation::default(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_line_len: DEFAULT_MAX_LINE_LEN,
+            test_mutation: TestMutation::None,
         }
     }
 
@@ -130,6 +146,13 @@ pub enum Input<'a> {
         pid: Pid,
         /// How it ended.
         status: ExitStatus,
+    },
+    /// The host finished an [`Output::Close`]: what was transmitted before it was written out (or
+    /// could not be) and the stream is closed. The node waits for this on its parent stream
+    /// before it exits, so the last log lines are not lost with the process.
+    Closed {
+        /// The stream.
+        stream: StreamId,
     },
     /// The main thread finished a call handed out with [`Output::RunCall`].
     CallFinished {
@@ -210,8 +233,6 @@ pub enum Diagnostic {
     UnknownChild(Pid),
     /// A child process never reported its exit, even after SIGKILL; it was given up on.
     ChildAbandoned(Pid),
-    /// Input after the node exited was ignored.
-    AfterExit,
 }
 
 /// What the node asks its host to do. Drain with [`Node::poll_output`] after every input.
@@ -436,8 +457,7 @@ impl Node {
     /// Handles one input.
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), NodeError> {
         if let Phase::Exited { .. } = self.phase {
-            self.diag(Diagnostic::AfterExit);
-            return Ok(());
+            return Ok(()); // nothing follows Exit, not even a diagnostic
         }
         match input {
             Input::StreamOpened { stream, kind } => self.open_stream(now, stream, kind)?,
@@ -454,7 +474,17 @@ impl Node {
                     self.pump(now);
                 }
             }
+            Input::Eof { stream } | Input::StreamClosed { stream } | Input::Closed { stream } if matches!(self.phase, Phase::Closing { stream: s, .. } if s == stream) =>
+            {
+                let trigger = if matches!(input, Input::Closed { .. }) {
+                    Trigger::Flushed
+                } else {
+                    Trigger::ParentLost
+                };
+                self.apply(now, trigger, None);
+            }
             Input::Eof { stream } | Input::StreamClosed { stream } => self.stream_ended(now, stream),
+            Input::Closed { .. } => {}
             Input::ChildExited { pid, status: _ } => {
                 if !self.reaper.exited(pid) {
                     self.diag(Diagnostic::UnknownChild(pid));
@@ -827,12 +857,18 @@ impl Node {
                     shutdown::child_grace(self.config.grace, budget)
                 };
                 let deadline = now + grace;
+                let broken = self.config.test_mutation == TestMutation::ShutdownBeforeChannelClose;
                 // 1. Close the call channel before anything is said to the children.
-                self.close_calls(now);
+                if !broken {
+                    self.close_calls(now);
+                }
                 // 2. SHUTDOWN, with the remaining budget, to each directly connected child.
                 let kids: Vec<ContextId> = self.children.values().map(|c| c.id).collect();
                 for id in kids {
                     self.send_shutdown(now, id, deadline);
+                }
+                if broken {
+                    self.close_calls(now);
                 }
                 // 3. SHUT_WR each logger; its read end is drained to EOF.
                 let loggers: Vec<StreamId> = self.loggers.keys().copied().collect();
@@ -865,6 +901,7 @@ impl Node {
                 self.force_streams(now);
                 self.terminate_children(now);
             }
+            (_, PhaseKind::Closing) => self.close(now),
             (_, PhaseKind::Exited) => self.finish(),
             _ => {}
         }
@@ -917,18 +954,36 @@ impl Node {
         self.children.is_empty() && self.reaper.is_empty() && self.loggers.is_empty()
     }
 
-    /// The last step: nothing is left to wait for.
-    fn finish(&mut self) {
+    /// Drained: resolve what this node still waits for and close the parent stream. The node
+    /// then waits (until its grace deadline at most) for the host to write out what is queued on
+    /// it; a root, or a node whose deadline has passed, goes straight on to exit.
+    fn close(&mut self, now: Instant) {
+        let deadline = match self.phase {
+            Phase::Draining { deadline, .. } => deadline,
+            _ => now,
+        };
         for p in self.pending.take_where(|_| true) {
             let e =
                 CallError::new(CallErrorKind::ShuttingDown, "broker has exited", self.config.name.clone());
             self.resolve(p.call, Err(e));
         }
-        if let Some(parent) = self.parent.take() {
-            self.router.remove_stream(parent);
-            while self.router.poll_event().is_some() {}
-            self.outputs.push_back(Output::Close { stream: parent });
+        self.timers = TimerTable::default();
+        let Some(parent) = self.parent.take() else {
+            self.phase = Phase::Closing { stream: StreamId(u32::MAX), deadline: now };
+            return self.apply(now, Trigger::Flushed, None);
+        };
+        self.router.remove_stream(parent);
+        self.pump(now);
+        self.outputs.push_back(Output::Close { stream: parent });
+        self.phase = Phase::Closing { stream: parent, deadline };
+        if deadline <= now {
+            return self.apply(now, Trigger::GraceExpired, None);
         }
+        self.timers.set(Timer::Grace, deadline);
+    }
+
+    /// The last step.
+    fn finish(&mut self) {
         self.timers = TimerTable::default();
         let how = if self.config.is_root() { ExitKind::Clean } else { ExitKind::SigtermSelf };
         self.phase = Phase::Exited { how };

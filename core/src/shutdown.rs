@@ -7,11 +7,15 @@
 //!   │ Running │                                                        │ Draining │
 //!   └─────────┘ ──force_shutdown()──┐        ┌──── grace deadline ──── └──────────┘
 //!                                   ▼        ▼         │ force_shutdown()   │ drained
-//!                           ┌─────────────────┐◀───────┘                    │
-//!                           │ ForceDisconnect │                             │
-//!                           └─────────────────┘ ───────── drained ────────▶ ┌────────┐
-//!                                                                           │ Exited │
-//!                                                                           └────────┘
+//!                           ┌─────────────────┐◀───────┘                    ▼
+//!                           │ ForceDisconnect │ ────── drained ──────▶ ┌─────────┐
+//!                           └─────────────────┘                        │ Closing │
+//!                                                                      └─────────┘
+//!                    parent stream flushed │ lost │ deadline │ force_shutdown()  │
+//!                                                                              ▼
+//!                                                                        ┌────────┐
+//!                                                                        │ Exited │
+//!                                                                        └────────┘
 //! ```
 //!
 //! *Drained* means: no child stream open, every child process reaped (or given up on), every
@@ -64,6 +68,14 @@ pub enum Phase {
         /// Why shutdown began.
         cause: Cause,
     },
+    /// Drained; the parent stream was closed and the host is writing out what was queued on it
+    /// (the last log lines, DEL_ROUTEs) before the process ends.
+    Closing {
+        /// The parent stream being flushed.
+        stream: crate::router::StreamId,
+        /// When to stop waiting for the flush.
+        deadline: Instant,
+    },
     /// The node is finished; its last output was `Exit`.
     Exited {
         /// How the process ends.
@@ -78,6 +90,7 @@ impl Phase {
             Phase::Running => PhaseKind::Running,
             Phase::Draining { .. } => PhaseKind::Draining,
             Phase::ForceDisconnect { .. } => PhaseKind::ForceDisconnect,
+            Phase::Closing { .. } => PhaseKind::Closing,
             Phase::Exited { .. } => PhaseKind::Exited,
         }
     }
@@ -92,6 +105,8 @@ pub enum PhaseKind {
     Draining,
     /// See [`Phase::ForceDisconnect`].
     ForceDisconnect,
+    /// See [`Phase::Closing`].
+    Closing,
     /// See [`Phase::Exited`].
     Exited,
 }
@@ -111,6 +126,8 @@ pub enum Trigger {
     GraceExpired,
     /// Nothing left to wait for: no child stream, no unreaped child, no logger.
     Drained,
+    /// The host reports the parent stream written out and closed (`Input::Closed`).
+    Flushed,
 }
 
 /// One row of the table: in `from`, `trigger` leads to `to`, doing `actions` in order.
@@ -132,8 +149,11 @@ const ENTER_DRAINING: &str = "1. close the CALL_FUNCTION channel (queued calls a
      4. arm the grace deadline";
 const FORCE: &str =
     "close every remaining child and logger stream; SIGTERM every unreaped child; arm SIGKILL";
-const FINISH: &str = "resolve calls still pending (\"broker has exited\"); close the parent stream; \
-     Exit(SigtermSelf) in a child, Exit(Clean) in the root";
+const CLOSE: &str = "resolve calls still pending (\"broker has exited\"); close the parent stream \
+     (the host writes out what is queued on it first); a root, having none, goes straight on";
+const CLOSE_FORCED: &str = "resolve calls still pending (\"broker has exited\"); close the parent stream; \
+     exit without waiting for the flush";
+const EXIT: &str = "Exit(SigtermSelf) in a child, Exit(Clean) in the root";
 const REPEAT: &str = "nothing (idempotent); a SHUTDOWN with a smaller budget may bring the deadline forward";
 
 /// Every transition there is. A (phase, trigger) pair not listed changes nothing.
@@ -195,14 +215,33 @@ pub const TRANSITIONS: &[Transition] = &[
     Transition {
         from: PhaseKind::Draining,
         trigger: Trigger::Drained,
-        to: PhaseKind::Exited,
-        actions: FINISH,
+        to: PhaseKind::Closing,
+        actions: CLOSE,
     },
     Transition {
         from: PhaseKind::ForceDisconnect,
         trigger: Trigger::Drained,
+        to: PhaseKind::Closing,
+        actions: CLOSE_FORCED,
+    },
+    Transition { from: PhaseKind::Closing, trigger: Trigger::Flushed, to: PhaseKind::Exited, actions: EXIT },
+    Transition {
+        from: PhaseKind::Closing,
+        trigger: Trigger::ParentLost,
         to: PhaseKind::Exited,
-        actions: FINISH,
+        actions: EXIT,
+    },
+    Transition {
+        from: PhaseKind::Closing,
+        trigger: Trigger::GraceExpired,
+        to: PhaseKind::Exited,
+        actions: "stop waiting for the flush; Exit as above",
+    },
+    Transition {
+        from: PhaseKind::Closing,
+        trigger: Trigger::ForceRequested,
+        to: PhaseKind::Exited,
+        actions: EXIT,
     },
 ];
 
@@ -280,6 +319,7 @@ mod tests {
             Trigger::ForceRequested,
             Trigger::GraceExpired,
             Trigger::Drained,
+            Trigger::Flushed,
         ] {
             assert_eq!(next(PhaseKind::Exited, t), None);
         }

@@ -87,6 +87,8 @@ pub struct Harness {
     links: BTreeMap<(usize, StreamId), (usize, StreamId)>,
     /// Bytes in flight, delivered in order.
     wire: VecDeque<(usize, StreamId, Vec<u8>)>,
+    /// Closes carried out, to be reported to their nodes as `Input::Closed`.
+    closed: VecDeque<(usize, StreamId)>,
     /// Every output of every node, in order.
     pub trace: Vec<Traced>,
     resolved: BTreeSet<(usize, CallId)>,
@@ -106,6 +108,7 @@ impl Harness {
             procs: Vec::new(),
             links: BTreeMap::new(),
             wire: VecDeque::new(),
+            closed: VecDeque::new(),
             trace: Vec::new(),
             resolved: BTreeSet::new(),
         };
@@ -240,8 +243,14 @@ impl Harness {
 
     /// Delivers everything in flight and every consequence, without advancing time.
     pub fn settle(&mut self) {
-        while let Some((p, stream, bytes)) = self.wire.pop_front() {
-            self.input(p, Input::Received { stream, bytes: &bytes });
+        loop {
+            if let Some((p, stream, bytes)) = self.wire.pop_front() {
+                self.input(p, Input::Received { stream, bytes: &bytes });
+            } else if let Some((p, stream)) = self.closed.pop_front() {
+                self.input(p, Input::Closed { stream });
+            } else {
+                return;
+            }
         }
     }
 
@@ -330,7 +339,10 @@ impl Harness {
                 if stream == STDOUT_STREAM && !self.links.contains_key(&(p, stream)) {
                     self.procs[p].stdout_open = false;
                 } else {
+                    // Everything transmitted before is already in flight: the close is done,
+                    // and the node hears so once it has finished this step.
                     self.close_link(p, stream);
+                    self.closed.push_back((p, stream));
                 }
             }
             Output::Signal { pid, signal } => {

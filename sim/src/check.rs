@@ -1,0 +1,687 @@
+//! Invariant checkers: each reads a finished run's trace and says what, if anything, went wrong.
+//!
+//! Every run is checked by all of them. Each has a test that hands it a small violating trace and
+//! sees it object (see the tests at the bottom), so a checker that cannot fail does not exist.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use arbor_core::call::CallErrorKind;
+use arbor_core::handle::Handle;
+use arbor_core::ids::ContextId;
+use arbor_core::node::Output;
+use arbor_core::reaper::Escalation;
+use arbor_core::router::StreamId;
+use arbor_core::shutdown::{Cause, PhaseKind};
+use arbor_core::time::Instant;
+
+use crate::plan::{Expect, Plan, ProcId};
+use crate::trace::{transmitted, Trace, What};
+
+/// Slack on the liveness bound: everything in the model is instantaneous except latency, which
+/// the deadline propagation already absorbs; this covers the final reap.
+pub const LIVENESS_SLACK: Duration = Duration::from_millis(1);
+
+/// One broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Which checker.
+    pub checker: &'static str,
+    /// Which process, if one.
+    pub proc: Option<ProcId>,
+    /// When, if known.
+    pub at: Option<Instant>,
+    /// What.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}]", self.checker)?;
+        if let Some(p) = self.proc {
+            write!(f, " p{p}")?;
+        }
+        if let Some(at) = self.at {
+            write!(f, " at {:.9}s", at.as_nanos() as f64 / 1e9)?;
+        }
+        write!(f, ": {}", self.detail)
+    }
+}
+
+/// The names of all checkers, in the order they run.
+pub const CHECKERS: &[&str] = &[
+    "shutdown-ordering",
+    "shutdown-from-parent",
+    "liveness",
+    "no-lost-lines",
+    "calls-resolve-once",
+    "auth-boundary",
+    "no-process-left",
+    "no-stream-left-open",
+    "expectations",
+];
+
+/// Facts about the tree that the checkers need, read off the trace and plan.
+pub(crate) struct Tree {
+    ids: BTreeMap<ProcId, ContextId>,
+    parents: BTreeMap<ProcId, ProcId>,
+}
+
+impl Tree {
+    fn new(plan: &Plan, trace: &Trace) -> Tree {
+        let mut ids = BTreeMap::new();
+        for e in &trace.events {
+            if let What::Spawned { id, .. } = e.what {
+                ids.insert(e.proc, id);
+            }
+        }
+        let parents = (1..plan.procs()).filter_map(|p| plan.parent(p).map(|q| (p, q))).collect();
+        Tree { ids, parents }
+    }
+
+    fn ancestors(&self, mut p: ProcId) -> Vec<ContextId> {
+        let mut out = Vec::new();
+        while let Some(q) = self.parents.get(&p) {
+            if let Some(id) = self.ids.get(q) {
+                out.push(*id);
+            }
+            p = *q;
+        }
+        out
+    }
+
+    fn proc_of(&self, id: ContextId) -> Option<ProcId> {
+        self.ids.iter().find(|(_, i)| **i == id).map(|(p, _)| *p)
+    }
+}
+
+/// Runs every checker.
+pub fn check(plan: &Plan, trace: &Trace) -> Vec<Violation> {
+    let tree = Tree::new(plan, trace);
+    let mut v = Vec::new();
+    shutdown_ordering(trace, &mut v);
+    shutdown_from_parent(&tree, trace, &mut v);
+    liveness(plan, trace, &mut v);
+    no_lost_lines(plan, &tree, trace, &mut v);
+    calls_resolve_once(trace, &mut v);
+    auth_boundary(&tree, trace, &mut v);
+    no_process_left(&tree, trace, &mut v);
+    no_stream_left_open(trace, &mut v);
+    expectations(plan, &tree, trace, &mut v);
+    v
+}
+
+fn violation(
+    v: &mut Vec<Violation>,
+    checker: &'static str,
+    proc: Option<ProcId>,
+    at: Option<Instant>,
+    detail: String,
+) {
+    v.push(Violation { checker, proc, at, detail });
+}
+
+/// A node closes its call channel before it sends SHUTDOWN to any child, and never starts a
+/// call after closing it.
+pub(crate) fn shutdown_ordering(trace: &Trace, v: &mut Vec<Violation>) {
+    let mut closed: BTreeSet<ProcId> = BTreeSet::new();
+    for e in &trace.events {
+        let What::Out(o) = &e.what else { continue };
+        match o {
+            Output::CallsClosed => {
+                closed.insert(e.proc);
+            }
+            Output::RunCall { request, .. } if closed.contains(&e.proc) => violation(
+                v,
+                "shutdown-ordering",
+                Some(e.proc),
+                Some(e.at),
+                format!("started call {}() after closing its call channel", request.function),
+            ),
+            _ => {
+                if let Some(h) = transmitted(o) {
+                    if h.handle == Handle::SHUTDOWN && !closed.contains(&e.proc) {
+                        violation(
+                            v,
+                            "shutdown-ordering",
+                            Some(e.proc),
+                            Some(e.at),
+                            format!("sent SHUTDOWN to {} before closing its call channel", h.dst),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A node begins shutdown on a parent's request only after its immediate parent sent it one.
+pub(crate) fn shutdown_from_parent(tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
+    let mut told: BTreeSet<ProcId> = BTreeSet::new();
+    for e in &trace.events {
+        match &e.what {
+            What::Out(o) => {
+                if let Some(h) = transmitted(o) {
+                    if h.handle == Handle::SHUTDOWN
+                        && h.src == tree.ids.get(&e.proc).copied().unwrap_or(h.src)
+                    {
+                        if let Some(child) = tree.proc_of(h.dst) {
+                            if tree.parents.get(&child) == Some(&e.proc) {
+                                told.insert(child);
+                            }
+                        }
+                    }
+                }
+            }
+            What::Phase { to: PhaseKind::Draining, cause: Some(Cause::ParentRequest) }
+                if !told.contains(&e.proc) =>
+            {
+                violation(
+                    v,
+                    "shutdown-from-parent",
+                    Some(e.proc),
+                    Some(e.at),
+                    "obeyed a SHUTDOWN its immediate parent never sent".into(),
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Once the root begins shutdown, every process is gone within the root's grace plus the kill
+/// escalation; if the root dies first, everything dies with it at once.
+pub(crate) fn liveness(plan: &Plan, trace: &Trace, v: &mut Vec<Violation>) {
+    let esc = Escalation::default();
+    let began =
+        trace.events.iter().find(|e| e.proc == 0 && matches!(e.what, What::ShutdownRequested)).map(|e| e.at);
+    let root_died =
+        trace.events.iter().find(|e| e.proc == 0 && matches!(e.what, What::Died(_))).map(|e| e.at);
+    let deadline = match (began, root_died) {
+        (Some(t), Some(d)) if d < t => d + LIVENESS_SLACK,
+        (Some(t), _) => t + plan.net.grace + esc.total() + LIVENESS_SLACK,
+        (None, Some(d)) => d + LIVENESS_SLACK,
+        (None, None) => return, // never asked to end; no-process-left reports what lives on
+    };
+    for e in &trace.events {
+        if matches!(e.what, What::Died(_)) && e.at > deadline {
+            violation(
+                v,
+                "liveness",
+                Some(e.proc),
+                Some(e.at),
+                format!("gone only {:?} after the bound", e.at.saturating_duration_since(deadline)),
+            );
+        }
+    }
+}
+
+/// On a graceful shutdown (nothing forced, no disruptive fault) every line printed reaches the
+/// root exactly once, in order.
+pub(crate) fn no_lost_lines(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
+    let forced =
+        trace.events.iter().any(|e| matches!(e.what, What::Phase { to: PhaseKind::ForceDisconnect, .. }));
+    let required = plan.expect.contains(&Expect::AllLines);
+    if !required && (forced || plan.is_disruptive()) {
+        return;
+    }
+    // What each context wrote, as one text; its lines are what must arrive (a final fragment
+    // without a newline included, as it is delivered at EOF).
+    let mut written: BTreeMap<ContextId, String> = BTreeMap::new();
+    let mut arrived: BTreeMap<ContextId, Vec<&str>> = BTreeMap::new();
+    for e in &trace.events {
+        match &e.what {
+            What::Printed(text) => {
+                if let Some(id) = tree.ids.get(&e.proc) {
+                    written.entry(*id).or_default().push_str(text);
+                }
+            }
+            What::Out(Output::LogLine(l)) if e.proc == 0 => {
+                arrived.entry(l.context).or_default().push(&l.text)
+            }
+            _ => {}
+        }
+    }
+    let printed: BTreeMap<ContextId, Vec<&str>> = written
+        .iter()
+        .map(|(id, text)| (*id, text.strip_suffix('\n').unwrap_or(text).split('\n').collect()))
+        .collect();
+    for (id, lines) in &printed {
+        let got = arrived.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        if got != lines.as_slice() {
+            let first_diff =
+                lines.iter().zip(got).position(|(a, b)| a != b).unwrap_or(lines.len().min(got.len()));
+            violation(
+                v,
+                "no-lost-lines",
+                tree.proc_of(*id),
+                None,
+                format!(
+                    "context {id} printed {} lines, the root got {}; first difference at line {first_diff}",
+                    lines.len(),
+                    got.len()
+                ),
+            );
+        }
+    }
+}
+
+/// Every call is resolved at most once, and exactly once by a node that finished on its own.
+pub(crate) fn calls_resolve_once(trace: &Trace, v: &mut Vec<Violation>) {
+    let mut issued: BTreeMap<(ProcId, u64), usize> = BTreeMap::new();
+    let mut exited: BTreeSet<ProcId> = BTreeSet::new();
+    for e in &trace.events {
+        match &e.what {
+            What::CallIssued(c) => {
+                issued.insert((e.proc, c.0), 0);
+            }
+            What::Out(Output::CallReturned { call, .. }) => {
+                let n = issued.entry((e.proc, call.0)).or_insert(0);
+                *n += 1;
+                if *n > 1 {
+                    violation(
+                        v,
+                        "calls-resolve-once",
+                        Some(e.proc),
+                        Some(e.at),
+                        format!("call {} resolved twice", call.0),
+                    );
+                }
+            }
+            What::Out(Output::Exit { .. }) => {
+                exited.insert(e.proc);
+            }
+            _ => {}
+        }
+    }
+    for ((p, call), n) in issued {
+        if n == 0 && exited.contains(&p) {
+            violation(
+                v,
+                "calls-resolve-once",
+                Some(p),
+                None,
+                format!("call {call} never resolved before exit"),
+            );
+        }
+    }
+}
+
+/// Nothing crosses an authentication boundary: no forged call runs, and every call that runs
+/// was made by the context itself or one of its ancestors.
+pub(crate) fn auth_boundary(tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
+    for e in &trace.events {
+        if let What::Out(Output::RunCall { caller, request, .. }) = &e.what {
+            let me = tree.ids.get(&e.proc).copied();
+            let allowed = Some(*caller) == me || tree.ancestors(e.proc).contains(caller);
+            if request.function == "forged" || !allowed {
+                violation(
+                    v,
+                    "auth-boundary",
+                    Some(e.proc),
+                    Some(e.at),
+                    format!("ran {}() for context {caller}", request.function),
+                );
+            }
+        }
+    }
+}
+
+/// No process outlives the run.
+pub(crate) fn no_process_left(tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
+    let dead: BTreeSet<ProcId> =
+        trace.events.iter().filter(|e| matches!(e.what, What::Died(_))).map(|e| e.proc).collect();
+    for p in tree.ids.keys() {
+        if !dead.contains(p) {
+            violation(v, "no-process-left", Some(*p), None, "still alive at the end of the run".into());
+        }
+    }
+}
+
+/// A node that exits has closed every stream it was given.
+pub(crate) fn no_stream_left_open(trace: &Trace, v: &mut Vec<Violation>) {
+    let mut open: BTreeMap<ProcId, BTreeSet<StreamId>> = BTreeMap::new();
+    for e in &trace.events {
+        match &e.what {
+            What::Opened(s) => {
+                open.entry(e.proc).or_default().insert(*s);
+            }
+            What::Out(Output::Close { stream }) => {
+                open.entry(e.proc).or_default().remove(stream);
+            }
+            What::Out(Output::Exit { .. }) => {
+                if let Some(left) = open.get(&e.proc).filter(|s| !s.is_empty()) {
+                    violation(
+                        v,
+                        "no-stream-left-open",
+                        Some(e.proc),
+                        Some(e.at),
+                        format!("exited with {left:?} open"),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The scenario's own promises.
+pub(crate) fn expectations(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
+    let _ = tree;
+    for x in &plan.expect {
+        match x {
+            Expect::RootExitWithin(d) => {
+                let began =
+                    trace.events.iter().find(|e| e.proc == 0 && matches!(e.what, What::ShutdownRequested));
+                let exit = trace
+                    .events
+                    .iter()
+                    .find(|e| e.proc == 0 && matches!(e.what, What::Out(Output::Exit { .. })));
+                match (began, exit) {
+                    (Some(b), Some(x)) if x.at <= b.at + *d => {}
+                    (Some(b), Some(x)) => violation(
+                        v,
+                        "expectations",
+                        Some(0),
+                        Some(x.at),
+                        format!(
+                            "root exited {:?} after shutdown began, promised within {d:?}",
+                            x.at.saturating_duration_since(b.at)
+                        ),
+                    ),
+                    _ => violation(
+                        v,
+                        "expectations",
+                        Some(0),
+                        None,
+                        "the root never exited after shutdown".into(),
+                    ),
+                }
+            }
+            Expect::AllLines => {} // enforced by no-lost-lines
+            Expect::CallErrors(kind, n) => {
+                let got = trace
+                    .events
+                    .iter()
+                    .filter(|e| {
+                        matches!(&e.what, What::Out(Output::CallReturned { result: Err(err), .. })
+                            if kind_name(err.kind) == kind)
+                    })
+                    .count();
+                if got != *n {
+                    violation(
+                        v,
+                        "expectations",
+                        None,
+                        None,
+                        format!("{got} calls failed with {kind}, expected {n}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The name of an error kind as plans spell it.
+pub fn kind_name(k: CallErrorKind) -> &'static str {
+    match k {
+        CallErrorKind::Failed => "failed",
+        CallErrorKind::UnknownFunction => "unknown-function",
+        CallErrorKind::Malformed => "malformed",
+        CallErrorKind::ShuttingDown => "shutting-down",
+        CallErrorKind::Disconnected => "disconnected",
+        CallErrorKind::Undeliverable => "undeliverable",
+        CallErrorKind::TooLarge => "too-large",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each checker, handed a small hand-made trace that breaks its rule, objects; and the same
+    //! trace with the rule kept passes.
+    use super::*;
+    use crate::plan::{Fault, Mutation, Net};
+    use arbor_core::call::{CallError, CallId, CallRequest, JobId};
+    use arbor_core::frame::{Encoding, Message};
+    use arbor_core::lines::LogSource;
+    use arbor_core::node::LogLine;
+    use arbor_core::reaper::{ExitStatus, Pid};
+    use arbor_core::shutdown::ExitKind;
+
+    fn plan(parents: Vec<ProcId>) -> Plan {
+        Plan {
+            name: "hand-made".into(),
+            seed: 0,
+            net: Net::default(),
+            parents,
+            actions: vec![],
+            faults: vec![],
+            shutdown_at: Duration::ZERO,
+            expect: vec![],
+            mutation: Mutation::None,
+        }
+    }
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_nanos(ms * 1_000_000)
+    }
+
+    /// A trace of a root (context 0) and one child (context 1, process 1).
+    fn base() -> Trace {
+        let mut tr = Trace::default();
+        tr.push(t(0), 0, What::Spawned { id: ContextId(0), pid: Pid(100) });
+        tr.push(t(0), 1, What::Spawned { id: ContextId(1), pid: Pid(101) });
+        tr
+    }
+
+    fn shutdown_frame(dst: u32, src: u32) -> Output {
+        let m = Message::new(ContextId(dst), ContextId(src), Handle::SHUTDOWN, Encoding::Binary, "");
+        Output::Transmit { stream: StreamId(101), frame: m.to_frame() }
+    }
+
+    fn died(tr: &mut Trace, at: u64, p: ProcId) {
+        tr.push(t(at), p, What::Died(ExitStatus::Code(0)));
+    }
+
+    fn names(v: &[Violation]) -> Vec<&'static str> {
+        v.iter().map(|x| x.checker).collect()
+    }
+
+    #[test]
+    fn ordering_catches_shutdown_sent_before_the_channel_closed() {
+        let mut bad = base();
+        bad.push(t(1), 0, What::Out(shutdown_frame(1, 0)));
+        bad.push(t(1), 0, What::Out(Output::CallsClosed));
+        let mut v = Vec::new();
+        shutdown_ordering(&bad, &mut v);
+        assert_eq!(names(&v), ["shutdown-ordering"]);
+
+        let mut good = base();
+        good.push(t(1), 0, What::Out(Output::CallsClosed));
+        good.push(t(1), 0, What::Out(shutdown_frame(1, 0)));
+        let mut v = Vec::new();
+        shutdown_ordering(&good, &mut v);
+        assert!(v.is_empty());
+    }
+
+    #[test]
+    fn ordering_catches_a_call_started_after_the_channel_closed() {
+        let mut bad = base();
+        bad.push(t(1), 1, What::Out(Output::CallsClosed));
+        bad.push(
+            t(2),
+            1,
+            What::Out(Output::RunCall {
+                job: JobId(0),
+                caller: ContextId(0),
+                request: CallRequest::new("f", ""),
+            }),
+        );
+        let mut v = Vec::new();
+        shutdown_ordering(&bad, &mut v);
+        assert_eq!(names(&v), ["shutdown-ordering"]);
+    }
+
+    #[test]
+    fn shutdown_from_parent_catches_obeying_an_unsent_shutdown() {
+        let p = plan(vec![0]);
+        let mut bad = base();
+        bad.push(t(1), 1, What::Phase { to: PhaseKind::Draining, cause: Some(Cause::ParentRequest) });
+        let mut v = Vec::new();
+        shutdown_from_parent(&Tree::new(&p, &bad), &bad, &mut v);
+        assert_eq!(names(&v), ["shutdown-from-parent"]);
+
+        let mut good = base();
+        good.push(t(1), 0, What::Out(shutdown_frame(1, 0)));
+        good.push(t(1), 1, What::Phase { to: PhaseKind::Draining, cause: Some(Cause::ParentRequest) });
+        let mut v = Vec::new();
+        shutdown_from_parent(&Tree::new(&p, &good), &good, &mut v);
+        assert!(v.is_empty());
+    }
+
+    #[test]
+    fn liveness_catches_a_process_gone_after_the_bound() {
+        let p = plan(vec![0]);
+        let bound_ms = (p.net.grace + Escalation::default().total()).as_millis() as u64;
+        let mut bad = base();
+        bad.push(t(10), 0, What::ShutdownRequested);
+        died(&mut bad, 10 + bound_ms + 5, 1);
+        died(&mut bad, 10 + bound_ms + 5, 0);
+        let mut v = Vec::new();
+        liveness(&p, &bad, &mut v);
+        assert_eq!(names(&v), ["liveness", "liveness"]);
+
+        let mut good = base();
+        good.push(t(10), 0, What::ShutdownRequested);
+        died(&mut good, 11, 1);
+        died(&mut good, 11, 0);
+        let mut v = Vec::new();
+        liveness(&p, &good, &mut v);
+        assert!(v.is_empty());
+    }
+
+    #[test]
+    fn liveness_catches_a_descendant_outliving_a_killed_root() {
+        let p = plan(vec![0]);
+        let mut bad = base();
+        bad.push(t(10), 0, What::Died(ExitStatus::Signaled(9)));
+        died(&mut bad, 500, 1);
+        let mut v = Vec::new();
+        liveness(&p, &bad, &mut v);
+        assert_eq!(names(&v), ["liveness"]);
+    }
+
+    fn line(ctx: u32, text: &str) -> What {
+        What::Out(Output::LogLine(LogLine {
+            context: ContextId(ctx),
+            source: LogSource::Stdout.name().into(),
+            level: 20,
+            text: text.into(),
+        }))
+    }
+
+    #[test]
+    fn lost_lines_are_caught_on_a_graceful_run_and_excused_on_a_disruptive_one() {
+        let mut p = plan(vec![0]);
+        let mut bad = base();
+        bad.push(t(1), 1, What::Printed("a\n".into()));
+        bad.push(t(1), 1, What::Printed("b\n".into()));
+        bad.push(t(2), 0, line(1, "a"));
+        let tree = Tree::new(&p, &bad);
+        let mut v = Vec::new();
+        no_lost_lines(&p, &tree, &bad, &mut v);
+        assert_eq!(names(&v), ["no-lost-lines"]);
+
+        // Duplicated or reordered lines are caught too.
+        let mut dup = base();
+        dup.push(t(1), 1, What::Printed("a\n".into()));
+        dup.push(t(2), 0, line(1, "a"));
+        dup.push(t(2), 0, line(1, "a"));
+        let mut v = Vec::new();
+        no_lost_lines(&p, &tree, &dup, &mut v);
+        assert_eq!(names(&v), ["no-lost-lines"]);
+
+        p.faults.push((Duration::ZERO, Fault::Kill(1)));
+        let mut v = Vec::new();
+        no_lost_lines(&p, &tree, &bad, &mut v);
+        assert!(v.is_empty(), "a killed process may lose lines");
+    }
+
+    #[test]
+    fn calls_checker_catches_double_and_missing_resolution() {
+        let ret = |c: u64| {
+            What::Out(Output::CallReturned {
+                call: CallId(c),
+                result: Err(CallError::new(CallErrorKind::Disconnected, "x", "y")),
+            })
+        };
+        let mut bad = base();
+        bad.push(t(1), 0, What::CallIssued(CallId(0)));
+        bad.push(t(1), 0, What::CallIssued(CallId(1)));
+        bad.push(t(2), 0, ret(0));
+        bad.push(t(3), 0, ret(0));
+        bad.push(t(4), 0, What::Out(Output::Exit { how: ExitKind::Clean }));
+        let mut v = Vec::new();
+        calls_resolve_once(&bad, &mut v);
+        assert_eq!(names(&v), ["calls-resolve-once", "calls-resolve-once"]);
+    }
+
+    #[test]
+    fn auth_checker_catches_calls_run_for_non_ancestors_and_forged_calls() {
+        let p = plan(vec![0, 0]);
+        let mut bad = base();
+        bad.push(t(0), 2, What::Spawned { id: ContextId(2), pid: Pid(102) });
+        let run = |caller: u32, f: &str| {
+            What::Out(Output::RunCall {
+                job: JobId(0),
+                caller: ContextId(caller),
+                request: CallRequest::new(f, ""),
+            })
+        };
+        bad.push(t(1), 1, run(2, "echo")); // a sibling's call
+        bad.push(t(1), 1, run(0, "forged"));
+        bad.push(t(1), 1, run(0, "echo")); // fine: the root is an ancestor
+        let mut v = Vec::new();
+        auth_boundary(&Tree::new(&p, &bad), &bad, &mut v);
+        assert_eq!(names(&v), ["auth-boundary", "auth-boundary"]);
+    }
+
+    #[test]
+    fn process_checker_catches_a_survivor() {
+        let p = plan(vec![0]);
+        let mut bad = base();
+        died(&mut bad, 1, 0);
+        let mut v = Vec::new();
+        no_process_left(&Tree::new(&p, &bad), &bad, &mut v);
+        assert_eq!(names(&v), ["no-process-left"]);
+    }
+
+    #[test]
+    fn stream_checker_catches_exit_with_a_stream_open() {
+        let mut bad = base();
+        bad.push(t(0), 1, What::Opened(StreamId(0)));
+        bad.push(t(0), 1, What::Opened(StreamId(1)));
+        bad.push(t(1), 1, What::Out(Output::Close { stream: StreamId(1) }));
+        bad.push(t(1), 1, What::Out(Output::Exit { how: ExitKind::SigtermSelf }));
+        let mut v = Vec::new();
+        no_stream_left_open(&bad, &mut v);
+        assert_eq!(names(&v), ["no-stream-left-open"]);
+    }
+
+    #[test]
+    fn expectation_checker_catches_a_slow_root_and_a_wrong_error_count() {
+        let mut p = plan(vec![0]);
+        p.expect = vec![
+            Expect::RootExitWithin(Duration::from_millis(5)),
+            Expect::CallErrors("disconnected".into(), 1),
+        ];
+        let mut bad = base();
+        bad.push(t(10), 0, What::ShutdownRequested);
+        bad.push(t(20), 0, What::Out(Output::Exit { how: ExitKind::Clean }));
+        let tree = Tree::new(&p, &bad);
+        let mut v = Vec::new();
+        expectations(&p, &tree, &bad, &mut v);
+        assert_eq!(names(&v), ["expectations", "expectations"]);
+    }
+}

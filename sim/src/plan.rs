@@ -1,0 +1,441 @@
+//! A plan: everything one simulated run depends on, and nothing else.
+//!
+//! A (scenario, seed) pair expands into a [`Plan`]: the tree, the network's parameters, the
+//! scripted actions, the faults and when the root shuts down. The run is a pure function of the
+//! plan, so a plan written to a file (its text form, [`Plan::to_text`]) is a self-contained
+//! repro that `arbor-sim replay FILE` reruns, whatever the scenario code later becomes.
+
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+/// Index of a process in a plan's tree; 0 is the root.
+pub type ProcId = usize;
+
+/// The modelled network and processes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Net {
+    /// One-way latency of every framed link.
+    pub latency: Duration,
+    /// Socket buffer capacity per direction, in bytes.
+    pub capacity: usize,
+    /// Largest single read.
+    pub read_size: usize,
+    /// How long a `work` call takes on a main thread.
+    pub call_time: Duration,
+    /// Every node's grace period.
+    pub grace: Duration,
+}
+
+impl Default for Net {
+    fn default() -> Self {
+        Net {
+            latency: Duration::from_micros(100),
+            capacity: 256 * 1024,
+            read_size: 128 * 1024,
+            call_time: Duration::from_millis(1),
+            grace: arbor_core::node::DEFAULT_GRACE,
+        }
+    }
+}
+
+/// Something a process does on schedule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `from` calls `function` in `to` (`echo`: instant, `work`: takes `Net::call_time`,
+    /// `hang`: never returns, anything else: unknown); `reply = false` is `call_no_reply`.
+    Call {
+        /// Caller.
+        from: ProcId,
+        /// Callee.
+        to: ProcId,
+        /// Function name.
+        function: String,
+        /// Whether an answer is wanted.
+        reply: bool,
+    },
+    /// `from` calls `echo` in `to` `count` times, each call sent when the previous answered.
+    Chain {
+        /// Caller.
+        from: ProcId,
+        /// Callee.
+        to: ProcId,
+        /// How many calls.
+        count: u32,
+    },
+    /// `proc` prints `lines` numbered lines on stdout; the last without a newline if `!newline`.
+    Print {
+        /// The printing process.
+        proc: ProcId,
+        /// How many lines.
+        lines: u32,
+        /// Whether the last line ends with a newline.
+        newline: bool,
+    },
+    /// `proc` begins a graceful shutdown of itself and its subtree.
+    Shutdown {
+        /// The process.
+        proc: ProcId,
+    },
+}
+
+/// Something that goes wrong, on schedule.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    /// Every call the process runs hangs forever.
+    HangCalls(ProcId),
+    /// The process ignores SIGTERM.
+    IgnoreSigterm(ProcId),
+    /// SIGSTOP: the process does nothing until thawed (never, if not).
+    Freeze(ProcId),
+    /// SIGCONT.
+    Thaw(ProcId),
+    /// SIGKILL from outside (the root included).
+    Kill(ProcId),
+    /// The link between the process and its parent breaks both ways.
+    Cut(ProcId),
+    /// The link between the process and its parent delivers nothing for this long.
+    Stall(ProcId, Duration),
+    /// Reads on the link to the parent return 1 to 64 bytes at a time.
+    Fragment(ProcId),
+    /// Extra latency on the link to the parent.
+    Delay(ProcId, Duration),
+    /// The process writes to stdout without end.
+    Runaway(ProcId),
+    /// The process starts a daemon that inherits its stdout and outlives it.
+    Daemon(ProcId),
+    /// The process writes forged frames: a call with the root's authority and a SHUTDOWN in its
+    /// parent's name, both up its parent stream towards a sibling.
+    Spoof(ProcId),
+}
+
+impl Fault {
+    /// The process the fault is about.
+    pub fn proc(&self) -> ProcId {
+        match *self {
+            Fault::HangCalls(p)
+            | Fault::IgnoreSigterm(p)
+            | Fault::Freeze(p)
+            | Fault::Thaw(p)
+            | Fault::Kill(p)
+            | Fault::Cut(p)
+            | Fault::Stall(p, _)
+            | Fault::Fragment(p)
+            | Fault::Delay(p, _)
+            | Fault::Runaway(p)
+            | Fault::Daemon(p)
+            | Fault::Spoof(p) => p,
+        }
+    }
+
+    /// Whether a run with this fault may lose log lines or force a disconnect legitimately.
+    pub fn is_disruptive(&self) -> bool {
+        !matches!(
+            self,
+            Fault::HangCalls(_)
+                | Fault::IgnoreSigterm(_)
+                | Fault::Fragment(_)
+                | Fault::Delay(..)
+                | Fault::Spoof(_)
+        )
+    }
+}
+
+/// What a scenario promises beyond the invariants every run is checked against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// The root produces `Exit` within this long after shutdown began.
+    RootExitWithin(Duration),
+    /// Every line printed reaches the root (checked even if the generic checker would excuse
+    /// the run as disruptive).
+    AllLines,
+    /// This many calls resolve with the given error kind.
+    CallErrors(String, usize),
+}
+
+/// A deliberately broken core, to show the checkers and the shrinker catch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    /// The real core.
+    None,
+    /// Nodes forward SHUTDOWN to their children before closing their call channel.
+    ShutdownBeforeChannelClose,
+}
+
+/// Everything one run depends on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The scenario it came from.
+    pub name: String,
+    /// The seed it came from (kept for the record; the run itself uses only the plan).
+    pub seed: u64,
+    /// Network and process parameters.
+    pub net: Net,
+    /// `parents[i]` is the parent of process `i + 1`.
+    pub parents: Vec<ProcId>,
+    /// Scripted actions, by time.
+    pub actions: Vec<(Duration, Action)>,
+    /// Faults, by time.
+    pub faults: Vec<(Duration, Fault)>,
+    /// When the root begins shutdown.
+    pub shutdown_at: Duration,
+    /// Scenario-specific promises.
+    pub expect: Vec<Expect>,
+    /// The core variant under test.
+    pub mutation: Mutation,
+}
+
+impl Plan {
+    /// Number of processes.
+    pub fn procs(&self) -> usize {
+        self.parents.len() + 1
+    }
+
+    /// The parent of process `p`.
+    pub fn parent(&self, p: ProcId) -> Option<ProcId> {
+        p.checked_sub(1).map(|i| self.parents[i])
+    }
+
+    /// Whether any fault may legitimately lose lines or force a disconnect.
+    pub fn is_disruptive(&self) -> bool {
+        self.faults.iter().any(|(_, f)| f.is_disruptive())
+    }
+
+    /// The plan as text: the repro file format, read back by [`Plan::from_text`].
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "arbor-sim plan v1");
+        let _ = writeln!(s, "name {}", self.name);
+        let _ = writeln!(s, "seed {}", self.seed);
+        let n = &self.net;
+        let _ = writeln!(
+            s,
+            "net latency={} capacity={} read={} call={} grace={}",
+            n.latency.as_nanos(),
+            n.capacity,
+            n.read_size,
+            n.call_time.as_nanos(),
+            n.grace.as_nanos()
+        );
+        let tree: Vec<String> = self.parents.iter().map(|p| p.to_string()).collect();
+        let _ = writeln!(s, "tree {}", tree.join(" "));
+        for (at, a) in &self.actions {
+            let _ = match a {
+                Action::Call { from, to, function, reply } => {
+                    writeln!(s, "action {} call {from} {to} {function} {}", at.as_nanos(), u8::from(*reply))
+                }
+                Action::Chain { from, to, count } => {
+                    writeln!(s, "action {} chain {from} {to} {count}", at.as_nanos())
+                }
+                Action::Print { proc, lines, newline } => {
+                    writeln!(s, "action {} print {proc} {lines} {}", at.as_nanos(), u8::from(*newline))
+                }
+                Action::Shutdown { proc } => writeln!(s, "action {} shutdown {proc}", at.as_nanos()),
+            };
+        }
+        for (at, f) in &self.faults {
+            let _ = writeln!(s, "fault {} {}", at.as_nanos(), FaultText(f));
+        }
+        let _ = writeln!(s, "shutdown {}", self.shutdown_at.as_nanos());
+        for e in &self.expect {
+            let _ = match e {
+                Expect::RootExitWithin(d) => writeln!(s, "expect root-exit-within {}", d.as_nanos()),
+                Expect::AllLines => writeln!(s, "expect all-lines"),
+                Expect::CallErrors(kind, n) => writeln!(s, "expect call-errors {kind} {n}"),
+            };
+        }
+        let _ = writeln!(
+            s,
+            "mutation {}",
+            match self.mutation {
+                Mutation::None => "none",
+                Mutation::ShutdownBeforeChannelClose => "shutdown-before-channel-close",
+            }
+        );
+        s
+    }
+
+    /// Parses [`Plan::to_text`]'s format; the error names the offending line.
+    pub fn from_text(text: &str) -> Result<Plan, String> {
+        let mut plan = Plan {
+            name: String::new(),
+            seed: 0,
+            net: Net::default(),
+            parents: Vec::new(),
+            actions: Vec::new(),
+            faults: Vec::new(),
+            shutdown_at: Duration::ZERO,
+            expect: Vec::new(),
+            mutation: Mutation::None,
+        };
+        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
+        match lines.next() {
+            Some((_, "arbor-sim plan v1")) => {}
+            _ => return Err("not an arbor-sim plan (first line must be `arbor-sim plan v1`)".into()),
+        }
+        for (no, line) in lines {
+            let bad = |why: &str| format!("line {}: {why}: {line}", no + 1);
+            let w: Vec<&str> = line.split_whitespace().collect();
+            let num = |i: usize| -> Result<u64, String> {
+                w.get(i).and_then(|s| s.parse().ok()).ok_or_else(|| bad("expected a number"))
+            };
+            let ns = |i: usize| num(i).map(Duration::from_nanos);
+            let idx = |i: usize| num(i).map(|n| n as usize);
+            match w[0] {
+                "name" => plan.name = w.get(1).unwrap_or(&"").to_string(),
+                "seed" => plan.seed = num(1)?,
+                "net" => {
+                    for kv in &w[1..] {
+                        let (k, v) = kv.split_once('=').ok_or_else(|| bad("expected key=value"))?;
+                        let v: u64 = v.parse().map_err(|_| bad("expected a number"))?;
+                        match k {
+                            "latency" => plan.net.latency = Duration::from_nanos(v),
+                            "capacity" => plan.net.capacity = v as usize,
+                            "read" => plan.net.read_size = v as usize,
+                            "call" => plan.net.call_time = Duration::from_nanos(v),
+                            "grace" => plan.net.grace = Duration::from_nanos(v),
+                            _ => return Err(bad("unknown net key")),
+                        }
+                    }
+                }
+                "tree" => {
+                    plan.parents = w[1..]
+                        .iter()
+                        .map(|s| s.parse().map_err(|_| bad("bad parent")))
+                        .collect::<Result<_, _>>()?;
+                    if plan.parents.iter().enumerate().any(|(i, p)| *p > i) {
+                        return Err(bad("a parent must come before its child"));
+                    }
+                }
+                "action" => {
+                    let at = ns(1)?;
+                    let a = match *w.get(2).ok_or_else(|| bad("missing action"))? {
+                        "call" => Action::Call {
+                            from: idx(3)?,
+                            to: idx(4)?,
+                            function: w.get(5).ok_or_else(|| bad("missing function"))?.to_string(),
+                            reply: num(6)? != 0,
+                        },
+                        "chain" => Action::Chain { from: idx(3)?, to: idx(4)?, count: num(5)? as u32 },
+                        "print" => {
+                            Action::Print { proc: idx(3)?, lines: num(4)? as u32, newline: num(5)? != 0 }
+                        }
+                        "shutdown" => Action::Shutdown { proc: idx(3)? },
+                        _ => return Err(bad("unknown action")),
+                    };
+                    plan.actions.push((at, a));
+                }
+                "fault" => {
+                    let at = ns(1)?;
+                    let p = idx(3)?;
+                    let f = match *w.get(2).ok_or_else(|| bad("missing fault"))? {
+                        "hang-calls" => Fault::HangCalls(p),
+                        "ignore-sigterm" => Fault::IgnoreSigterm(p),
+                        "freeze" => Fault::Freeze(p),
+                        "thaw" => Fault::Thaw(p),
+                        "kill" => Fault::Kill(p),
+                        "cut" => Fault::Cut(p),
+                        "stall" => Fault::Stall(p, ns(4)?),
+                        "fragment" => Fault::Fragment(p),
+                        "delay" => Fault::Delay(p, ns(4)?),
+                        "runaway" => Fault::Runaway(p),
+                        "daemon" => Fault::Daemon(p),
+                        "spoof" => Fault::Spoof(p),
+                        _ => return Err(bad("unknown fault")),
+                    };
+                    plan.faults.push((at, f));
+                }
+                "shutdown" => plan.shutdown_at = ns(1)?,
+                "expect" => plan.expect.push(match *w.get(1).ok_or_else(|| bad("missing expectation"))? {
+                    "root-exit-within" => Expect::RootExitWithin(ns(2)?),
+                    "all-lines" => Expect::AllLines,
+                    "call-errors" => {
+                        Expect::CallErrors(w.get(2).ok_or_else(|| bad("missing kind"))?.to_string(), idx(3)?)
+                    }
+                    _ => return Err(bad("unknown expectation")),
+                }),
+                "mutation" => {
+                    plan.mutation = match w.get(1).copied() {
+                        Some("none") => Mutation::None,
+                        Some("shutdown-before-channel-close") => Mutation::ShutdownBeforeChannelClose,
+                        _ => return Err(bad("unknown mutation")),
+                    }
+                }
+                _ => return Err(bad("unknown line")),
+            }
+        }
+        let n = plan.procs();
+        let in_range = |p: ProcId| p < n;
+        let actions_ok = plan.actions.iter().all(|(_, a)| match a {
+            Action::Call { from, to, .. } | Action::Chain { from, to, .. } => {
+                in_range(*from) && in_range(*to)
+            }
+            Action::Print { proc, .. } | Action::Shutdown { proc } => in_range(*proc),
+        });
+        if !actions_ok || !plan.faults.iter().all(|(_, f)| in_range(f.proc())) {
+            return Err("an action or fault names a process not in the tree".into());
+        }
+        Ok(plan)
+    }
+}
+
+/// A fault in the plan's text form.
+#[derive(Debug)]
+pub struct FaultText<'a>(pub &'a Fault);
+
+impl fmt::Display for FaultText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Fault::HangCalls(p) => write!(f, "hang-calls {p}"),
+            Fault::IgnoreSigterm(p) => write!(f, "ignore-sigterm {p}"),
+            Fault::Freeze(p) => write!(f, "freeze {p}"),
+            Fault::Thaw(p) => write!(f, "thaw {p}"),
+            Fault::Kill(p) => write!(f, "kill {p}"),
+            Fault::Cut(p) => write!(f, "cut {p}"),
+            Fault::Stall(p, d) => write!(f, "stall {p} {}", d.as_nanos()),
+            Fault::Fragment(p) => write!(f, "fragment {p}"),
+            Fault::Delay(p, d) => write!(f, "delay {p} {}", d.as_nanos()),
+            Fault::Runaway(p) => write!(f, "runaway {p}"),
+            Fault::Daemon(p) => write!(f, "daemon {p}"),
+            Fault::Spoof(p) => write!(f, "spoof {p}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_round_trip_through_their_text_form() {
+        let plan = Plan {
+            name: "chaos".into(),
+            seed: 99,
+            net: Net { latency: Duration::from_micros(250), ..Net::default() },
+            parents: vec![0, 0, 1],
+            actions: vec![
+                (Duration::ZERO, Action::Call { from: 0, to: 3, function: "hang".into(), reply: true }),
+                (Duration::from_millis(1), Action::Chain { from: 0, to: 1, count: 5 }),
+                (Duration::from_millis(2), Action::Print { proc: 2, lines: 10, newline: false }),
+                (Duration::from_millis(3), Action::Shutdown { proc: 1 }),
+            ],
+            faults: vec![
+                (Duration::ZERO, Fault::IgnoreSigterm(3)),
+                (Duration::from_millis(5), Fault::Stall(2, Duration::from_secs(1))),
+                (Duration::from_millis(6), Fault::Kill(0)),
+            ],
+            shutdown_at: Duration::from_millis(20),
+            expect: vec![Expect::RootExitWithin(Duration::from_millis(50)), Expect::AllLines],
+            mutation: Mutation::ShutdownBeforeChannelClose,
+        };
+        assert_eq!(Plan::from_text(&plan.to_text()), Ok(plan));
+    }
+
+    #[test]
+    fn bad_plans_are_refused_with_the_line() {
+        assert!(Plan::from_text("hello").is_err());
+        let err = Plan::from_text("arbor-sim plan v1\ntree 0\nfault 0 kill 7\n").unwrap_err();
+        assert!(err.contains("not in the tree"), "{err}");
+        let err = Plan::from_text("arbor-sim plan v1\nbogus 1\n").unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+    }
+}

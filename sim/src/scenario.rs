@@ -1,0 +1,318 @@
+//! Named scenarios (SCENARIOS.md), each a recipe that turns a seed into a [`Plan`].
+//!
+//! The seed varies what the scenario leaves open — latency, buffer sizes, read sizes, call
+//! durations, when things happen — and, in `chaos`, the tree and a fault plan of up to four
+//! faults. What a scenario is about (the hung call of S3, the frozen child of S23) is fixed.
+
+use std::time::Duration;
+
+use crate::plan::{Action, Expect, Fault, Mutation, Net, Plan, ProcId};
+use crate::rng::Rng;
+
+/// A scenario: a name, what it shows, and its recipe.
+#[derive(Debug)]
+pub struct Scenario {
+    /// Its name on the command line.
+    pub name: &'static str,
+    /// What it shows.
+    pub about: &'static str,
+    build: fn(&mut Rng, &mut Plan),
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Time for the deepest tree a named scenario builds to finish spawning: a round trip for an id
+/// block and one for ADD_ROUTE per level, at the largest latency a seed picks.
+pub const SETTLE: Duration = Duration::from_millis(25);
+
+fn call(from: ProcId, to: ProcId, f: &str) -> Action {
+    Action::Call { from, to, function: f.into(), reply: true }
+}
+
+/// A chain `0 → 1 → … → depth`.
+fn chain(depth: usize) -> Vec<ProcId> {
+    (0..depth).collect()
+}
+
+/// Every scenario there is, in order.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "s1-one-child",
+        about: "root with one child, one call, root shuts down: child gone long before the grace period",
+        build: |_, p| {
+            p.parents = vec![0];
+            p.actions.push((MS, call(0, 1, "work")));
+            p.expect.push(Expect::RootExitWithin(Duration::from_millis(100)));
+        },
+    },
+    Scenario {
+        name: "s2-grandchild",
+        about: "root → child → grandchild: each level closes its channel before forwarding SHUTDOWN",
+        build: |_, p| {
+            p.parents = chain(2);
+            p.actions.push((MS, call(0, 2, "echo")));
+            p.expect.push(Expect::RootExitWithin(Duration::from_millis(100)));
+        },
+    },
+    Scenario {
+        name: "s3-hung-call",
+        about: "child's main thread hung forever: child still gone, the caller hears 'disconnected' once",
+        build: |_, p| {
+            p.parents = vec![0];
+            p.actions.push((MS, call(0, 1, "hang")));
+            p.expect.push(Expect::CallErrors("disconnected".into(), 1));
+            p.expect.push(Expect::RootExitWithin(Duration::from_millis(100)));
+        },
+    },
+    Scenario {
+        name: "s4-ignores-sigterm",
+        about: "child ignores SIGTERM and its call hangs: gone within milliseconds anyway",
+        build: |_, p| {
+            p.parents = vec![0];
+            p.faults.push((Duration::ZERO, Fault::IgnoreSigterm(1)));
+            p.actions.push((MS, call(0, 1, "hang")));
+            p.expect.push(Expect::RootExitWithin(Duration::from_millis(100)));
+        },
+    },
+    Scenario {
+        name: "s5-ten-thousand-lines",
+        about: "child prints 10 000 lines then the root shuts down: all arrive, in order",
+        build: |_, p| {
+            p.parents = vec![0];
+            p.actions.push((MS, Action::Print { proc: 1, lines: 10_000, newline: true }));
+            p.expect.push(Expect::AllLines);
+        },
+    },
+    Scenario {
+        name: "s6-no-final-newline",
+        about: "child prints a last line with no newline: it arrives",
+        build: |_, p| {
+            p.parents = vec![0, 1];
+            p.actions.push((MS, Action::Print { proc: 2, lines: 3, newline: false }));
+            p.expect.push(Expect::AllLines);
+        },
+    },
+    Scenario {
+        name: "s7-daemon-holds-stdout",
+        about: "a daemon grandchild keeps stdout open: shutdown is not delayed (SHUT_WR, not wait-for-close)",
+        build: |_, p| {
+            p.parents = vec![0];
+            p.faults.push((MS, Fault::Daemon(1)));
+            p.actions.push((2 * MS, Action::Print { proc: 1, lines: 5, newline: true }));
+            p.expect.push(Expect::RootExitWithin(Duration::from_millis(100)));
+            p.expect.push(Expect::AllLines);
+        },
+    },
+    Scenario {
+        name: "s8-s9-spoofing",
+        about: "a child forges a call with the root's authority and a SHUTDOWN in its parent's name: ignored",
+        build: |_, p| {
+            p.parents = vec![0, 0, 1, 1];
+            p.faults.push((MS, Fault::Spoof(2)));
+            p.faults.push((MS, Fault::Spoof(3)));
+            p.actions.push((2 * MS, call(0, 4, "echo")));
+        },
+    },
+    Scenario {
+        name: "s15-fifty-pending",
+        about: "child disconnects with 50 calls pending on it: all 50 resolve 'disconnected', once each",
+        build: |rng, p| {
+            p.parents = vec![0];
+            for _ in 0..50 {
+                p.actions.push((MS, call(0, 1, "hang")));
+            }
+            p.faults.push((MS * rng.range(2, 9) as u32, Fault::Kill(1)));
+            p.expect.push(Expect::CallErrors("disconnected".into(), 50));
+        },
+    },
+    Scenario {
+        name: "s16-grandchild-lost",
+        about: "a grandchild disconnects: DEL_ROUTE reaches the root; calls to it fail 'disconnected'",
+        build: |_, p| {
+            p.parents = vec![0, 1, 0];
+            p.actions.push((MS, call(0, 2, "hang")));
+            p.faults.push((3 * MS, Fault::Kill(2)));
+            p.actions.push((5 * MS, call(0, 3, "echo")));
+            p.expect.push(Expect::CallErrors("disconnected".into(), 1));
+        },
+    },
+    Scenario {
+        name: "s17-root-killed",
+        about: "the root is SIGKILLed with a 3-level tree and a child ignoring SIGTERM: no orphan",
+        build: |_, p| {
+            p.parents = vec![0, 1, 0];
+            p.faults.push((Duration::ZERO, Fault::IgnoreSigterm(1)));
+            p.actions.push((MS, call(0, 2, "hang")));
+            p.faults.push((3 * MS, Fault::Kill(0)));
+        },
+    },
+    Scenario {
+        name: "s18-stalled-link",
+        about: "the link to a grandchild stalls during shutdown: forced disconnect at the deadline",
+        build: |_, p| {
+            p.parents = vec![0, 1];
+            p.faults.push((p.shutdown_at - MS, Fault::Stall(2, Duration::from_secs(3600))));
+        },
+    },
+    Scenario {
+        name: "s19-shutdown-twice",
+        about: "shutdown requested twice and while draining: one sequence",
+        build: |_, p| {
+            p.parents = vec![0, 1];
+            p.faults.push((Duration::ZERO, Fault::Freeze(2)));
+            p.actions.push((p.shutdown_at + MS, Action::Shutdown { proc: 0 }));
+            p.actions.push((p.shutdown_at + MS, Action::Shutdown { proc: 1 }));
+        },
+    },
+    Scenario {
+        name: "s20-no-reply-then-shutdown",
+        about: "call_no_reply sent immediately before shutdown: run if the callee is idle (docs/shutdown.md)",
+        build: |_, p| {
+            p.parents = vec![0];
+            let at = p.shutdown_at;
+            p.actions.push((at, Action::Call { from: 0, to: 1, function: "echo".into(), reply: false }));
+        },
+    },
+    Scenario {
+        name: "s21-fifty-children",
+        about: "50 children, root shuts down: every child gone; total ≈ slowest child",
+        build: |_, p| {
+            p.parents = vec![0; 50];
+            for c in 1..=50 {
+                p.actions.push((MS, call(0, c, "work")));
+            }
+            p.expect.push(Expect::RootExitWithin(Duration::from_millis(100)));
+        },
+    },
+    Scenario {
+        name: "s22-deep-hung-chain",
+        about: "depth-4 chain, a hung call at every level: whole tree gone within G + escalation",
+        build: |_, p| {
+            p.parents = chain(4);
+            for c in 1..=4 {
+                p.actions.push((MS, call(0, c, "hang")));
+            }
+            p.expect.push(Expect::RootExitWithin(Duration::from_millis(100)));
+        },
+    },
+    Scenario {
+        name: "s22-deep-frozen-chain",
+        about: "depth-4 chain whose deepest context is frozen: bounded by one grace, not four",
+        build: |_, p| {
+            p.parents = chain(4);
+            p.faults.push((MS, Fault::Freeze(4)));
+            let bound = p.net.grace + arbor_core::reaper::Escalation::default().total();
+            p.expect.push(Expect::RootExitWithin(bound));
+        },
+    },
+    Scenario {
+        name: "s23-frozen-child",
+        about: "child frozen (SIGSTOP) during shutdown: forced disconnect and kill at the bound",
+        build: |_, p| {
+            p.parents = vec![0, 0];
+            p.faults.push((p.shutdown_at - MS, Fault::Freeze(1)));
+        },
+    },
+    Scenario {
+        name: "s24-runaway-output",
+        about: "a child writes output forever: shutdown still completes",
+        build: |_, p| {
+            p.parents = vec![0, 1];
+            p.faults.push((MS, Fault::Runaway(2)));
+        },
+    },
+    Scenario {
+        name: "chaos",
+        about: "a random tree of up to 8 contexts, random calls and output, and up to 4 random faults",
+        build: chaos,
+    },
+];
+
+fn chaos(rng: &mut Rng, p: &mut Plan) {
+    let n = rng.range(1, 7) as usize;
+    p.parents = (0..n).map(|i| rng.below(i as u64 + 1) as usize).collect();
+    let procs = n + 1;
+    let horizon = p.shutdown_at.as_nanos() as u64;
+    let when = |rng: &mut Rng| Duration::from_nanos(rng.range(1_000_000, horizon));
+    for _ in 0..rng.range(0, 12) {
+        let from = rng.below(procs as u64) as usize;
+        let to = rng.below(procs as u64) as usize;
+        let a = match rng.below(4) {
+            0 => Action::Chain { from, to, count: rng.range(1, 20) as u32 },
+            1 => Action::Print { proc: to, lines: rng.range(1, 200) as u32, newline: rng.chance(3, 4) },
+            2 => Action::Call { from, to, function: "hang".into(), reply: rng.chance(3, 4) },
+            _ => Action::Call { from, to, function: "work".into(), reply: rng.chance(3, 4) },
+        };
+        p.actions.push((when(rng), a));
+    }
+    for _ in 0..rng.range(0, 4) {
+        let any = rng.below(procs as u64) as usize;
+        let child = 1 + rng.below(n as u64) as usize;
+        let f = match rng.below(11) {
+            0 => Fault::HangCalls(any),
+            1 => Fault::IgnoreSigterm(any),
+            2 => Fault::Freeze(child),
+            3 => Fault::Kill(any),
+            4 => Fault::Cut(child),
+            5 => Fault::Stall(child, Duration::from_millis(rng.range(1, 8000))),
+            6 => Fault::Fragment(child),
+            7 => Fault::Delay(child, Duration::from_micros(rng.range(1, 5000))),
+            8 => Fault::Runaway(child),
+            9 => Fault::Daemon(child),
+            _ => Fault::Spoof(child),
+        };
+        let at = when(rng);
+        if let Fault::Freeze(c) = f {
+            if rng.chance(1, 2) {
+                let thaw = at + Duration::from_millis(rng.range(1, 8000));
+                p.faults.push((thaw, Fault::Thaw(c)));
+            }
+        }
+        p.faults.push((at, f));
+    }
+    p.faults.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    p.actions.sort_by_key(|a| a.0);
+}
+
+/// Looks a scenario up by name.
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+impl Scenario {
+    /// The plan this scenario makes of `seed`.
+    pub fn plan(&self, seed: u64) -> Plan {
+        let mut rng = Rng::new(seed);
+        let net = Net {
+            latency: Duration::from_micros(rng.range(10, 2000)),
+            capacity: [4096, 65_536, 262_144][rng.below(3) as usize],
+            read_size: [512, 16_384, 131_072][rng.below(3) as usize],
+            call_time: Duration::from_micros(rng.range(10, 20_000)),
+            ..Net::default()
+        };
+        let mut plan = Plan {
+            name: self.name.to_string(),
+            seed,
+            net,
+            parents: Vec::new(),
+            actions: Vec::new(),
+            faults: Vec::new(),
+            shutdown_at: Duration::from_millis(rng.range(20, 60)),
+            expect: Vec::new(),
+            mutation: Mutation::None,
+        };
+        (self.build)(&mut rng, &mut plan);
+        if self.name != "chaos" {
+            // Named scenarios act on a settled tree: every spawn done, every route announced.
+            // (chaos deliberately does not wait.)
+            for (at, _) in plan.actions.iter_mut().filter(|(at, _)| !at.is_zero()) {
+                *at += SETTLE;
+            }
+            for (at, _) in plan.faults.iter_mut().filter(|(at, _)| !at.is_zero()) {
+                *at += SETTLE;
+            }
+            plan.shutdown_at += SETTLE;
+        }
+        plan
+    }
+}

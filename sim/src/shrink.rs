@@ -1,0 +1,154 @@
+//! Shrinking a failing plan to a small one that still fails.
+//!
+//! Greedy and deterministic: try dropping each fault, then each action, then each leaf process
+//! (with everything that names it), then pull every time earlier by halves, keeping any change
+//! after which the run still breaks one of the invariants the original broke. The result is
+//! usually a handful of lines — the repro file.
+
+use std::time::Duration;
+
+use crate::plan::{Action, Fault, Plan, ProcId};
+use crate::run::run;
+
+/// The checkers a plan breaks.
+fn broken(plan: &Plan) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = run(plan).violations.iter().map(|v| v.checker).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// A smaller plan that still breaks at least one invariant `plan` breaks, and how many runs it
+/// took. Returns `plan` unchanged if it passes.
+pub fn shrink(plan: &Plan, max_runs: usize) -> (Plan, usize) {
+    let target = broken(plan);
+    let mut runs = 1;
+    if target.is_empty() {
+        return (plan.clone(), runs);
+    }
+    let still_fails = |p: &Plan, runs: &mut usize| {
+        *runs += 1;
+        broken(p).iter().any(|c| target.contains(c))
+    };
+    let mut best = plan.clone();
+    let mut progress = true;
+    while progress && runs < max_runs {
+        progress = false;
+        // Fewer faults.
+        let mut i = 0;
+        while i < best.faults.len() && runs < max_runs {
+            let mut c = best.clone();
+            c.faults.remove(i);
+            if still_fails(&c, &mut runs) {
+                best = c;
+                progress = true;
+            } else {
+                i += 1;
+            }
+        }
+        // Fewer actions.
+        let mut i = 0;
+        while i < best.actions.len() && runs < max_runs {
+            let mut c = best.clone();
+            c.actions.remove(i);
+            if still_fails(&c, &mut runs) {
+                best = c;
+                progress = true;
+            } else {
+                i += 1;
+            }
+        }
+        // A smaller tree: drop a leaf (the last process that is nobody's parent).
+        let mut leaf = best.procs() - 1;
+        while leaf > 0 && runs < max_runs {
+            if !best.parents.contains(&leaf) {
+                if let Some(c) = without_leaf(&best, leaf) {
+                    if still_fails(&c, &mut runs) {
+                        best = c;
+                        progress = true;
+                    }
+                }
+            }
+            leaf -= 1;
+            leaf = leaf.min(best.procs() - 1);
+        }
+        // Earlier times.
+        for i in 0..best.faults.len() {
+            let mut c = best.clone();
+            c.faults[i].0 /= 2;
+            if c.faults[i].0 != best.faults[i].0 && runs < max_runs && still_fails(&c, &mut runs) {
+                best = c;
+                progress = true;
+            }
+        }
+        let mut c = best.clone();
+        c.shutdown_at = (c.shutdown_at / 2).max(Duration::from_millis(1));
+        if c.shutdown_at != best.shutdown_at && runs < max_runs && still_fails(&c, &mut runs) {
+            best = c;
+            progress = true;
+        }
+    }
+    (best, runs)
+}
+
+/// `plan` without process `leaf` (which has no children) and everything naming it; later
+/// processes move down one index.
+fn without_leaf(plan: &Plan, leaf: ProcId) -> Option<Plan> {
+    let re = |p: ProcId| -> Option<ProcId> {
+        match p.cmp(&leaf) {
+            std::cmp::Ordering::Less => Some(p),
+            std::cmp::Ordering::Equal => None,
+            std::cmp::Ordering::Greater => Some(p - 1),
+        }
+    };
+    let mut c = plan.clone();
+    c.parents = plan
+        .parents
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i + 1 != leaf)
+        .map(|(_, p)| re(*p))
+        .collect::<Option<Vec<_>>>()?;
+    c.actions = plan
+        .actions
+        .iter()
+        .filter_map(|(at, a)| {
+            let a = match a {
+                Action::Call { from, to, function, reply } => {
+                    Action::Call { from: re(*from)?, to: re(*to)?, function: function.clone(), reply: *reply }
+                }
+                Action::Chain { from, to, count } => {
+                    Action::Chain { from: re(*from)?, to: re(*to)?, count: *count }
+                }
+                Action::Print { proc, lines, newline } => {
+                    Action::Print { proc: re(*proc)?, lines: *lines, newline: *newline }
+                }
+                Action::Shutdown { proc } => Action::Shutdown { proc: re(*proc)? },
+            };
+            Some((*at, a))
+        })
+        .collect();
+    c.faults = plan
+        .faults
+        .iter()
+        .filter_map(|(at, f)| {
+            let p = re(f.proc())?;
+            let f = match f {
+                Fault::HangCalls(_) => Fault::HangCalls(p),
+                Fault::IgnoreSigterm(_) => Fault::IgnoreSigterm(p),
+                Fault::Freeze(_) => Fault::Freeze(p),
+                Fault::Thaw(_) => Fault::Thaw(p),
+                Fault::Kill(_) => Fault::Kill(p),
+                Fault::Cut(_) => Fault::Cut(p),
+                Fault::Stall(_, d) => Fault::Stall(p, *d),
+                Fault::Fragment(_) => Fault::Fragment(p),
+                Fault::Delay(_, d) => Fault::Delay(p, *d),
+                Fault::Runaway(_) => Fault::Runaway(p),
+                Fault::Daemon(_) => Fault::Daemon(p),
+                Fault::Spoof(_) => Fault::Spoof(p),
+            };
+            Some((*at, f))
+        })
+        .collect();
+    Some(c)
+}

@@ -1,0 +1,308 @@
+//! The trace of a run: every node output and every world event, in order, with its time.
+//!
+//! The trace is what the invariant checkers read, what the text timeline and the Chrome trace
+//! show, and what the trace hash summarises. Two runs of one plan give byte-identical traces;
+//! the hash makes that cheap to compare.
+
+use std::fmt::{self, Write as _};
+
+use arbor_core::call::{CallId, JobId};
+use arbor_core::frame::Header;
+use arbor_core::handle::Handle;
+use arbor_core::ids::ContextId;
+use arbor_core::node::{Diagnostic, Output};
+use arbor_core::reaper::{ExitStatus, Pid, Signal};
+use arbor_core::router::StreamId;
+use arbor_core::shutdown::{Cause, PhaseKind};
+use arbor_core::time::Instant;
+
+use crate::plan::{Fault, FaultText, ProcId};
+
+/// One thing that happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// When, in virtual time.
+    pub at: Instant,
+    /// Which process.
+    pub proc: ProcId,
+    /// What.
+    pub what: What,
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum What {
+    /// The process was started.
+    Spawned {
+        /// Its context id.
+        id: ContextId,
+        /// Its pid.
+        pid: Pid,
+    },
+    /// The host registered a stream with the node.
+    Opened(StreamId),
+    /// The node produced an output.
+    Out(Output),
+    /// The node's shutdown phase changed.
+    Phase {
+        /// The new phase.
+        to: PhaseKind,
+        /// Why shutdown began, once it has.
+        cause: Option<Cause>,
+    },
+    /// The process wrote this text to stdout (a line, with its newline if it had one).
+    Printed(String),
+    /// The process issued a call that wants an answer.
+    CallIssued(CallId),
+    /// A fault was applied.
+    Fault(Fault),
+    /// A signal reached the process.
+    Signalled(Signal),
+    /// The process ended.
+    Died(ExitStatus),
+    /// The process began its graceful shutdown on the script's request.
+    ShutdownRequested,
+}
+
+/// A run's events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// The events, in order.
+    pub events: Vec<Event>,
+}
+
+/// The header of a transmitted frame, if the output is one.
+pub fn transmitted(o: &Output) -> Option<Header> {
+    match o {
+        Output::Transmit { frame, .. } => Header::parse(frame.header()).ok(),
+        _ => None,
+    }
+}
+
+/// FNV-1a, 64-bit: small, stable and written out here so hashes never change under us.
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    /// Mixes bytes in.
+    pub fn bytes(&mut self, b: &[u8]) {
+        for x in b {
+            self.0 = (self.0 ^ u64::from(*x)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    /// Mixes a number in.
+    pub fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+    /// The hash so far.
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Trace {
+    /// Appends an event.
+    pub fn push(&mut self, at: Instant, proc: ProcId, what: What) {
+        self.events.push(Event { at, proc, what });
+    }
+
+    /// The trace hash: the FNV-1a of the text timeline, so equal hashes mean equal timelines.
+    pub fn hash(&self) -> u64 {
+        let mut h = Fnv::default();
+        let mut line = String::new();
+        for e in &self.events {
+            line.clear();
+            let _ = write!(line, "{}", Line(e));
+            h.bytes(line.as_bytes());
+            h.bytes(b"\n");
+        }
+        h.finish()
+    }
+
+    /// The readable timeline, one line per event.
+    pub fn timeline(&self) -> String {
+        let mut s = String::new();
+        for e in &self.events {
+            let _ = writeln!(s, "{}", Line(e));
+        }
+        s
+    }
+
+    /// The trace as Chrome-trace JSON (open in Perfetto or chrome://tracing): one track per
+    /// process, an instant event per trace event, and a span for each process's life.
+    pub fn chrome_json(&self) -> String {
+        let mut s = String::from("{\"traceEvents\":[\n");
+        let mut first = true;
+        let mut sep = |s: &mut String| {
+            if !first {
+                s.push_str(",\n");
+            }
+            first = false;
+        };
+        let mut born: Vec<(ProcId, u64)> = Vec::new();
+        for e in &self.events {
+            let us = e.at.as_nanos() as f64 / 1000.0;
+            match &e.what {
+                What::Spawned { id, pid } => {
+                    born.push((e.proc, e.at.as_nanos()));
+                    sep(&mut s);
+                    let _ = write!(
+                        s,
+                        "{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":{},\"args\":{{\"name\":\"proc {} (context {id}, pid {pid})\"}}}}",
+                        e.proc, e.proc
+                    );
+                }
+                What::Died(status) => {
+                    if let Some((_, start)) = born.iter().find(|(p, _)| *p == e.proc) {
+                        sep(&mut s);
+                        let dur = (e.at.as_nanos() - start) as f64 / 1000.0;
+                        let _ = write!(
+                            s,
+                            "{{\"name\":\"alive\",\"ph\":\"X\",\"pid\":1,\"tid\":{},\"ts\":{:.3},\"dur\":{dur:.3},\"args\":{{\"end\":\"{}\"}}}}",
+                            e.proc,
+                            *start as f64 / 1000.0,
+                            json_escape(&format!("{status:?}"))
+                        );
+                    }
+                }
+                _ => {}
+            }
+            sep(&mut s);
+            let _ = write!(
+                s,
+                "{{\"name\":\"{}\",\"ph\":\"i\",\"s\":\"t\",\"pid\":1,\"tid\":{},\"ts\":{us:.3}}}",
+                json_escape(&format!("{}", WhatText(&e.what))),
+                e.proc
+            );
+        }
+        s.push_str("\n]}\n");
+        s
+    }
+}
+
+fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One timeline line: `   0.001250000 p2  <what>`.
+#[derive(Debug)]
+pub struct Line<'a>(pub &'a Event);
+
+impl fmt::Display for Line<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ns = self.0.at.as_nanos();
+        write!(
+            f,
+            "{:>4}.{:09} p{:<3} {}",
+            ns / 1_000_000_000,
+            ns % 1_000_000_000,
+            self.0.proc,
+            WhatText(&self.0.what)
+        )
+    }
+}
+
+/// The readable form of one event.
+#[derive(Debug)]
+pub struct WhatText<'a>(pub &'a What);
+
+impl fmt::Display for WhatText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            What::Spawned { id, pid } => write!(f, "spawned as context {id}, pid {pid}"),
+            What::Opened(s) => write!(f, "stream {s} opened"),
+            What::Out(o) => OutText(o).fmt(f),
+            What::Phase { to, cause } => match cause {
+                Some(c) => write!(f, "phase {to:?} ({c:?})"),
+                None => write!(f, "phase {to:?}"),
+            },
+            What::Printed(line) => write!(f, "prints {line:?}"),
+            What::CallIssued(c) => write!(f, "issues call {}", c.0),
+            What::Fault(x) => write!(f, "FAULT {}", FaultText(x)),
+            What::Signalled(s) => write!(f, "receives {s:?}"),
+            What::Died(s) => write!(f, "dies: {s:?}"),
+            What::ShutdownRequested => f.write_str("shutdown requested"),
+        }
+    }
+}
+
+/// The readable form of one node output.
+#[derive(Debug)]
+pub struct OutText<'a>(pub &'a Output);
+
+impl fmt::Display for OutText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Output::Transmit { stream, frame } => match Header::parse(frame.header()) {
+                Ok(h) => write!(
+                    f,
+                    "→ {stream} {} dst={} src={} auth={} reply_to={} len={}",
+                    Handle(h.handle.0),
+                    h.dst,
+                    h.src,
+                    h.auth,
+                    h.reply_to,
+                    h.len
+                ),
+                Err(_) => write!(f, "→ {stream} (corrupt header)"),
+            },
+            Output::ShutdownWrite { stream } => write!(f, "SHUT_WR {stream}"),
+            Output::Close { stream } => write!(f, "close {stream}"),
+            Output::Signal { pid, signal } => write!(f, "signal {signal:?} → pid {pid}"),
+            Output::RunCall { job, caller, request } => {
+                write!(f, "run call job={} {}() for context {caller}", JobText(*job), request.function)
+            }
+            Output::CallsClosed => f.write_str("call channel closed"),
+            Output::CallReturned { call, result } => match result {
+                Ok(v) => write!(f, "call {} returned {} bytes", call.0, v.len()),
+                Err(e) => write!(f, "call {} failed: {:?} {}", call.0, e.kind, e.message),
+            },
+            Output::LogLine(l) => write!(f, "log [{} {}] {:?}", l.context, l.source, l.text),
+            Output::IdsAvailable => f.write_str("ids available"),
+            Output::Diagnostic(d) => DiagText(d).fmt(f),
+            Output::Exit { how } => write!(f, "EXIT {how:?}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct JobText(JobId);
+
+impl fmt::Display for JobText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0 .0)
+    }
+}
+
+#[derive(Debug)]
+struct DiagText<'a>(&'a Diagnostic);
+
+impl fmt::Display for DiagText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Diagnostic::Rejected(r) => write!(
+                f,
+                "rejected {} from {:?} (dst={} src={} auth={}): {}",
+                r.handle, r.stream, r.dst, r.src, r.auth, r.reason
+            ),
+            other => write!(f, "diagnostic {other:?}"),
+        }
+    }
+}
