@@ -1,0 +1,33 @@
+//! A child spawns a grandchild, whose output and `tracing` events reach the root:
+//! `cargo run -p arbor --example nested`.
+
+use arbor::{Functions, SpawnOptions};
+
+fn functions() -> Functions {
+    Functions::new()
+        .register("shout", |text: String| {
+            println!("{}", text.to_uppercase());
+            tracing::warn!("shouted {} bytes", text.len());
+            Ok::<_, String>(())
+        })
+        .register("delegate", |text: String| {
+            // Runs in the child: spawn a grandchild and pass the work down.
+            let ctx = arbor::context().ok_or("no context")?;
+            let grandchild = ctx.spawn(SpawnOptions::named("grandchild")).map_err(|e| e.to_string())?;
+            ctx.call::<_, ()>(grandchild.id, "shout", &text).map_err(|e| e.to_string())?;
+            Ok::<_, String>(grandchild.id.0)
+        })
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let launcher = arbor::init(functions());
+    tracing_subscriber::fmt().without_time().init();
+    let root = launcher.start()?;
+    let child = root.context().spawn(SpawnOptions::named("child"))?;
+    let grandchild: u32 = root.context().call(child.id, "delegate", "from the root, via the child")?;
+    // Ids are tree-wide: the root can call the grandchild directly.
+    root.context().call::<_, ()>(arbor::ContextId(grandchild), "shout", "and directly")?;
+    let report = root.shutdown();
+    println!("{} child reaped; tree gone in {:?}", report.reaped.len(), report.took);
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! What a parent tells the child it spawns, through environment variables (docs/driver.md).
+//!
+//! The environment is the one channel that exists before the child has run any of our code, and
+//! it survives `exec` without any `pre_exec` hook. [`ChildEnv::take`] removes the variables, so a
+//! program the child later starts with `std::process::Command` does not mistake itself for an
+//! arbor child.
+
+use std::env;
+use std::process::Command;
+use std::time::Duration;
+
+use arbor_core::ids::ContextId;
+
+/// The child's context id. Its presence is what makes [`crate::init`] take over.
+const ID: &str = "ARBOR_CONTEXT_ID";
+/// Ancestor ids, nearest first, comma separated.
+const ANCESTORS: &str = "ARBOR_ANCESTORS";
+/// The pid of the spawning process, to detect a parent that died before PR_SET_PDEATHSIG.
+const PARENT_PID: &str = "ARBOR_PARENT_PID";
+/// The grace period in milliseconds.
+const GRACE_MS: &str = "ARBOR_GRACE_MS";
+/// The context's human name.
+const NAME: &str = "ARBOR_CONTEXT_NAME";
+
+/// A child's configuration as its parent handed it over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ChildEnv {
+    pub id: ContextId,
+    pub ancestors: Vec<ContextId>,
+    pub parent_pid: u32,
+    pub grace: Duration,
+    pub name: String,
+}
+
+/// A malformed arbor environment variable (a bug or tampering: the child refuses to start).
+#[derive(Debug, thiserror::Error)]
+#[error("bad value for {var}: {value:?}")]
+pub(crate) struct BadEnv {
+    var: &'static str,
+    value: String,
+}
+
+impl ChildEnv {
+    /// Sets the variables on a command that will start the child.
+    pub fn apply(&self, cmd: &mut Command) {
+        let ancestors: Vec<String> = self.ancestors.iter().map(|a| a.0.to_string()).collect();
+        cmd.env(ID, self.id.0.to_string())
+            .env(ANCESTORS, ancestors.join(","))
+            .env(PARENT_PID, self.parent_pid.to_string())
+            .env(GRACE_MS, self.grace.as_millis().to_string())
+            .env(NAME, &self.name);
+    }
+
+    /// Reads and removes the variables: `Ok(None)` in a process that is not an arbor child.
+    ///
+    /// Must run while the process has one thread (at the top of `main`): changing the
+    /// environment races with other threads reading it.
+    pub fn take() -> Result<Option<ChildEnv>, BadEnv> {
+        let Some(id) = env::var_os(ID) else { return Ok(None) };
+        let get = |var: &'static str| env::var(var).unwrap_or_default();
+        let bad = |var: &'static str| BadEnv { var, value: get(var) };
+        let id = id.to_str().and_then(|s| s.parse().ok()).map(ContextId).ok_or_else(|| bad(ID))?;
+        let ancestors = get(ANCESTORS)
+            .split(',')
+            .map(|a| a.parse().map(ContextId))
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| bad(ANCESTORS))?;
+        let parent_pid = get(PARENT_PID).parse().map_err(|_| bad(PARENT_PID))?;
+        let grace = get(GRACE_MS).parse().map(Duration::from_millis).map_err(|_| bad(GRACE_MS))?;
+        let name = get(NAME);
+        for var in [ID, ANCESTORS, PARENT_PID, GRACE_MS, NAME] {
+            env::remove_var(var);
+        }
+        Ok(Some(ChildEnv { id, ancestors, parent_pid, grace, name }))
+    }
+}

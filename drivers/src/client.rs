@@ -1,0 +1,139 @@
+//! The API other threads use to talk to their context's broker: typed calls and spawning.
+//!
+//! Every method sends a [`Command`] to the IO thread and waits on a one-shot channel, so it is
+//! safe from any thread except the IO thread itself (which never runs user code).
+
+use std::marker::PhantomData;
+use std::sync::Mutex;
+
+use arbor_core::call::{CallError, CallErrorKind, CallResult};
+use arbor_core::ids::ContextId;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::broker::Command;
+use crate::error::SpawnError;
+use crate::spawn::{ChildInfo, SpawnOptions};
+
+static CURRENT: Mutex<Option<Context>> = Mutex::new(None);
+
+pub(crate) fn set_current(context: Option<Context>) {
+    if let Ok(mut current) = CURRENT.lock() {
+        *current = context;
+    }
+}
+
+pub(crate) fn current() -> Option<Context> {
+    CURRENT.lock().ok().and_then(|c| c.clone())
+}
+
+/// A handle on a running context (this process's), cheap to clone and usable from any thread.
+#[derive(Clone, Debug)]
+pub struct Context {
+    id: ContextId,
+    name: String,
+    commands: async_channel::Sender<Command>,
+}
+
+/// A call in flight: [`PendingCall::wait`] blocks for the answer, [`PendingCall::recv`] awaits
+/// it. Any number may be in flight at once (pipelined); each resolves exactly once.
+#[derive(Debug)]
+#[must_use = "a call's answer, or its error, arrives here"]
+pub struct PendingCall<R> {
+    answer: Result<async_channel::Receiver<CallResult>, CallError>,
+    context: String,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> PendingCall<R> {
+    /// Waits for the answer, blocking this thread.
+    pub fn wait(self) -> Result<R, CallError> {
+        futures_lite::future::block_on(self.recv())
+    }
+
+    /// The answer, asynchronously.
+    pub async fn recv(self) -> Result<R, CallError> {
+        let answer = self.answer?;
+        let bytes = answer.recv().await.map_err(|_| gone(&self.context))??;
+        postcard::from_bytes(&bytes).map_err(|e| {
+            CallError::new(CallErrorKind::Malformed, format!("the result does not decode: {e}"), self.context)
+        })
+    }
+}
+
+fn gone(context: &str) -> CallError {
+    CallError::new(CallErrorKind::ShuttingDown, "the context has exited", context)
+}
+
+impl Context {
+    pub(crate) fn new(id: ContextId, name: String, commands: async_channel::Sender<Command>) -> Context {
+        Context { id, name, commands }
+    }
+
+    /// This context's id.
+    pub fn id(&self) -> ContextId {
+        self.id
+    }
+
+    /// Calls `function` in context `target` and waits for its answer.
+    pub fn call<A, R>(&self, target: ContextId, function: &str, args: &A) -> Result<R, CallError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        self.call_async(target, function, args).wait()
+    }
+
+    /// Sends a call and returns at once; the answer arrives in the [`PendingCall`].
+    pub fn call_async<A, R>(&self, target: ContextId, function: &str, args: &A) -> PendingCall<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let answer = self.encode(args).and_then(|args| {
+            let (reply, answer) = async_channel::bounded(1);
+            let command = Command::Call { target, function: function.to_string(), args, reply };
+            self.commands.send_blocking(command).map_err(|_| gone(&self.name))?;
+            Ok(answer)
+        });
+        PendingCall { answer, context: self.name.clone(), _result: PhantomData }
+    }
+
+    /// Sends a call that wants no answer: `Ok` once it is on its way (docs/shutdown.md
+    /// "call_no_reply and shutdown" says what becomes of it).
+    pub fn call_no_reply<A>(&self, target: ContextId, function: &str, args: &A) -> Result<(), CallError>
+    where
+        A: Serialize + ?Sized,
+    {
+        let args = self.encode(args)?;
+        let (reply, answer) = async_channel::bounded(1);
+        let command = Command::CallNoReply { target, function: function.to_string(), args, reply };
+        self.commands.send_blocking(command).map_err(|_| gone(&self.name))?;
+        answer.recv_blocking().map_err(|_| gone(&self.name))?.map(|_| ())
+    }
+
+    /// Starts a child context of this context and waits until it is connected.
+    pub fn spawn(&self, options: SpawnOptions) -> Result<ChildInfo, SpawnError> {
+        let (reply, answer) = async_channel::bounded(1);
+        self.commands
+            .send_blocking(Command::Spawn { options, reply })
+            .map_err(|_| SpawnError::ShuttingDown)?;
+        answer.recv_blocking().map_err(|_| SpawnError::ShuttingDown)?
+    }
+
+    /// Starts a graceful shutdown of this context and everything below it; returns at once.
+    pub fn request_shutdown(&self) {
+        let _ = self.commands.send_blocking(Command::Shutdown);
+    }
+
+    /// Skips the grace period: disconnects and kills what is left (a second Ctrl-C).
+    pub fn force_shutdown(&self) {
+        let _ = self.commands.send_blocking(Command::ForceShutdown);
+    }
+
+    fn encode<A: Serialize + ?Sized>(&self, args: &A) -> Result<Vec<u8>, CallError> {
+        postcard::to_allocvec(args).map_err(|e| {
+            CallError::new(CallErrorKind::Malformed, format!("the arguments do not encode: {e}"), &self.name)
+        })
+    }
+}

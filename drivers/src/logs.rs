@@ -1,0 +1,104 @@
+//! Log lines of the whole tree, as the root receives them (`Output::LogLine`), and the child's
+//! own `tracing` setup that feeds them.
+//!
+//! A child's `tracing` events are formatted as text on its stderr, which is a capture socket, so
+//! they travel to the root like any other output — in order with the prints around them, and
+//! with nothing to lose at shutdown that a print would not also lose. The root turns every line
+//! back into a `tracing` event tagged with the context's id and name; a line that starts the way
+//! the child's formatter starts one (`<LEVEL> <target>: …`) keeps its level.
+
+use arbor_core::ids::ContextId;
+use arbor_core::node::LogLine;
+use tracing::Level;
+
+/// One line of output from a context, as it reached the root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    /// The context that printed it.
+    pub context: ContextId,
+    /// Its name, as announced when it was spawned (empty if unknown).
+    pub name: String,
+    /// `stdout` or `stderr`.
+    pub source: String,
+    /// Python `logging` level number: 20 for stdout, 30 for stderr.
+    pub level: u32,
+    /// The line, without its newline.
+    pub text: String,
+}
+
+impl LogRecord {
+    pub(crate) fn new(line: LogLine, name: Option<&str>) -> LogRecord {
+        LogRecord {
+            context: line.context,
+            name: name.unwrap_or_default().to_string(),
+            source: line.source,
+            level: line.level,
+            text: line.text,
+        }
+    }
+
+    /// The level to re-emit the line at, and the text without a `tracing` level prefix.
+    pub fn tracing_level(&self) -> (Level, &str) {
+        let trimmed = self.text.trim_start();
+        for (word, level) in [
+            ("TRACE ", Level::TRACE),
+            ("DEBUG ", Level::DEBUG),
+            ("INFO ", Level::INFO),
+            ("WARN ", Level::WARN),
+            ("ERROR ", Level::ERROR),
+        ] {
+            if let Some(rest) = trimmed.strip_prefix(word) {
+                return (level, rest);
+            }
+        }
+        let level = if self.level >= 30 { Level::WARN } else { Level::INFO };
+        (level, &self.text)
+    }
+}
+
+/// The default handling of a record: a `tracing` event with target `arbor::remote`.
+pub(crate) fn emit(record: &LogRecord) {
+    let (level, text) = record.tracing_level();
+    let (ctx, name) = (record.context.0, record.name.as_str());
+    match level {
+        Level::TRACE => tracing::trace!(target: "arbor::remote", context = ctx, "[{name}] {text}"),
+        Level::DEBUG => tracing::debug!(target: "arbor::remote", context = ctx, "[{name}] {text}"),
+        Level::INFO => tracing::info!(target: "arbor::remote", context = ctx, "[{name}] {text}"),
+        Level::WARN => tracing::warn!(target: "arbor::remote", context = ctx, "[{name}] {text}"),
+        Level::ERROR => tracing::error!(target: "arbor::remote", context = ctx, "[{name}] {text}"),
+    }
+}
+
+/// In a child: `tracing` events go, formatted, to stderr (the capture socket). No colours, no
+/// time stamps: the root adds its own when it prints them.
+pub(crate) fn install_child_subscriber(max: tracing::level_filters::LevelFilter) {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_max_level(max)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(level: u32, text: &str) -> LogRecord {
+        LogRecord {
+            context: ContextId(1),
+            name: String::new(),
+            source: "stderr".into(),
+            level,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn a_child_tracing_line_keeps_its_level_and_other_lines_follow_their_stream() {
+        assert_eq!(record(30, " INFO demo: hi").tracing_level(), (Level::INFO, "demo: hi"));
+        assert_eq!(record(30, "ERROR demo: bad").tracing_level(), (Level::ERROR, "demo: bad"));
+        assert_eq!(record(30, "plain").tracing_level(), (Level::WARN, "plain"));
+        assert_eq!(record(20, "INFOrmation").tracing_level(), (Level::INFO, "INFOrmation"));
+    }
+}

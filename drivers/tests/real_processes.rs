@@ -1,0 +1,204 @@
+//! Real-process scenarios (../shared/SCENARIOS.md, rows marked R), run against the
+//! `arbor-fixture` binary: each test starts a fresh root process running one scenario, reads
+//! the `key=value` lines it prints, and checks that no process carrying the test's marker is
+//! left anywhere. Each test has its own processes and marker, so they run in parallel safely.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest any scenario may take before the test fails instead of hanging.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(30);
+
+static NEXT_MARKER: AtomicU32 = AtomicU32::new(0);
+
+/// An environment variable every process of one test inherits, to find leftovers by.
+fn marker() -> String {
+    format!("arbor-test-{}-{}", std::process::id(), NEXT_MARKER.fetch_add(1, Ordering::SeqCst))
+}
+
+fn fixture(scenario: &str, marker: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_arbor-fixture"))
+        .arg(scenario)
+        .env("ARBOR_TEST_MARKER", marker)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the fixture starts")
+}
+
+/// Runs a scenario to completion and returns what it printed.
+fn run(scenario: &str) -> BTreeMap<String, String> {
+    let marker = marker();
+    let mut child = fixture(scenario, &marker);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the fixture") {
+            break status;
+        }
+        if started.elapsed() > SCENARIO_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("scenario {scenario} did not finish within {SCENARIO_TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child.stdout.take().map(|mut s| s.read_to_string(&mut stdout));
+    child.stderr.take().map(|mut s| s.read_to_string(&mut stderr));
+    assert!(status.success(), "scenario {scenario} failed: {status}\n{stdout}\n{stderr}");
+    assert_eq!(leftovers(&marker), Vec::<u32>::new(), "processes of {scenario} left running");
+    let out: BTreeMap<String, String> = stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    // Every scenario ends with the root's own checks of its shutdown.
+    assert_eq!(out.get("all_gone").map(String::as_str), Some("true"), "{scenario}: {out:?}");
+    assert_eq!(out.get("zombies").map(String::as_str), Some("0"), "{scenario}: {out:?}");
+    assert_eq!(out.get("fds_leaked").map(String::as_str), Some("0"), "{scenario}: {out:?}");
+    out
+}
+
+fn ms(out: &BTreeMap<String, String>, key: &str) -> f64 {
+    out.get(key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key} in {out:?}"))
+}
+
+fn get<'a>(out: &'a BTreeMap<String, String>, key: &str) -> &'a str {
+    out.get(key).map(String::as_str).unwrap_or_else(|| panic!("no {key} in {out:?}"))
+}
+
+/// Live (non-zombie) processes whose environment holds `marker`.
+fn leftovers(marker: &str) -> Vec<u32> {
+    let needle = format!("ARBOR_TEST_MARKER={marker}\0");
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            String::from_utf8_lossy(&environ).contains(&needle) && alive(*pid)
+        })
+        .collect()
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn s1_a_child_with_nothing_hung_is_gone_long_before_the_grace_period() {
+    let out = run("s1");
+    assert_eq!(get(&out, "sum"), "5");
+    assert_eq!(get(&out, "reaped"), "1");
+    // G is 5 s; with nothing hung the tree must not wait for it.
+    assert!(ms(&out, "shutdown_ms") < 1000.0, "{out:?}");
+}
+
+#[test]
+fn s2_a_three_level_chain_routes_calls_and_shuts_down_level_by_level() {
+    let out = run("s2");
+    assert_eq!(get(&out, "depth"), "3");
+    assert_eq!(get(&out, "deepest_pid_matches"), "true");
+    assert!(ms(&out, "shutdown_ms") < 1000.0, "{out:?}");
+}
+
+#[test]
+fn s3_a_hung_call_resolves_disconnected_and_its_child_still_goes() {
+    let out = run("s3");
+    assert_eq!(get(&out, "hang_result"), "Disconnected");
+    assert!(ms(&out, "shutdown_ms") < 1000.0, "{out:?}");
+}
+
+#[test]
+fn s4_a_child_ignoring_sigterm_with_a_hung_call_is_gone_within_milliseconds() {
+    let out = run("s4");
+    assert_eq!(get(&out, "ignoring"), "Ok");
+    assert_eq!(get(&out, "hang_result"), "Disconnected");
+    // mitogen needs ~1 s of parent escalation; arbor's child ends itself. Generous bound.
+    assert!(ms(&out, "gone_ms") < 500.0, "{out:?}");
+}
+
+#[test]
+fn s5_ten_thousand_lines_arrive_in_order() {
+    let out = run("s5");
+    assert_eq!(get(&out, "call"), "Ok");
+    assert_eq!(get(&out, "stdout_lines"), "10000");
+    assert_eq!(get(&out, "lines_in_order"), "true");
+}
+
+#[test]
+fn s6_a_final_line_without_newline_arrives() {
+    let out = run("s6");
+    assert_eq!(get(&out, "last_line"), "no newline at the end");
+}
+
+#[test]
+fn s7_a_daemon_holding_stdout_does_not_delay_shutdown() {
+    let out = run("s7");
+    // The daemon was still running when the child had already gone: nothing waited for it.
+    assert_eq!(get(&out, "daemon_alive"), "true");
+    assert!(ms(&out, "child_gone_ms") < 1000.0, "{out:?}");
+}
+
+#[test]
+fn s21_fifty_children_go_together_not_one_after_another() {
+    let out = run("s21");
+    assert_eq!(get(&out, "answers"), "50");
+    assert_eq!(get(&out, "reaped"), "50");
+    assert!(ms(&out, "shutdown_ms") < 2000.0, "{out:?}");
+}
+
+#[test]
+fn bad_input_is_a_typed_error_and_the_child_keeps_serving() {
+    let out = run("bad_input");
+    assert_eq!(get(&out, "unknown"), "UnknownFunction");
+    assert_eq!(get(&out, "panic"), "Failed");
+    assert_eq!(get(&out, "bad_args"), "Malformed");
+    assert_eq!(get(&out, "bad_result"), "Malformed");
+    assert_eq!(get(&out, "still_serving"), "Ok");
+}
+
+#[test]
+fn s17_a_sigkilled_root_leaves_no_descendant_alive() {
+    let marker = marker();
+    let mut root = fixture("s17", &marker);
+    let stdout = root.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(pids) = line.strip_prefix("pids=") {
+                let _ = tx.send(pids.to_string());
+            }
+        }
+    });
+    let Ok(pids) = rx.recv_timeout(SCENARIO_TIMEOUT) else {
+        let _ = root.kill();
+        let _ = root.wait();
+        panic!("the s17 tree never came up");
+    };
+    let pids: Vec<u32> = pids.split(',').filter_map(|p| p.parse().ok()).collect();
+    assert_eq!(pids.len(), 3, "three levels below the root: {pids:?}");
+    assert!(pids.iter().all(|p| alive(*p)), "the tree is up");
+    assert_eq!(leftovers(&marker).len(), 4, "root and three descendants carry the marker");
+
+    root.kill().expect("SIGKILL the root");
+    let _ = root.wait();
+    let killed = Instant::now();
+    while !leftovers(&marker).is_empty() && killed.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(2));
+    }
+    let took = killed.elapsed();
+    assert_eq!(leftovers(&marker), Vec::<u32>::new(), "orphans after {took:?}");
+    // Parent-death signals cascade level by level; a generous bound for a loaded machine.
+    assert!(took < Duration::from_secs(2), "descendants took {took:?} to die");
+    eprintln!("s17: every descendant gone {took:?} after the root was SIGKILLed");
+}
