@@ -1,10 +1,137 @@
-//! Benchmarks of the simulator itself (filled in below).
+//! Benchmarks of the simulator itself, on workloads other simulators are measured on too:
+//!
+//! - **W1 tree**: a root and `n` children, each child serving `k` sequential calls from the root
+//!   (16-byte argument and result), link latency 1 ms each way, then a graceful shutdown.
+//! - **W2 sweep**: a fresh world per seed with `children` children, `rpcs` calls each, then the
+//!   full graceful shutdown, until the seeds or the wall-clock budget run out, on every core.
+//!
+//! Every run is checked by every invariant checker, inside the timed region. Output lines are
+//! `sample<TAB>arbor-sim<TAB>W1 tree|W2 sweep<TAB>metric<TAB>unit<TAB>value`.
+// Benchmarks measure wall time; the simulation itself never reads a clock.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-/// `arbor-sim bench …`.
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant as WallClock};
+
+use crate::plan::{Action, Mutation, Net, Plan};
+use crate::run::run;
+
+/// The W1 plan: `n` children, `k` sequential echo calls to each, 1 ms latency.
+pub fn tree_plan(n: usize, k: u32, seed: u64) -> Plan {
+    let settle = Duration::from_millis(25);
+    Plan {
+        name: "bench-tree".into(),
+        seed,
+        net: Net { latency: Duration::from_millis(1), ..Net::default() },
+        parents: vec![0; n],
+        actions: (1..=n).map(|c| (settle, Action::Chain { from: 0, to: c, count: k })).collect(),
+        faults: Vec::new(),
+        // Each call is a 2 ms round trip; shut down once every chain must be done.
+        shutdown_at: settle + Duration::from_millis(2 * u64::from(k) + 50),
+        expect: Vec::new(),
+        mutation: Mutation::None,
+    }
+}
+
+/// The W2 plan for one seed: `children` children, `rpcs` sequential calls each; the seed varies
+/// the latency.
+pub fn sweep_plan(children: usize, rpcs: u32, seed: u64) -> Plan {
+    let latency = Duration::from_micros(50 + seed % 950);
+    let settle = Duration::from_millis(10);
+    Plan {
+        name: "bench-sweep".into(),
+        seed,
+        net: Net { latency, ..Net::default() },
+        parents: vec![0; children],
+        actions: (1..=children).map(|c| (settle, Action::Chain { from: 0, to: c, count: rpcs })).collect(),
+        faults: Vec::new(),
+        shutdown_at: settle + latency * 2 * (rpcs + 5),
+        expect: Vec::new(),
+        mutation: Mutation::None,
+    }
+}
+
+fn sample(workload: &str, metric: &str, unit: &str, value: f64) {
+    println!("sample\tarbor-sim\t{workload}\t{metric}\t{unit}\t{value}");
+}
+
+/// `arbor-sim bench tree|sweep …`.
 pub fn command<'a>(
-    _args: &[String],
-    _num: impl Fn(&str, u64) -> Result<u64, String>,
+    args: &[String],
+    num: impl Fn(&str, u64) -> Result<u64, String>,
     _value: impl Fn(&str) -> Option<&'a str>,
 ) -> Result<bool, String> {
-    Err("bench: not built yet".into())
+    match args.first().map(String::as_str) {
+        Some("tree") => {
+            let (n, k, seed) = (num("n", 10)? as usize, num("k", 1000)? as u32, num("seed", 1)?);
+            let plan = tree_plan(n, k, seed);
+            let t0 = WallClock::now();
+            let report = run(&plan);
+            let wall = t0.elapsed().as_secs_f64();
+            let ok = report.passed();
+            let answered = report
+                .trace
+                .events
+                .iter()
+                .filter(|e| matches!(&e.what, crate::trace::What::Out(arbor_core::node::Output::CallReturned { result: Ok(_), .. })))
+                .count();
+            if answered != n * k as usize {
+                return Err(format!("only {answered} of {} calls answered", n * k as usize));
+            }
+            let sim_s = report
+                .trace
+                .events
+                .iter()
+                .rev()
+                .find(|e| e.proc == 0 && matches!(e.what, crate::trace::What::Died(_)))
+                .map_or(0.0, |e| e.at.as_nanos() as f64 / 1e9);
+            sample("W1 tree", "wall time", "s", wall);
+            sample("W1 tree", "messages delivered", "msgs", report.stats.messages as f64);
+            sample("W1 tree", "throughput", "msgs/wall-s", report.stats.messages as f64 / wall);
+            sample("W1 tree", "simulated time", "sim-s", sim_s);
+            if !ok {
+                for v in &report.violations {
+                    eprintln!("{v}");
+                }
+            }
+            Ok(ok)
+        }
+        Some("sweep") => {
+            let children = num("children", 3)? as usize;
+            let rpcs = num("rpcs", 20)? as u32;
+            let seeds = num("seeds", 20_000)?;
+            let budget = Duration::from_secs(num("budget-s", 20)?);
+            let jobs = num("jobs", std::thread::available_parallelism().map_or(1, |n| n.get() as u64))?.max(1);
+            let next = AtomicU64::new(0);
+            let done = AtomicU64::new(0);
+            let failed = AtomicBool::new(false);
+            let t0 = WallClock::now();
+            std::thread::scope(|s| {
+                for _ in 0..jobs {
+                    s.spawn(|| loop {
+                        if t0.elapsed() >= budget {
+                            break;
+                        }
+                        let seed = next.fetch_add(1, Ordering::Relaxed);
+                        if seed >= seeds {
+                            break;
+                        }
+                        let report = run(&sweep_plan(children, rpcs, seed));
+                        if !report.passed() {
+                            eprintln!("seed {seed}: {}", report.violations[0]);
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    });
+                }
+            });
+            let wall = t0.elapsed().as_secs_f64();
+            let n = done.load(Ordering::Relaxed) as f64;
+            sample("W2 sweep", "wall time", "s", wall);
+            sample("W2 sweep", "seed rate", "seeds/min", n / wall * 60.0);
+            sample("W2 sweep", "seeds completed", "seeds", n);
+            Ok(!failed.load(Ordering::Relaxed))
+        }
+        _ => Err("usage: arbor-sim bench tree [--n N] [--k K] [--seed S] | bench sweep [--children C] [--rpcs R] [--seeds N] [--budget-s S] [--jobs J]".into()),
+    }
 }

@@ -129,7 +129,59 @@ enum Endpoint {
 #[derive(Debug)]
 struct Running {
     job: JobId,
-    request: CallRequest,
+    function: Function,
+    args: Bytes,
+}
+
+/// The modelled functions a main thread can run.
+#[derive(Debug, Clone)]
+enum Function {
+    /// Returns its arguments at once.
+    Echo,
+    /// Returns its arguments after `Net::call_time`.
+    Work,
+    /// Never returns.
+    Hang,
+    /// Not registered: answered `UnknownFunction`.
+    Unknown(String),
+}
+
+/// What the world must do for one node output: the few cheap values carrying it out needs, so
+/// the output itself can move into the trace without a copy.
+enum Act {
+    Transmit(StreamId, arbor_core::frame::Frame),
+    ShutdownWrite(StreamId),
+    Close(StreamId),
+    Signal(Pid, Signal),
+    RunCall(JobId, Function, Bytes),
+    Returned(CallId),
+    IdsAvailable,
+    Exit(ExitKind),
+    Nothing,
+}
+
+impl Act {
+    fn of(out: &Output) -> Act {
+        match out {
+            Output::Transmit { stream, frame } => Act::Transmit(*stream, frame.clone()),
+            Output::ShutdownWrite { stream } => Act::ShutdownWrite(*stream),
+            Output::Close { stream } => Act::Close(*stream),
+            Output::Signal { pid, signal } => Act::Signal(*pid, *signal),
+            Output::RunCall { job, request, .. } => {
+                let function = match request.function.as_str() {
+                    "echo" => Function::Echo,
+                    "work" => Function::Work,
+                    "hang" => Function::Hang,
+                    other => Function::Unknown(other.to_string()),
+                };
+                Act::RunCall(*job, function, request.args.clone())
+            }
+            Output::CallReturned { call, .. } => Act::Returned(*call),
+            Output::IdsAvailable => Act::IdsAvailable,
+            Output::Exit { how } => Act::Exit(*how),
+            Output::CallsClosed | Output::LogLine(_) | Output::Diagnostic(_) => Act::Nothing,
+        }
+    }
 }
 
 /// A modelled process.
@@ -208,7 +260,7 @@ impl World {
         let mut w = World {
             now: Instant::ZERO,
             procs: Vec::new(),
-            trace: Trace::default(),
+            trace: Trace { events: Vec::with_capacity(4096) },
             stats: Stats::default(),
             shutdown_began: None,
             plan: plan.clone(),
@@ -402,10 +454,11 @@ impl World {
     fn after_step(&mut self, p: ProcId) {
         while let Some(out) = self.procs[p].node.poll_output() {
             // Recorded before it is carried out, so its consequences follow it in the trace.
+            let act = Act::of(&out);
             if self.record_transmits || !matches!(out, Output::Transmit { .. }) {
-                self.record(p, What::Out(out.clone()));
+                self.record(p, What::Out(out));
             }
-            self.carry_out(p, &out);
+            self.carry_out(p, act);
         }
         let phase = self.procs[p].node.phase();
         if phase.kind() != self.procs[p].last_phase {
@@ -425,10 +478,10 @@ impl World {
         }
     }
 
-    fn carry_out(&mut self, p: ProcId, out: &Output) {
-        match out {
-            Output::Transmit { stream, frame } => {
-                if let Some(Endpoint::Link(l, side)) = self.procs[p].streams.get(stream).copied() {
+    fn carry_out(&mut self, p: ProcId, act: Act) {
+        match act {
+            Act::Transmit(stream, frame) => {
+                if let Some(Endpoint::Link(l, side)) = self.procs[p].streams.get(&stream).copied() {
                     let end = &mut self.links[l].ends[side];
                     if end.open && !end.closing {
                         end.out.push_back(Bytes::copy_from_slice(frame.header()));
@@ -440,13 +493,13 @@ impl World {
                     }
                 }
             }
-            Output::ShutdownWrite { stream } => {
-                if let Some(Endpoint::Logger(lg)) = self.procs[p].streams.get(stream).copied() {
+            Act::ShutdownWrite(stream) => {
+                if let Some(Endpoint::Logger(lg)) = self.procs[p].streams.get(&stream).copied() {
                     self.loggers[lg].pipe.shut = true;
-                    self.schedule(self.now, Ev::Read(p, *stream));
+                    self.schedule(self.now, Ev::Read(p, stream));
                 }
             }
-            Output::Close { stream } => match self.procs[p].streams.get(stream).copied() {
+            Act::Close(stream) => match self.procs[p].streams.get(&stream).copied() {
                 Some(Endpoint::Link(l, side)) => {
                     self.links[l].ends[side].closing = true;
                     self.flush(l, side);
@@ -454,25 +507,25 @@ impl World {
                 Some(Endpoint::Logger(lg)) => self.loggers[lg].reader_open = false,
                 None => {}
             },
-            Output::Signal { pid, signal } => {
-                if let Some(q) = self.procs.iter().position(|x| x.pid == *pid) {
-                    self.signal(q, *signal);
+            Act::Signal(pid, signal) => {
+                if let Some(q) = self.procs.iter().position(|x| x.pid == pid) {
+                    self.signal(q, signal);
                 }
             }
-            Output::RunCall { job, request, .. } => {
-                let done_at = match request.function.as_str() {
+            Act::RunCall(job, function, args) => {
+                let done_at = match function {
                     _ if self.procs[p].hang_calls => None,
-                    "hang" => None,
-                    "work" => Some(self.now + self.plan.net.call_time),
-                    _ => Some(self.now),
+                    Function::Hang => None,
+                    Function::Work => Some(self.now + self.plan.net.call_time),
+                    Function::Echo | Function::Unknown(_) => Some(self.now),
                 };
-                self.procs[p].running = Some(Running { job: *job, request: request.clone() });
+                self.procs[p].running = Some(Running { job, function, args });
                 if let Some(at) = done_at {
-                    self.schedule(at, Ev::CallDone(p, *job));
+                    self.schedule(at, Ev::CallDone(p, job));
                 }
             }
-            Output::CallReturned { call, .. } => {
-                if let Some(mut chain) = self.chains.remove(&(p, *call)) {
+            Act::Returned(call) => {
+                if let Some(mut chain) = self.chains.remove(&(p, call)) {
                     if chain.left > 0 {
                         chain.left -= 1;
                         if let Some(next) = self.issue_call(p, chain.to, "echo", true) {
@@ -481,8 +534,8 @@ impl World {
                     }
                 }
             }
-            Output::IdsAvailable => self.schedule(self.now, Ev::Spawn),
-            Output::Exit { how } => {
+            Act::IdsAvailable => self.schedule(self.now, Ev::Spawn),
+            Act::Exit(how) => {
                 let status = match how {
                     // SIGTERM to self; a process that ignores it exits anyway.
                     ExitKind::SigtermSelf if !self.procs[p].ignore_sigterm => ExitStatus::Signaled(15),
@@ -491,7 +544,7 @@ impl World {
                 };
                 self.die(p, status);
             }
-            Output::CallsClosed | Output::LogLine(_) | Output::Diagnostic(_) => {}
+            Act::Nothing => {}
         }
     }
 
@@ -781,10 +834,12 @@ impl World {
             }
             Ev::CallDone(p, job) => {
                 let Some(r) = self.procs[p].running.take_if(|r| r.job == job) else { return };
-                let name = self.procs[p].node.config().name.clone();
-                let result = match r.request.function.as_str() {
-                    "echo" | "work" => Ok(r.request.args),
-                    other => Err(CallError::unknown_function(other, name)),
+                let result = match &r.function {
+                    Function::Echo | Function::Work => Ok(r.args),
+                    Function::Hang => return,
+                    Function::Unknown(name) => {
+                        Err(CallError::unknown_function(name, self.procs[p].node.config().name.clone()))
+                    }
                 };
                 self.input(p, Input::CallFinished { job, result });
             }
