@@ -653,7 +653,9 @@ impl World {
             return;
         }
         link.pipes[side].shut = true;
-        let at = link.pipes[side].chunks.back().map_or(self.now, |(t, _)| *t);
+        // The end-of-stream travels like data: after the last chunk, and never faster than the
+        // link's latency.
+        let at = link.pipes[side].chunks.back().map_or(self.now, |(t, _)| *t).max(self.now + link.latency);
         let peer = (link.ends[1 - side].proc, link.ends[1 - side].stream);
         self.schedule(at, Ev::Read(peer.0, peer.1));
     }

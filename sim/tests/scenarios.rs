@@ -33,3 +33,18 @@ fn every_scenario_passes_for_many_seeds_and_is_deterministic() {
     }
     assert!(failures.is_empty(), "{} failing runs:\n{}", failures.len(), failures.join("\n"));
 }
+
+#[test]
+fn different_seeds_give_different_runs() {
+    let chaos = arbor_sim::scenario::find("chaos").unwrap();
+    let hashes: std::collections::BTreeSet<u64> = (0..10).map(|seed| run(&chaos.plan(seed)).hash).collect();
+    assert!(hashes.len() >= 9, "seeds barely matter: {hashes:?}");
+}
+
+#[test]
+fn a_plan_file_replays_the_same_run() {
+    let plan = arbor_sim::scenario::find("chaos").unwrap().plan(11);
+    let text = plan.to_text();
+    let again = arbor_sim::plan::Plan::from_text(&text).unwrap();
+    assert_eq!(run(&plan).hash, run(&again).hash);
+}
