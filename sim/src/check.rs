@@ -59,6 +59,8 @@ pub const CHECKERS: &[&str] = &[
     "auth-boundary",
     "no-process-left",
     "no-stream-left-open",
+    "exit-is-final",
+    "no-child-abandoned",
     "expectations",
 ];
 
@@ -108,6 +110,8 @@ pub fn check(plan: &Plan, trace: &Trace) -> Vec<Violation> {
     auth_boundary(&tree, trace, &mut v);
     no_process_left(&tree, trace, &mut v);
     no_stream_left_open(trace, &mut v);
+    exit_is_final(trace, &mut v);
+    no_child_abandoned(trace, &mut v);
     expectations(plan, &tree, trace, &mut v);
     v
 }
@@ -130,7 +134,15 @@ pub(crate) fn shutdown_ordering(trace: &Trace, v: &mut Vec<Violation>) {
         let What::Out(o) = &e.what else { continue };
         match o {
             Output::CallsClosed => {
-                closed.insert(e.proc);
+                if !closed.insert(e.proc) {
+                    violation(
+                        v,
+                        "shutdown-ordering",
+                        Some(e.proc),
+                        Some(e.at),
+                        "closed its call channel twice".into(),
+                    );
+                }
             }
             Output::RunCall { request, .. } if closed.contains(&e.proc) => violation(
                 v,
@@ -366,6 +378,43 @@ pub(crate) fn no_stream_left_open(trace: &Trace, v: &mut Vec<Violation>) {
     }
 }
 
+/// `Exit` is a node's last output: nothing follows it, not even a diagnostic.
+pub(crate) fn exit_is_final(trace: &Trace, v: &mut Vec<Violation>) {
+    let mut exited: BTreeSet<ProcId> = BTreeSet::new();
+    for e in &trace.events {
+        if let What::Out(o) = &e.what {
+            if exited.contains(&e.proc) {
+                violation(
+                    v,
+                    "exit-is-final",
+                    Some(e.proc),
+                    Some(e.at),
+                    format!("output after Exit: {}", crate::trace::OutText(o)),
+                );
+            }
+            if matches!(o, Output::Exit { .. }) {
+                exited.insert(e.proc);
+            }
+        }
+    }
+}
+
+/// The simulator reports every exit, so a child given up on means the kill escalation failed
+/// to end it.
+pub(crate) fn no_child_abandoned(trace: &Trace, v: &mut Vec<Violation>) {
+    for e in &trace.events {
+        if let What::Out(Output::Diagnostic(arbor_core::node::Diagnostic::ChildAbandoned(pid))) = &e.what {
+            violation(
+                v,
+                "no-child-abandoned",
+                Some(e.proc),
+                Some(e.at),
+                format!("gave up on child pid {pid}"),
+            );
+        }
+    }
+}
+
 /// The scenario's own promises.
 pub(crate) fn expectations(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
     let _ = tree;
@@ -503,6 +552,36 @@ mod tests {
         let mut v = Vec::new();
         shutdown_ordering(&good, &mut v);
         assert!(v.is_empty());
+    }
+
+    #[test]
+    fn ordering_catches_a_second_shutdown_sequence() {
+        let mut bad = base();
+        bad.push(t(1), 0, What::Out(Output::CallsClosed));
+        bad.push(t(2), 0, What::Out(Output::CallsClosed));
+        let mut v = Vec::new();
+        shutdown_ordering(&bad, &mut v);
+        assert_eq!(names(&v), ["shutdown-ordering"]);
+    }
+
+    #[test]
+    fn exit_checker_catches_output_after_exit() {
+        let mut bad = base();
+        bad.push(t(1), 1, What::Out(Output::Exit { how: ExitKind::SigtermSelf }));
+        bad.push(t(1), 1, What::Out(Output::CallsClosed));
+        let mut v = Vec::new();
+        exit_is_final(&bad, &mut v);
+        assert_eq!(names(&v), ["exit-is-final"]);
+    }
+
+    #[test]
+    fn abandonment_checker_catches_a_child_given_up_on() {
+        let mut bad = base();
+        let d = arbor_core::node::Diagnostic::ChildAbandoned(Pid(101));
+        bad.push(t(7000), 0, What::Out(Output::Diagnostic(d)));
+        let mut v = Vec::new();
+        no_child_abandoned(&bad, &mut v);
+        assert_eq!(names(&v), ["no-child-abandoned"]);
     }
 
     #[test]

@@ -42,7 +42,8 @@ impl Default for Net {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// `from` calls `function` in `to` (`echo`: instant, `work`: takes `Net::call_time`,
-    /// `hang`: never returns, anything else: unknown); `reply = false` is `call_no_reply`.
+    /// `hang`: never returns, `fail`: an error at once, anything else: unknown);
+    /// `reply = false` is `call_no_reply`.
     Call {
         /// Caller.
         from: ProcId,
@@ -73,6 +74,11 @@ pub enum Action {
     },
     /// `proc` begins a graceful shutdown of itself and its subtree.
     Shutdown {
+        /// The process.
+        proc: ProcId,
+    },
+    /// `proc` forces its shutdown (skips the grace period), like a second Ctrl-C.
+    Force {
         /// The process.
         proc: ProcId,
     },
@@ -185,6 +191,22 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan for driving a world by hand: the given tree, no script, no faults, zero latency,
+    /// roomy sockets, and no automatic shutdown.
+    pub fn manual(parents: Vec<ProcId>) -> Plan {
+        Plan {
+            name: "manual".into(),
+            seed: 0,
+            net: Net { latency: Duration::ZERO, capacity: 1 << 30, ..Net::default() },
+            parents,
+            actions: Vec::new(),
+            faults: Vec::new(),
+            shutdown_at: Duration::MAX,
+            expect: Vec::new(),
+            mutation: Mutation::None,
+        }
+    }
+
     /// Number of processes.
     pub fn procs(&self) -> usize {
         self.parents.len() + 1
@@ -230,12 +252,13 @@ impl Plan {
                     writeln!(s, "action {} print {proc} {lines} {}", at.as_nanos(), u8::from(*newline))
                 }
                 Action::Shutdown { proc } => writeln!(s, "action {} shutdown {proc}", at.as_nanos()),
+                Action::Force { proc } => writeln!(s, "action {} force {proc}", at.as_nanos()),
             };
         }
         for (at, f) in &self.faults {
             let _ = writeln!(s, "fault {} {}", at.as_nanos(), FaultText(f));
         }
-        let _ = writeln!(s, "shutdown {}", self.shutdown_at.as_nanos());
+        let _ = writeln!(s, "shutdown {}", u64::try_from(self.shutdown_at.as_nanos()).unwrap_or(u64::MAX));
         for e in &self.expect {
             let _ = match e {
                 Expect::RootExitWithin(d) => writeln!(s, "expect root-exit-within {}", d.as_nanos()),
@@ -320,6 +343,7 @@ impl Plan {
                             Action::Print { proc: idx(3)?, lines: num(4)? as u32, newline: num(5)? != 0 }
                         }
                         "shutdown" => Action::Shutdown { proc: idx(3)? },
+                        "force" => Action::Force { proc: idx(3)? },
                         _ => return Err(bad("unknown action")),
                     };
                     plan.actions.push((at, a));
@@ -369,7 +393,9 @@ impl Plan {
             Action::Call { from, to, .. } | Action::Chain { from, to, .. } => {
                 in_range(*from) && in_range(*to)
             }
-            Action::Print { proc, .. } | Action::Shutdown { proc } => in_range(*proc),
+            Action::Print { proc, .. } | Action::Shutdown { proc } | Action::Force { proc } => {
+                in_range(*proc)
+            }
         });
         if !actions_ok || !plan.faults.iter().all(|(_, f)| in_range(f.proc())) {
             return Err("an action or fault names a process not in the tree".into());
@@ -417,6 +443,7 @@ mod tests {
                 (Duration::from_millis(1), Action::Chain { from: 0, to: 1, count: 5 }),
                 (Duration::from_millis(2), Action::Print { proc: 2, lines: 10, newline: false }),
                 (Duration::from_millis(3), Action::Shutdown { proc: 1 }),
+                (Duration::from_millis(4), Action::Force { proc: 2 }),
             ],
             faults: vec![
                 (Duration::ZERO, Fault::IgnoreSigterm(3)),

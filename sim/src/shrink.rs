@@ -124,6 +124,7 @@ fn without_leaf(plan: &Plan, leaf: ProcId) -> Option<Plan> {
                     Action::Print { proc: re(*proc)?, lines: *lines, newline: *newline }
                 }
                 Action::Shutdown { proc } => Action::Shutdown { proc: re(*proc)? },
+                Action::Force { proc } => Action::Force { proc: re(*proc)? },
             };
             Some((*at, a))
         })

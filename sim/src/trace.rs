@@ -180,6 +180,91 @@ impl Fnv {
 }
 
 impl Trace {
+    /// The outputs of process `p`, in order.
+    pub fn outputs_of(&self, p: ProcId) -> Vec<&Output> {
+        self.events
+            .iter()
+            .filter(|e| e.proc == p)
+            .filter_map(|e| match &e.what {
+                What::Out(o) => Some(o),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Position among all events of process `p`'s first output matching `f`.
+    pub fn first(&self, p: ProcId, f: impl Fn(&Output) -> bool) -> Option<usize> {
+        self.events.iter().position(|e| e.proc == p && matches!(&e.what, What::Out(o) if f(o)))
+    }
+
+    /// The messages process `p` transmitted, decoded, with their streams.
+    pub fn sent_by(&self, p: ProcId) -> Vec<(StreamId, arbor_core::frame::Message)> {
+        self.outputs_of(p)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Transmit { stream, frame } => {
+                    let mut d = arbor_core::frame::Decoder::new(u32::MAX);
+                    d.feed(&frame.to_vec());
+                    Some((*stream, d.next_message().ok()??))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The result of `call`, made by process `p`, if it was resolved.
+    pub fn result_of(&self, p: ProcId, call: CallId) -> Option<&arbor_core::call::CallResult> {
+        self.outputs_of(p).into_iter().find_map(|o| match o {
+            Output::CallReturned { call: c, result } if *c == call => Some(result),
+            _ => None,
+        })
+    }
+
+    /// Log lines that reached the root (process 0), as `(context, text)`.
+    pub fn root_lines(&self) -> Vec<(ContextId, String)> {
+        self.outputs_of(0)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::LogLine(l) => Some((l.context, l.text.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// When process `p` produced `Exit`, if it did.
+    pub fn exit_time(&self, p: ProcId) -> Option<Instant> {
+        self.events
+            .iter()
+            .find(|e| e.proc == p && matches!(e.what, What::Out(Output::Exit { .. })))
+            .map(|e| e.at)
+    }
+
+    /// Process `p`'s shutdown-relevant outputs, in order, in words: `calls closed`,
+    /// `SHUTDOWN to N`, `SHUT_WR stdout`, `close stdout|parent|child stream`,
+    /// `SIGTERM|SIGKILL pid`, `exit SigtermSelf|Clean`.
+    pub fn story(&self, p: ProcId) -> Vec<String> {
+        use crate::world::{PARENT_STREAM, STDOUT_STREAM};
+        let mut out = Vec::new();
+        for o in self.outputs_of(p) {
+            out.push(match o {
+                Output::CallsClosed => "calls closed".to_string(),
+                Output::Transmit { .. } => match transmitted(o) {
+                    Some(h) if h.handle == Handle::SHUTDOWN => format!("SHUTDOWN to {}", h.dst),
+                    _ => continue,
+                },
+                Output::ShutdownWrite { .. } => "SHUT_WR stdout".to_string(),
+                Output::Close { stream } if *stream == PARENT_STREAM => "close parent".to_string(),
+                Output::Close { stream } if *stream == STDOUT_STREAM => "close stdout".to_string(),
+                Output::Close { .. } => "close child stream".to_string(),
+                Output::Signal { pid, signal: Signal::Term } => format!("SIGTERM {pid}"),
+                Output::Signal { pid, signal: Signal::Kill } => format!("SIGKILL {pid}"),
+                Output::Exit { how } => format!("exit {how:?}"),
+                _ => continue,
+            });
+        }
+        out
+    }
+
     /// Appends an event.
     pub fn push(&mut self, at: Instant, proc: ProcId, what: What) {
         self.events.push(Event { at, proc, what });

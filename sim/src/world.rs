@@ -142,6 +142,8 @@ enum Function {
     Work,
     /// Never returns.
     Hang,
+    /// Returns a `Failed` error ("boom") at once.
+    Fail,
     /// Not registered: answered `UnknownFunction`.
     Unknown(String),
 }
@@ -172,6 +174,7 @@ impl Act {
                     "echo" => Function::Echo,
                     "work" => Function::Work,
                     "hang" => Function::Hang,
+                    "fail" => Function::Fail,
                     other => Function::Unknown(other.to_string()),
                 };
                 Act::RunCall(*job, function, request.args.clone())
@@ -517,7 +520,7 @@ impl World {
                     _ if self.procs[p].hang_calls => None,
                     Function::Hang => None,
                     Function::Work => Some(self.now + self.plan.net.call_time),
-                    Function::Echo | Function::Unknown(_) => Some(self.now),
+                    Function::Echo | Function::Fail | Function::Unknown(_) => Some(self.now),
                 };
                 self.procs[p].running = Some(Running { job, function, args });
                 if let Some(at) = done_at {
@@ -839,6 +842,11 @@ impl World {
                 let result = match &r.function {
                     Function::Echo | Function::Work => Ok(r.args),
                     Function::Hang => return,
+                    Function::Fail => Err(CallError::new(
+                        arbor_core::call::CallErrorKind::Failed,
+                        "boom",
+                        self.procs[p].node.config().name.clone(),
+                    )),
                     Function::Unknown(name) => {
                         Err(CallError::unknown_function(name, self.procs[p].node.config().name.clone()))
                     }
@@ -851,16 +859,8 @@ impl World {
             }
             Ev::Broken(p, stream) => self.input(p, Input::StreamClosed { stream }),
             Ev::Action(i) => self.action(i),
-            Ev::Fault(i) => self.fault(i),
-            Ev::RootShutdown => {
-                if self.procs[0].alive {
-                    self.shutdown_began = Some(self.now);
-                    self.record(0, What::ShutdownRequested);
-                    let now = self.now;
-                    self.procs[0].node.shutdown(now);
-                    self.after_step(0);
-                }
-            }
+            Ev::Fault(i) => self.scheduled_fault(i),
+            Ev::RootShutdown => self.shutdown(0),
             Ev::Runaway(p) => {
                 if !self.procs[p].alive {
                     return;
@@ -886,7 +886,7 @@ impl World {
         let (_, action) = self.plan.actions[i].clone();
         let named = match &action {
             Action::Call { from, to, .. } | Action::Chain { from, to, .. } => vec![*from, *to],
-            Action::Print { proc, .. } | Action::Shutdown { proc } => vec![*proc],
+            Action::Print { proc, .. } | Action::Shutdown { proc } | Action::Force { proc } => vec![*proc],
         };
         if let Some(unborn) = named.iter().find(|p| **p >= self.procs.len()) {
             // Still being spawned (its parent awaits an id block): try again shortly. Never to
@@ -921,14 +921,8 @@ impl World {
                 self.procs[proc].printed += lines;
                 self.pump_stdout(proc);
             }
-            Action::Shutdown { proc } => {
-                if self.runnable(proc) {
-                    self.record(proc, What::ShutdownRequested);
-                    let now = self.now;
-                    self.procs[proc].node.shutdown(now);
-                    self.after_step(proc);
-                }
-            }
+            Action::Shutdown { proc } => self.shutdown(proc),
+            Action::Force { proc } => self.force_shutdown(proc),
         }
     }
 
@@ -936,32 +930,127 @@ impl World {
         if !self.runnable(from) {
             return None;
         }
-        let now = self.now;
         let target = self.procs[to].node.id();
         let args = Bytes::from_static(b"0123456789abcdef");
-        let call = if reply {
-            match self.procs[from].node.call(now, target, function, args) {
-                Ok(c) => {
-                    self.record(from, What::CallIssued(c));
-                    Some(c)
-                }
-                Err(_) => None,
-            }
+        if reply {
+            self.call(from, target, function, args).ok()
         } else {
-            let _ = self.procs[from].node.call_no_reply(now, target, function, args);
+            let _ = self.call_no_reply(from, target, function, args);
             None
-        };
-        self.after_step(from);
-        call
+        }
     }
 
-    fn fault(&mut self, i: usize) {
+    // --- driving a world by hand (tests) -----------------------------------------------------
+
+    /// Process `from` calls `function` in context `target` (which need not exist).
+    pub fn call(
+        &mut self,
+        from: ProcId,
+        target: ContextId,
+        function: &str,
+        args: impl Into<Bytes>,
+    ) -> Result<CallId, CallError> {
+        let now = self.now;
+        let r = self.procs[from].node.call(now, target, function, args);
+        if let Ok(c) = r {
+            self.record(from, What::CallIssued(c));
+        }
+        self.after_step(from);
+        r
+    }
+
+    /// Process `from` calls `function` in context `target` without wanting an answer.
+    pub fn call_no_reply(
+        &mut self,
+        from: ProcId,
+        target: ContextId,
+        function: &str,
+        args: impl Into<Bytes>,
+    ) -> Result<(), CallError> {
+        let now = self.now;
+        let r = self.procs[from].node.call_no_reply(now, target, function, args);
+        self.after_step(from);
+        r
+    }
+
+    /// Process `p` begins a graceful shutdown.
+    pub fn shutdown(&mut self, p: ProcId) {
+        if self.runnable(p) {
+            if p == 0 && self.shutdown_began.is_none() {
+                self.shutdown_began = Some(self.now);
+            }
+            self.record(p, What::ShutdownRequested);
+            let now = self.now;
+            self.procs[p].node.shutdown(now);
+            self.after_step(p);
+        }
+    }
+
+    /// Process `p` forces its shutdown (a second Ctrl-C).
+    pub fn force_shutdown(&mut self, p: ProcId) {
+        if self.runnable(p) {
+            let now = self.now;
+            self.procs[p].node.force_shutdown(now);
+            self.after_step(p);
+        }
+    }
+
+    /// Process `p` prints `text` on stdout (blocking while the socket is full); `Err` is EPIPE.
+    pub fn print(&mut self, p: ProcId, text: &str) -> Result<(), &'static str> {
+        let Some(lg) = self.procs[p].stdout else { return Err("no stdout capture") };
+        if self.loggers[lg].pipe.shut || !self.loggers[lg].reader_open {
+            return Err("EPIPE");
+        }
+        self.procs[p].backlog.push_back((Bytes::copy_from_slice(text.as_bytes()), text.to_string()));
+        self.pump_stdout(p);
+        Ok(())
+    }
+
+    /// Feeds a raw input to process `p`'s node (forged frames, bad bodies).
+    pub fn inject(&mut self, p: ProcId, input: Input<'_>) {
+        self.input(p, input);
+    }
+
+    /// Spawns one more process under `parent`, after those of the plan; returns its index.
+    pub fn spawn_child(&mut self, parent: ProcId) -> ProcId {
+        let idx = self.plan.procs();
+        self.plan.parents.push(parent);
+        self.to_spawn.push_back(idx);
+        self.spawn_pending();
+        self.run_until(self.now);
+        idx
+    }
+
+    /// Runs everything due now, without advancing time.
+    pub fn settle(&mut self) {
+        self.run_until(self.now);
+    }
+
+    /// Runs for `d` of virtual time and leaves the clock there.
+    pub fn advance(&mut self, d: Duration) {
+        let limit = self.now + d;
+        self.run_until(limit);
+        self.now = limit;
+    }
+
+    /// Whether process `p`'s main thread is busy with a call.
+    pub fn running_call(&self, p: ProcId) -> bool {
+        self.procs[p].running.is_some()
+    }
+
+    fn scheduled_fault(&mut self, i: usize) {
         let (_, fault) = self.plan.faults[i].clone();
         let p = fault.proc();
         if p >= self.procs.len() && self.to_spawn.contains(&p) {
             self.schedule(self.now + Duration::from_millis(1), Ev::Fault(i));
             return;
         }
+        self.fault(fault);
+    }
+
+    /// Applies a fault now (to a live process; otherwise nothing happens).
+    pub fn fault(&mut self, fault: Fault) {
+        let p = fault.proc();
         if !self.procs.get(p).is_some_and(|x| x.alive) {
             return;
         }

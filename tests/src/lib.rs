@@ -1,7 +1,6 @@
-//! Shared helpers for arbor's cross-crate tests: building messages, draining routers, and a small
-//! in-memory network of routers joined by links.
-
-pub mod harness;
+//! Shared helpers for arbor's cross-crate tests: building messages, draining routers, a small
+//! in-memory network of routers joined by links, and simulator worlds driven by hand (nodes
+//! always run together in `arbor_sim::world::World`: one way to run them).
 
 use arbor_core::frame::{Decoder, Encoding, Message, DEFAULT_MAX_MESSAGE_SIZE};
 use arbor_core::handle::Handle;
@@ -133,3 +132,21 @@ impl Net {
 /// docs/embedding.md, compiled and run as a doctest so the host loop it shows stays true.
 #[doc = include_str!("../../docs/embedding.md")]
 pub mod embedding_guide {}
+
+/// A simulated world driven by hand: the given tree (`parents[i]` is the parent of process
+/// `i + 1`), zero latency, no script; settled, so every process is spawned and routed.
+pub fn world(parents: Vec<usize>) -> arbor_sim::world::World {
+    let mut w = arbor_sim::world::World::new(&arbor_sim::plan::Plan::manual(parents));
+    w.settle();
+    w
+}
+
+/// A chain root → 1 → … → `depth`.
+pub fn chain(depth: usize) -> arbor_sim::world::World {
+    world((0..depth).collect())
+}
+
+/// The context id of process `p`.
+pub fn id(w: &arbor_sim::world::World, p: usize) -> ContextId {
+    w.procs[p].node.id()
+}

@@ -1,6 +1,9 @@
 //! Property tests of shutdown ordering that drive the simulator with proptest-generated trees,
-//! scripts and fault plans: whatever proptest throws at it, every invariant checker passes
-//! (docs/simulator.md lists them), and a run replays to the same trace hash.
+//! scripts (calls, output, graceful and forced shutdowns of any node) and fault plans: whatever
+//! proptest throws at it, every invariant checker passes — the channel closes before SHUTDOWN
+//! goes down, once; every call resolves exactly once; nothing follows Exit; the tree is gone
+//! within the root's grace plus escalation (docs/simulator.md lists them all) — and a run
+//! replays to the same trace hash.
 
 use std::time::Duration;
 
@@ -27,7 +30,8 @@ fn action(procs: usize) -> impl Strategy<Value = (Duration, Action)> {
             lines,
             newline
         }),
-        p.prop_map(|proc| Action::Shutdown { proc }),
+        p.clone().prop_map(|proc| Action::Shutdown { proc }),
+        p.prop_map(|proc| Action::Force { proc }),
     ];
     (ms(80), a)
 }
