@@ -1,6 +1,7 @@
 //! Where W1's time goes: the world, the checkers, the trace hash.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 fn main() {
+    sizes();
     let plan = arbor_sim::bench::tree_plan(10, 1000, 1);
     let t = std::time::Instant::now();
     let mut w = arbor_sim::world::World::new(&plan);
@@ -22,5 +23,15 @@ fn main() {
         "world {t1:?} check {t2:?} hash {t3:?} events {} violations {} hash {h:x}",
         trace.events.len(),
         v.len()
+    );
+}
+
+#[allow(dead_code)]
+fn sizes() {
+    println!(
+        "Event {} Output {} Frame {}",
+        std::mem::size_of::<arbor_sim::trace::Event>(),
+        std::mem::size_of::<arbor_core::node::Output>(),
+        std::mem::size_of::<arbor_core::frame::Frame>()
     );
 }

@@ -523,8 +523,11 @@ impl World {
                     Function::Echo | Function::Fail | Function::Unknown(_) => Some(self.now),
                 };
                 self.procs[p].running = Some(Running { job, function, args });
-                if let Some(at) = done_at {
-                    self.schedule(at, Ev::CallDone(p, job));
+                match done_at {
+                    // A call that takes no time returns before the IO side does anything else.
+                    Some(at) if at == self.now => self.call_done(p, job),
+                    Some(at) => self.schedule(at, Ev::CallDone(p, job)),
+                    None => {}
                 }
             }
             Act::Returned(call) => {
@@ -685,26 +688,24 @@ impl World {
         let max =
             if self.links[l].fragment { self.rng.range(1, 64) as usize } else { self.plan.net.read_size };
         let from = 1 - side;
-        let mut got: Vec<Bytes> = Vec::new();
         let mut n = 0;
-        {
-            let pipe = &mut self.links[l].pipes[from];
-            while n < max {
+        while n < max {
+            let piece = {
+                let pipe = &mut self.links[l].pipes[from];
                 let Some((at, chunk)) = pipe.chunks.front_mut() else { break };
                 if *at > now {
                     break;
                 }
                 let take = (max - n).min(chunk.len());
-                let piece = chunk.split_to(take);
-                if chunk.is_empty() {
-                    pipe.chunks.pop_front();
-                }
-                n += piece.len();
-                got.push(piece);
-            }
-            pipe.buffered -= n;
-        }
-        for piece in got {
+                let piece = if take == chunk.len() {
+                    pipe.chunks.pop_front().map(|(_, c)| c).unwrap_or_default()
+                } else {
+                    chunk.split_to(take)
+                };
+                pipe.buffered -= piece.len();
+                piece
+            };
+            n += piece.len();
             self.input(p, Input::Received { stream, bytes: &piece });
             if !self.procs[p].alive || self.procs[p].frozen {
                 return;
@@ -837,22 +838,7 @@ impl World {
                     self.after_step(p);
                 }
             }
-            Ev::CallDone(p, job) => {
-                let Some(r) = self.procs[p].running.take_if(|r| r.job == job) else { return };
-                let result = match &r.function {
-                    Function::Echo | Function::Work => Ok(r.args),
-                    Function::Hang => return,
-                    Function::Fail => Err(CallError::new(
-                        arbor_core::call::CallErrorKind::Failed,
-                        "boom",
-                        self.procs[p].node.config().name.clone(),
-                    )),
-                    Function::Unknown(name) => {
-                        Err(CallError::unknown_function(name, self.procs[p].node.config().name.clone()))
-                    }
-                };
-                self.input(p, Input::CallFinished { job, result });
-            }
+            Ev::CallDone(p, job) => self.call_done(p, job),
             Ev::Reap(parent, pid, code) => {
                 let status = if code < 0 { ExitStatus::Signaled(-code) } else { ExitStatus::Code(code) };
                 self.input(parent, Input::ChildExited { pid, status });
@@ -875,6 +861,24 @@ impl World {
                 self.schedule(self.now + RUNAWAY_EVERY, Ev::Runaway(p));
             }
         }
+    }
+
+    /// The main thread finished `job` (if that is still the one it runs).
+    fn call_done(&mut self, p: ProcId, job: JobId) {
+        let Some(r) = self.procs[p].running.take_if(|r| r.job == job) else { return };
+        let result = match &r.function {
+            Function::Echo | Function::Work => Ok(r.args),
+            Function::Hang => return,
+            Function::Fail => Err(CallError::new(
+                arbor_core::call::CallErrorKind::Failed,
+                "boom",
+                self.procs[p].node.config().name.clone(),
+            )),
+            Function::Unknown(name) => {
+                Err(CallError::unknown_function(name, self.procs[p].node.config().name.clone()))
+            }
+        };
+        self.input(p, Input::CallFinished { job, result });
     }
 
     /// Whether the process can act now; a stopped one remembers to catch up when thawed.
