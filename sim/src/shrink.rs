@@ -34,30 +34,9 @@ pub fn shrink(plan: &Plan, max_runs: usize) -> (Plan, usize) {
     let mut progress = true;
     while progress && runs < max_runs {
         progress = false;
-        // Fewer faults.
-        let mut i = 0;
-        while i < best.faults.len() && runs < max_runs {
-            let mut c = best.clone();
-            c.faults.remove(i);
-            if still_fails(&c, &mut runs) {
-                best = c;
-                progress = true;
-            } else {
-                i += 1;
-            }
-        }
-        // Fewer actions.
-        let mut i = 0;
-        while i < best.actions.len() && runs < max_runs {
-            let mut c = best.clone();
-            c.actions.remove(i);
-            if still_fails(&c, &mut runs) {
-                best = c;
-                progress = true;
-            } else {
-                i += 1;
-            }
-        }
+        // Fewer faults, then fewer actions.
+        progress |= drop_each(&mut best, |p| &mut p.faults, &mut runs, max_runs, &still_fails);
+        progress |= drop_each(&mut best, |p| &mut p.actions, &mut runs, max_runs, &still_fails);
         // A smaller tree: drop a leaf (the last process that is nobody's parent).
         let mut leaf = best.procs() - 1;
         while leaf > 0 && runs < max_runs {
@@ -89,6 +68,30 @@ pub fn shrink(plan: &Plan, max_runs: usize) -> (Plan, usize) {
         }
     }
     (best, runs)
+}
+
+/// Tries the plan without each element of one of its lists in turn, keeping every removal after
+/// which it still fails; returns whether any was kept.
+fn drop_each<T>(
+    best: &mut Plan,
+    list: impl Fn(&mut Plan) -> &mut Vec<T>,
+    runs: &mut usize,
+    max_runs: usize,
+    still_fails: &impl Fn(&Plan, &mut usize) -> bool,
+) -> bool {
+    let mut kept = false;
+    let mut i = 0;
+    while i < list(best).len() && *runs < max_runs {
+        let mut c = best.clone();
+        list(&mut c).remove(i);
+        if still_fails(&c, runs) {
+            *best = c;
+            kept = true;
+        } else {
+            i += 1;
+        }
+    }
+    kept
 }
 
 /// `plan` without process `leaf` (which has no children) and everything naming it; later
