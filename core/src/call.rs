@@ -112,7 +112,12 @@ impl CallRequest {
 
     /// The CALL_FUNCTION body.
     pub fn encode(&self) -> Bytes {
-        encode(&RequestOut { function: &self.function, args: ByteStr(&self.args) })
+        CallRequest::encode_parts(&self.function, &self.args)
+    }
+
+    /// The CALL_FUNCTION body for `function` and `args`, without building a request first.
+    pub fn encode_parts(function: &str, args: &[u8]) -> Bytes {
+        encode(&RequestOut { function, args: ByteStr(args) })
     }
 
     /// Parses a CALL_FUNCTION body; the arguments share the body's buffer.
@@ -270,12 +275,23 @@ pub enum Channel {
     Closed,
 }
 
+/// Who to answer for the call the main thread is running (its request went to the host).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Running {
+    /// The host's name for it.
+    pub id: JobId,
+    /// The calling context.
+    pub caller: ContextId,
+    /// The caller's reply handle, [`Handle::NONE`] for `call_no_reply`.
+    pub reply_to: Handle,
+}
+
 /// The callee's side: a FIFO of calls and at most one running on the main thread.
 #[derive(Clone, Debug)]
 pub struct Dispatcher {
     channel: Channel,
     queue: VecDeque<Job>,
-    running: Option<Job>,
+    running: Option<Running>,
     next_job: u64,
 }
 
@@ -310,18 +326,20 @@ impl Dispatcher {
         }
     }
 
-    /// The next call to hand to the main thread, if it is idle and the channel open.
-    pub fn start_next(&mut self) -> Option<&Job> {
+    /// The next call to hand to the main thread, if it is idle and the channel open. The
+    /// request moves to the host; the dispatcher keeps who to answer.
+    pub fn start_next(&mut self) -> Option<Job> {
         if self.running.is_some() || self.channel == Channel::Closed {
             return None;
         }
-        self.running = self.queue.pop_front();
-        self.running.as_ref()
+        let job = self.queue.pop_front()?;
+        self.running = Some(Running { id: job.id, caller: job.caller, reply_to: job.reply_to });
+        Some(job)
     }
 
-    /// The main thread finished `job`; returns it so the answer can be addressed.
-    pub fn finish(&mut self, job: JobId) -> Option<Job> {
-        match &self.running {
+    /// The main thread finished `job`; returns who to answer.
+    pub fn finish(&mut self, job: JobId) -> Option<Running> {
+        match self.running {
             Some(r) if r.id == job => self.running.take(),
             _ => None,
         }
@@ -335,8 +353,8 @@ impl Dispatcher {
     }
 
     /// The call the main thread is running, if any.
-    pub fn running(&self) -> Option<&Job> {
-        self.running.as_ref()
+    pub fn running(&self) -> Option<Running> {
+        self.running
     }
 }
 
@@ -398,6 +416,6 @@ mod tests {
         assert_eq!(refused[0].request.function, "queued");
         assert!(d.enqueue(ContextId(0), Handle(1002), CallRequest::new("late", "")).is_err());
         assert_eq!(d.start_next(), None);
-        assert_eq!(d.running().map(|j| j.request.function.as_str()), Some("running"));
+        assert_eq!(d.running().map(|j| j.reply_to), Some(Handle(1000)));
     }
 }

@@ -17,6 +17,9 @@ use crate::ids::ContextId;
 /// Length of the fixed frame header in bytes.
 pub const HEADER_LEN: usize = 26;
 
+/// The least the decoder grows its buffer by when fed bytes that do not fit.
+const FEED_RESERVE: usize = 16 * 1024;
+
 /// The default maximum body size: mitogen's 128 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: u32 = 128 * 1024 * 1024;
 
@@ -198,6 +201,12 @@ impl Message {
         Frame { header: self.header().to_bytes(), body: self.body.clone() }
     }
 
+    /// The frame that carries this message, consuming it (not even a reference count changes
+    /// hands: the router forwards bodies this way).
+    pub fn into_frame(self) -> Frame {
+        Frame { header: self.header().to_bytes(), body: self.body }
+    }
+
     /// Appends the whole frame to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
         out.reserve(HEADER_LEN + self.body.len());
@@ -353,9 +362,16 @@ impl Decoder {
     /// decoder's); bodies are then split out without copying. Bytes fed after a failure are
     /// dropped.
     pub fn feed(&mut self, data: &[u8]) {
-        if !matches!(self.state, DecodeState::Failed) {
-            self.buf.extend_from_slice(data);
+        if matches!(self.state, DecodeState::Failed) {
+            return;
         }
+        // Grow in steps of at least FEED_RESERVE: bodies split out of one allocation share it,
+        // so many small frames cost one allocation rather than two each. The step depends only
+        // on what was fed, never on a length a header claims.
+        if self.buf.capacity() - self.buf.len() < data.len() {
+            self.buf.reserve(data.len().max(FEED_RESERVE));
+        }
+        self.buf.extend_from_slice(data);
     }
 
     /// Bytes buffered but not yet returned as messages.

@@ -534,7 +534,7 @@ impl Node {
             self.reply_handles.allocate().map_err(|e| self.local_error(CallErrorKind::TooLarge, e))?;
         let call = CallId(self.next_call);
         self.next_call += 1;
-        let body = CallRequest::new(function, args).encode();
+        let body = CallRequest::encode_parts(function, &args.into());
         self.check_size(&body)?;
         self.pending.insert(handle, Pending { call, target });
         let msg = Message::new(target, self.id(), Handle::CALL_FUNCTION, Encoding::Postcard, body)
@@ -554,7 +554,7 @@ impl Node {
         args: impl Into<Bytes>,
     ) -> Result<(), CallError> {
         self.check_can_call(function)?;
-        let body = CallRequest::new(function, args).encode();
+        let body = CallRequest::encode_parts(function, &args.into());
         self.check_size(&body)?;
         self.send(now, Message::new(target, self.id(), Handle::CALL_FUNCTION, Encoding::Postcard, body));
         self.settle(now);
@@ -1002,8 +1002,7 @@ impl Node {
             self.apply(now, Trigger::ParentLost, None);
         }
         if let Some(job) = self.dispatcher.start_next() {
-            let out = Output::RunCall { job: job.id, caller: job.caller, request: job.request.clone() };
-            self.outputs.push_back(out);
+            self.outputs.push_back(Output::RunCall { job: job.id, caller: job.caller, request: job.request });
         }
         if matches!(self.phase, Phase::Draining { .. } | Phase::ForceDisconnect { .. }) && self.drained() {
             self.apply(now, Trigger::Drained, None);

@@ -528,7 +528,7 @@ impl Router {
                 if let Some(state) = from.and_then(|s| self.streams.get_mut(&s)) {
                     state.egress.insert(msg.dst);
                 }
-                self.events.push_back(Event::Transmit { stream: out, frame: msg.to_frame() });
+                self.events.push_back(Event::Transmit { stream: out, frame: msg.into_frame() });
             }
             Err(why) => {
                 let reason = format!("no route to {}, my ID is {}", msg.dst, self.id);
@@ -638,7 +638,7 @@ impl Router {
         if let (Some(parent), Some(parent_id)) = (self.parent, self.parent_id()) {
             if came_from != Some(parent) {
                 let msg = Message::new(parent_id, self.id, Handle::DEL_ROUTE, Encoding::Binary, body.clone());
-                self.events.push_back(Event::Transmit { stream: parent, frame: msg.to_frame() });
+                self.events.push_back(Event::Transmit { stream: parent, frame: msg.into_frame() });
             }
         }
         let mut down = Vec::new();
@@ -651,7 +651,7 @@ impl Router {
         }
         for (sid, child) in down {
             let msg = Message::new(child, self.id, Handle::DEL_ROUTE, Encoding::Binary, body.clone());
-            self.events.push_back(Event::Transmit { stream: sid, frame: msg.to_frame() });
+            self.events.push_back(Event::Transmit { stream: sid, frame: msg.into_frame() });
         }
     }
 
@@ -663,7 +663,7 @@ impl Router {
             None => format!("{id}"),
         };
         let msg = Message::new(parent_id, self.id, Handle::ADD_ROUTE, Encoding::Binary, body);
-        self.events.push_back(Event::Transmit { stream: parent, frame: msg.to_frame() });
+        self.events.push_back(Event::Transmit { stream: parent, frame: msg.into_frame() });
     }
 }
 

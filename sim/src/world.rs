@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use arbor_core::call::{CallError, CallId, CallRequest, JobId};
-use arbor_core::frame::{Encoding, Message};
+use arbor_core::frame::{Encoding, Message, HEADER_LEN};
 use arbor_core::handle::Handle;
 use arbor_core::ids::{ContextId, IdError};
 use arbor_core::lines::LogSource;
@@ -71,10 +71,51 @@ enum Ev {
 type LinkId = usize;
 type LoggerId = usize;
 
+/// A piece of bytes in flight: a frame header kept inline (no allocation per frame), or shared
+/// bytes (a body, captured output).
+#[derive(Debug, Clone)]
+enum Chunk {
+    Header { bytes: [u8; HEADER_LEN], start: usize },
+    Data(Bytes),
+}
+
+impl Chunk {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Chunk::Header { bytes, start } => &bytes[*start..],
+            Chunk::Data(b) => b,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Splits off and returns the first `n` bytes.
+    fn split_to(&mut self, n: usize) -> Chunk {
+        match self {
+            Chunk::Header { bytes, start } => {
+                // The piece sits right-aligned in its own array, so `as_slice` sees only it.
+                let mut piece = [0u8; HEADER_LEN];
+                piece[HEADER_LEN - n..].copy_from_slice(&bytes[*start..*start + n]);
+                *start += n;
+                Chunk::Header { bytes: piece, start: HEADER_LEN - n }
+            }
+            Chunk::Data(b) => Chunk::Data(b.split_to(n)),
+        }
+    }
+
+    /// Keeps the first `n` bytes and returns the rest.
+    fn split_off(&mut self, n: usize) -> Chunk {
+        let head = self.split_to(n);
+        std::mem::replace(self, head)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Pipe {
     /// Bytes in the socket, with the instant each chunk becomes readable.
-    chunks: VecDeque<(Instant, Bytes)>,
+    chunks: VecDeque<(Instant, Chunk)>,
     buffered: usize,
     /// No more bytes will be written: EOF once drained.
     shut: bool,
@@ -89,7 +130,7 @@ struct LinkEnd {
     /// Closed by the node: flush what is queued, then shut.
     closing: bool,
     /// Bytes the host has queued but the socket has not taken yet.
-    out: VecDeque<Bytes>,
+    out: VecDeque<Chunk>,
     eof_reported: bool,
 }
 
@@ -487,9 +528,9 @@ impl World {
                 if let Some(Endpoint::Link(l, side)) = self.procs[p].streams.get(&stream).copied() {
                     let end = &mut self.links[l].ends[side];
                     if end.open && !end.closing {
-                        end.out.push_back(Bytes::copy_from_slice(frame.header()));
+                        end.out.push_back(Chunk::Header { bytes: *frame.header(), start: 0 });
                         if !frame.body().is_empty() {
-                            end.out.push_back(frame.body().clone());
+                            end.out.push_back(Chunk::Data(frame.body().clone()));
                         }
                         self.stats.messages += 1;
                         self.flush(l, side);
@@ -698,7 +739,10 @@ impl World {
                 }
                 let take = (max - n).min(chunk.len());
                 let piece = if take == chunk.len() {
-                    pipe.chunks.pop_front().map(|(_, c)| c).unwrap_or_default()
+                    match pipe.chunks.pop_front() {
+                        Some((_, c)) => c,
+                        None => break,
+                    }
                 } else {
                     chunk.split_to(take)
                 };
@@ -706,7 +750,7 @@ impl World {
                 piece
             };
             n += piece.len();
-            self.input(p, Input::Received { stream, bytes: &piece });
+            self.input(p, Input::Received { stream, bytes: piece.as_slice() });
             if !self.procs[p].alive || self.procs[p].frozen {
                 return;
             }
@@ -742,7 +786,7 @@ impl World {
             let Some((_, chunk)) = lgr.pipe.chunks.front_mut() else { break };
             let take = (max - n).min(chunk.len());
             let piece = chunk.split_to(take);
-            if chunk.is_empty() {
+            if chunk.len() == 0 {
                 lgr.pipe.chunks.pop_front();
             }
             n += piece.len();
@@ -750,7 +794,7 @@ impl World {
         }
         lgr.pipe.buffered -= n;
         for piece in got {
-            self.input(p, Input::Received { stream, bytes: &piece });
+            self.input(p, Input::Received { stream, bytes: piece.as_slice() });
             if !self.procs[p].alive || self.procs[p].frozen {
                 return;
             }
@@ -784,7 +828,7 @@ impl World {
         };
         if take > 0 {
             lgr.pipe.buffered += take;
-            lgr.pipe.chunks.push_back((self.now, Bytes::copy_from_slice(&bytes[..take])));
+            lgr.pipe.chunks.push_back((self.now, Chunk::Data(Bytes::copy_from_slice(&bytes[..take]))));
             let reader = lgr.reader;
             self.schedule(self.now, Ev::Read(reader, STDOUT_STREAM));
         }
@@ -1135,7 +1179,7 @@ impl World {
                 let side = 1; // the child's end of its parent link
                 for m in [call, stop] {
                     let f = m.to_frame();
-                    self.links[l].ends[side].out.push_back(Bytes::from(f.to_vec()));
+                    self.links[l].ends[side].out.push_back(Chunk::Data(Bytes::from(f.to_vec())));
                 }
                 self.flush(l, side);
             }
@@ -1154,5 +1198,24 @@ fn self_link(p: &Process) -> Option<LinkId> {
 impl LinkEnd {
     fn new(proc: ProcId, stream: StreamId) -> LinkEnd {
         LinkEnd { proc, stream, open: true, closing: false, out: VecDeque::new(), eof_reported: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_chunks_split_anywhere_without_losing_a_byte() {
+        let raw: [u8; HEADER_LEN] = core::array::from_fn(|i| i as u8);
+        for cut in 0..=HEADER_LEN {
+            let mut c = Chunk::Header { bytes: raw, start: 0 };
+            let head = c.split_to(cut);
+            assert_eq!([head.as_slice(), c.as_slice()].concat(), raw.to_vec());
+            let mut d = Chunk::Header { bytes: raw, start: 0 };
+            let rest = d.split_off(cut);
+            assert_eq!(d.as_slice(), &raw[..cut]);
+            assert_eq!(rest.as_slice(), &raw[cut..]);
+        }
     }
 }
