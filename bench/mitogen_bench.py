@@ -170,8 +170,9 @@ def idle_rss(router):
     child_pid = child.call(pid)
     time.sleep(0.3)
     with open("/proc/%d/status" % child_pid) as f:
-        kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    emit("idle_rss", "MiB", [kib / 1024.0])
+        status = dict(line.split(":", 1) for line in f if ":" in line)
+    for workload, field in (("idle_rss", "VmRSS"), ("idle_rss_anon", "RssAnon")):
+        emit(workload, "MiB", [int(status[field].split()[0]) / 1024.0])
 
 
 def shutdown_of(n):

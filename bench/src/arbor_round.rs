@@ -143,8 +143,8 @@ fn idle_rss(root: &Root) -> Result<(), RoundError> {
     let child = spawn(root)?;
     let pid: u32 = root.context().call(child.id, "pid", &())?;
     thread::sleep(Duration::from_millis(300));
-    let kib = crate::rss_kib(pid)?;
-    emit("arbor", "idle_rss", "MiB", vec![kib / 1024.0]);
+    emit("arbor", "idle_rss", "MiB", vec![crate::status_kib(pid, "VmRSS")? / 1024.0]);
+    emit("arbor", "idle_rss_anon", "MiB", vec![crate::status_kib(pid, "RssAnon")? / 1024.0]);
     Ok(())
 }
 

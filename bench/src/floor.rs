@@ -124,8 +124,9 @@ fn bulk(peer: &mut Peer) -> io::Result<()> {
 
 fn idle_rss(peer: &Peer) -> io::Result<()> {
     thread::sleep(Duration::from_millis(300));
-    let kib = crate::rss_kib(peer.child.id())?;
-    emit("floor", "idle_rss", "MiB", vec![kib / 1024.0]);
+    let pid = peer.child.id();
+    emit("floor", "idle_rss", "MiB", vec![crate::status_kib(pid, "VmRSS")? / 1024.0]);
+    emit("floor", "idle_rss_anon", "MiB", vec![crate::status_kib(pid, "RssAnon")? / 1024.0]);
     Ok(())
 }
 

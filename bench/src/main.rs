@@ -73,13 +73,13 @@ fn run_options(args: &[String]) -> Result<report::RunOptions, String> {
     Ok(opts)
 }
 
-/// VmRSS of a process, in KiB.
-pub(crate) fn rss_kib(pid: u32) -> io::Result<f64> {
+/// A memory figure of a process from /proc/<pid>/status (`VmRSS`, `RssAnon`), in KiB.
+pub(crate) fn status_kib(pid: u32, field: &str) -> io::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse::<f64>().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS line"))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no such line in /proc/<pid>/status"))
 }

@@ -80,6 +80,7 @@ const ROWS: &[Row] = &[
         Better::Lower,
     ),
     row("idle child RSS", "idle_rss", "MiB", Better::Lower),
+    row("idle child RSS, anonymous only (RssAnon)", "idle_rss_anon", "MiB", Better::Lower),
 ];
 
 /// A target of issue 7, checked against the run.
@@ -363,7 +364,9 @@ exits, whoever reaps it), time from the shutdown call (`Root::shutdown()`; mitog
 `broker.shutdown(); broker.join()`) to the last exit. *Returned*: until that call returns.
 - **Hung**: the child is running a function that never returns (50 ms after the call was sent); \
 *ignoring SIGTERM*: it first installed a SIGTERM handler that does nothing.
-- **Idle RSS**: `VmRSS` from /proc/<pid>/status of a child that answered one call 300 ms ago.
+- **Idle RSS**: `VmRSS` from /proc/<pid>/status of a child that answered one call 300 ms ago; \
+`RssAnon` is the part that is not file-backed (VmRSS also counts the pages of the executable and \
+of libc/libpython that the child has touched, which it shares with its parent).
 - **Floor**: this binary re-executed as a peer on a socketpair (fd 0), no framing, no threads: \
 1-byte ping-pong (grandchild: through a relay process), 100 pings written at once, 16 MiB written \
 then a 1-byte ack, 1 MiB read back, spawn + first ping, the peer's own RSS, and for shutdown: \
