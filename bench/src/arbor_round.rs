@@ -1,0 +1,200 @@
+//! One round of every workload on arbor (mirrored in mitogen_bench.py: keep them in step).
+//!
+//! Each workload prints one JSON line (samples.rs). The shutdown workloads start a root of their
+//! own each time, since a shutdown ends the root.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use arbor::{CallError, ChildInfo, ContextId, Root, SpawnError, SpawnOptions, StartError};
+
+use crate::blob::Blob;
+use crate::exited::ExitWatch;
+use crate::functions::functions;
+use crate::samples::emit;
+
+const MIB: usize = 1024 * 1024;
+
+/// What stops a round.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    #[error("the root does not start: {0}")]
+    Start(#[from] StartError),
+    #[error("a spawn failed: {0}")]
+    Spawn(#[from] SpawnError),
+    #[error("a call failed: {0}")]
+    Call(#[from] CallError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("a call answered {0}, not what was asked")]
+    Wrong(String),
+}
+
+fn start() -> Result<Root, RoundError> {
+    // No signal handlers: a Ctrl-C kills the bench, and PDEATHSIG its children.
+    Ok(arbor::init(functions()).handle_signals(false).start()?)
+}
+
+fn spawn(root: &Root) -> Result<ChildInfo, RoundError> {
+    Ok(root.context().spawn(SpawnOptions::default())?)
+}
+
+fn noop(root: &Root, target: ContextId) -> Result<(), RoundError> {
+    Ok(root.context().call(target, "noop", &())?)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs the round; `only_rtt` keeps to the round trips (the pinned run).
+pub fn run(only_rtt: bool) -> Result<(), RoundError> {
+    let root = start()?;
+    rtt(&root, only_rtt)?;
+    if !only_rtt {
+        spawn_first_answer(&root)?;
+        idle_rss(&root)?;
+    }
+    root.shutdown();
+    if !only_rtt {
+        shutdowns()?;
+    }
+    Ok(())
+}
+
+fn rtt(root: &Root, only_rtt: bool) -> Result<(), RoundError> {
+    let child = spawn(root)?;
+    noop(root, child.id)?;
+    let grandchild = ContextId(root.context().call(child.id, "spawn_child", &())?);
+    noop(root, grandchild)?;
+    for (name, target) in [("rtt_child", child.id), ("rtt_grandchild", grandchild)] {
+        for _ in 0..50 {
+            noop(root, target)?;
+        }
+        let mut samples = Vec::with_capacity(400);
+        for _ in 0..400 {
+            let t = Instant::now();
+            noop(root, target)?;
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        emit("arbor", name, "us", samples);
+    }
+    if only_rtt {
+        return Ok(());
+    }
+    let ctx = root.context();
+    let mut samples = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let pending: Vec<_> = (0..100).map(|_| ctx.call_async::<_, ()>(child.id, "noop", &())).collect();
+        for p in pending {
+            p.wait()?;
+        }
+        samples.push(100.0 / t.elapsed().as_secs_f64());
+    }
+    emit("arbor", "pipelined_100", "calls/s", samples);
+
+    let arg = Blob(vec![0xa5; 16 * MIB]);
+    let mut samples = Vec::new();
+    for round in 0..6 {
+        let t = Instant::now();
+        let n: u64 = ctx.call(child.id, "length", &arg)?;
+        let took = t.elapsed();
+        if n != arg.0.len() as u64 {
+            return Err(RoundError::Wrong(format!("length {n}")));
+        }
+        if round > 0 {
+            samples.push(arg.0.len() as f64 / took.as_secs_f64() / 1e6);
+        }
+    }
+    emit("arbor", "arg_16mib", "MB/s", samples);
+
+    let mut samples = Vec::new();
+    for round in 0..11 {
+        let t = Instant::now();
+        let out: Blob = ctx.call(child.id, "make", &(MIB as u64))?;
+        let took = t.elapsed();
+        if out.0.len() != MIB {
+            return Err(RoundError::Wrong(format!("{} bytes made", out.0.len())));
+        }
+        if round > 0 {
+            samples.push(MIB as f64 / took.as_secs_f64() / 1e6);
+        }
+    }
+    emit("arbor", "result_1mib", "MB/s", samples);
+    Ok(())
+}
+
+fn spawn_first_answer(root: &Root) -> Result<(), RoundError> {
+    let warm = spawn(root)?; // as in mitogen_bench.py: the first spawn is not counted
+    noop(root, warm.id)?;
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let child = spawn(root)?;
+        noop(root, child.id)?;
+        samples.push(ms(t.elapsed()));
+    }
+    emit("arbor", "spawn_first_answer", "ms", samples);
+    Ok(())
+}
+
+fn idle_rss(root: &Root) -> Result<(), RoundError> {
+    let child = spawn(root)?;
+    let pid: u32 = root.context().call(child.id, "pid", &())?;
+    thread::sleep(Duration::from_millis(300));
+    emit("arbor", "idle_rss", "MiB", vec![crate::status_kib(pid, "VmRSS")? / 1024.0]);
+    emit("arbor", "idle_rss_anon", "MiB", vec![crate::status_kib(pid, "RssAnon")? / 1024.0]);
+    Ok(())
+}
+
+/// (all children exited, shutdown returned), in ms from the shutdown call.
+type Timing = (Option<f64>, f64);
+
+fn timed_shutdown(root: Root, pids: &[u32]) -> Result<Timing, RoundError> {
+    let watch = ExitWatch::start(pids)?;
+    let t = Instant::now();
+    root.shutdown();
+    let returned = ms(t.elapsed());
+    Ok((watch.last_exit().map(|last| ms(last.saturating_duration_since(t))), returned))
+}
+
+fn shutdown_of(n: usize) -> Result<Timing, RoundError> {
+    let root = start()?;
+    let mut pids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let child = spawn(&root)?;
+        pids.push(root.context().call(child.id, "pid", &())?);
+    }
+    timed_shutdown(root, &pids)
+}
+
+fn shutdown_hung(ignore_sigterm: bool) -> Result<Timing, RoundError> {
+    let root = start()?;
+    let child = spawn(&root)?;
+    let pid: u32 = root.context().call(child.id, "pid", &())?;
+    if ignore_sigterm {
+        root.context().call::<_, ()>(child.id, "ignore_sigterm", &())?;
+    }
+    // Its answer (ShuttingDown) is never awaited: the call just occupies the child.
+    drop(root.context().call_async::<_, ()>(child.id, "hang", &()));
+    thread::sleep(Duration::from_millis(50));
+    timed_shutdown(root, &[pid])
+}
+
+fn emit_timings(name: &str, exited: &str, results: &[Timing]) {
+    emit("arbor", &format!("{name}_{exited}"), "ms", results.iter().filter_map(|r| r.0).collect());
+    emit("arbor", &format!("{name}_returned"), "ms", results.iter().map(|r| r.1).collect());
+}
+
+fn shutdowns() -> Result<(), RoundError> {
+    for (n, times) in [(1, 3), (10, 2), (50, 1)] {
+        let results = (0..times).map(|_| shutdown_of(n)).collect::<Result<Vec<_>, _>>()?;
+        emit_timings(&format!("shutdown_{n}"), "exited", &results);
+    }
+    for (name, ignore, times) in [("hung", false, 2), ("hung_ignoring_sigterm", true, 1)] {
+        let results = (0..times).map(|_| shutdown_hung(ignore)).collect::<Result<Vec<_>, _>>()?;
+        emit_timings(name, "gone", &results);
+    }
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! `arbor-bench`: arbor against mitogen 0.3.54 and a socketpair floor (issue 7).
+//!
+//! `bench/run.sh` is the one command: it installs mitogen in a virtualenv, builds this in release
+//! and runs `arbor-bench run`, which starts every round as a fresh process of this binary
+//! (`arbor-round`, `floor-round`) or of mitogen_bench.py, interleaved, and writes
+//! docs/benchmarks.md. Children of an arbor round are re-execs of this binary too, which is why
+//! `arbor::init` comes first.
+// A benchmark measures wall time and prints what it measured.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod arbor_round;
+mod blob;
+mod exited;
+mod floor;
+mod functions;
+mod machine;
+mod report;
+mod samples;
+
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: arbor-bench run [--rounds N] [--python PATH] [--script PATH] [--out PATH] [--command TEXT]
+       arbor-bench arbor-round|floor-round [--only rtt]
+(bench/run.sh is the documented way to run it)";
+
+fn main() -> ExitCode {
+    // In a child context of an arbor round this never returns. In the root it only reads the
+    // environment: each arbor root of a round is started from a fresh `arbor::init` (a shutdown
+    // ends a root), see arbor_round.rs.
+    drop(arbor::init(functions::functions()));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let only_rtt = args.windows(2).any(|w| w[0] == "--only" && w[1] == "rtt");
+    let result: Result<(), String> = match args.first().map(String::as_str) {
+        Some("run") => run_options(&args[1..]).and_then(|o| report::run(&o).map_err(|e| e.to_string())),
+        Some("arbor-round") => arbor_round::run(only_rtt).map_err(|e| e.to_string()),
+        Some("floor-round") => floor::run(only_rtt).map_err(|e| e.to_string()),
+        Some("floor-echo") => floor::echo().map_err(|e| e.to_string()),
+        Some("floor-relay") => floor::relay().map_err(|e| e.to_string()),
+        _ => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("arbor-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_options(args: &[String]) -> Result<report::RunOptions, String> {
+    let mut opts = report::RunOptions {
+        rounds: 5,
+        python: "python3".into(),
+        script: PathBuf::from("bench/mitogen_bench.py"),
+        out: PathBuf::from("docs/benchmarks.md"),
+        command: "bench/run.sh".into(),
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        match flag.as_str() {
+            "--rounds" => opts.rounds = value.parse().map_err(|e| format!("--rounds: {e}"))?,
+            "--python" => opts.python.clone_from(value),
+            "--script" => opts.script = value.into(),
+            "--out" => opts.out = value.into(),
+            "--command" => opts.command.clone_from(value),
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+    }
+    Ok(opts)
+}
+
+/// A memory figure of a process from /proc/<pid>/status (`VmRSS`, `RssAnon`), in KiB.
+pub(crate) fn status_kib(pid: u32, field: &str) -> io::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no such line in /proc/<pid>/status"))
+}
