@@ -99,9 +99,12 @@ fn decode_whole<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, BodyError> 
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Bytes {
+/// Serializes into a vector sized up front (`hint` plus room for lengths), so a large argument
+/// or result is copied once rather than once per doubling of a growing vector.
+fn encode<T: Serialize>(value: &T, hint: usize) -> Bytes {
+    let out = Vec::with_capacity(hint + 32);
     // Serializing plain structs of strings and bytes into a Vec cannot fail.
-    Bytes::from(postcard::to_allocvec(value).unwrap_or_default())
+    Bytes::from(postcard::to_extend(value, out).unwrap_or_default())
 }
 
 impl CallRequest {
@@ -117,7 +120,7 @@ impl CallRequest {
 
     /// The CALL_FUNCTION body for `function` and `args`, without building a request first.
     pub fn encode_parts(function: &str, args: &[u8]) -> Bytes {
-        encode(&RequestOut { function, args: ByteStr(args) })
+        encode(&RequestOut { function, args: ByteStr(args) }, function.len() + args.len())
     }
 
     /// Parses a CALL_FUNCTION body; the arguments share the body's buffer.
@@ -188,8 +191,11 @@ pub type CallResult = Result<Bytes, CallError>;
 /// The body of a call's answer.
 pub fn encode_result(result: &CallResult) -> Bytes {
     match result {
-        Ok(value) => encode(&ResultOut::Ok(ByteStr(value))),
-        Err(e) => encode(&ResultOut::Err { kind: e.kind, message: &e.message, context: &e.context }),
+        Ok(value) => encode(&ResultOut::Ok(ByteStr(value)), value.len()),
+        Err(e) => encode(
+            &ResultOut::Err { kind: e.kind, message: &e.message, context: &e.context },
+            e.message.len() + e.context.len(),
+        ),
     }
 }
 

@@ -366,10 +366,21 @@ impl Decoder {
             return;
         }
         // Grow in steps of at least FEED_RESERVE: bodies split out of one allocation share it,
-        // so many small frames cost one allocation rather than two each. The step depends only
-        // on what was fed, never on a length a header claims.
-        if self.buf.capacity() - self.buf.len() < data.len() {
-            self.buf.reserve(data.len().max(FEED_RESERVE));
+        // so many small frames cost one allocation rather than two each.
+        let mut want = data.len();
+        if let DecodeState::Body(h) = self.state {
+            // A large body would otherwise grow the buffer by doubling, copying it again at each
+            // step. Once an eighth of it has arrived, room for the rest is reserved in one go:
+            // a peer can make us reserve at most eight times what it actually sent, and never
+            // anything for a length it merely claims.
+            let body = h.len as usize;
+            let have = self.buf.len() + data.len();
+            if body > have && have >= body / 8 {
+                want = body - self.buf.len();
+            }
+        }
+        if self.buf.capacity() - self.buf.len() < want {
+            self.buf.reserve(want.max(FEED_RESERVE));
         }
         self.buf.extend_from_slice(data);
     }
@@ -484,6 +495,20 @@ mod tests {
         let mut d = Decoder::new(64);
         d.feed(&msg.to_frame().to_vec());
         assert_eq!(d.next_message(), Ok(Some(msg)));
+    }
+
+    #[test]
+    fn a_claimed_length_reserves_nothing_until_an_eighth_of_it_arrived() {
+        let mut header = shutdown_msg().header();
+        header.len = 64 * 1024 * 1024;
+        let mut d = Decoder::new(DEFAULT_MAX_MESSAGE_SIZE);
+        d.feed(&header.to_bytes());
+        assert_eq!(d.next_message(), Ok(None));
+        d.feed(&[0u8; 1000]);
+        assert!(d.buf.capacity() < 1024 * 1024, "reserved {} bytes for a bare claim", d.buf.capacity());
+        // Past an eighth, room for the whole body is made at once.
+        d.feed(&vec![0u8; 8 * 1024 * 1024]);
+        assert!(d.buf.capacity() >= 64 * 1024 * 1024 - HEADER_LEN);
     }
 
     #[test]
