@@ -1,4 +1,5 @@
-//! Codec and router throughput, each beside a floor measured the same way in the same run.
+//! Codec, router and node-step throughput, each beside a floor measured the same way in the
+//! same run.
 //!
 //! `cargo bench -p arbor-core --bench codec` prints, per workload, the median of several rounds
 //! and the ratio to its floor: a plain `memcpy` of the same bytes in the same read-sized chunks
@@ -12,7 +13,9 @@ use std::time::{Duration, Instant};
 use arbor_core::frame::{Decoder, Encoding, Message, DEFAULT_MAX_MESSAGE_SIZE};
 use arbor_core::handle::Handle;
 use arbor_core::ids::ContextId;
+use arbor_core::node::{Input, Node, NodeConfig, Output, StreamKind};
 use arbor_core::router::{Event, Peer, Router, RouterConfig, StreamId};
+use arbor_core::time::Instant as CoreInstant;
 
 /// mitogen's read size; the host hands the core at most this much per read.
 const READ: usize = 128 * 1024;
@@ -90,6 +93,62 @@ fn route_all(wire: &[u8]) -> usize {
     n
 }
 
+/// `calls` sequential call round trips between a root node and a child node joined in memory:
+/// every frame goes through encode, decode, authentication, routing, the dispatcher and the
+/// pending-call table; the "main thread" answers at once. Returns the bytes that crossed.
+fn node_steps(calls: usize) -> usize {
+    let now = CoreInstant::ZERO;
+    let mut root = Node::new(NodeConfig::root());
+    let mut child = Node::new(NodeConfig::child(ContextId(1), vec![ContextId(0)]));
+    let (down, up) = (StreamId(1), StreamId(0));
+    let kind = StreamKind::Child { id: ContextId(1), pid: None, name: None };
+    root.handle_input(now, Input::StreamOpened { stream: down, kind }).expect("child stream");
+    child.handle_input(now, Input::StreamOpened { stream: up, kind: StreamKind::Parent }).expect("parent");
+    let mut wire = Vec::with_capacity(256);
+    let mut crossed = 0;
+    let mut done = 0;
+    root.call(now, ContextId(1), "echo", &b"0123456789abcdef"[..]).expect("call");
+    while done < calls {
+        while let Some(o) = root.poll_output() {
+            match o {
+                Output::Transmit { frame, .. } => {
+                    wire.clear();
+                    wire.extend_from_slice(frame.header());
+                    wire.extend_from_slice(frame.body());
+                    crossed += wire.len();
+                    child.handle_input(now, Input::Received { stream: up, bytes: &wire }).expect("input");
+                }
+                Output::CallReturned { result, .. } => {
+                    black_box(result.expect("echo answers"));
+                    done += 1;
+                    if done < calls {
+                        root.call(now, ContextId(1), "echo", &b"0123456789abcdef"[..]).expect("call");
+                    }
+                }
+                _ => {}
+            }
+        }
+        while let Some(o) = child.poll_output() {
+            match o {
+                Output::Transmit { frame, .. } => {
+                    wire.clear();
+                    wire.extend_from_slice(frame.header());
+                    wire.extend_from_slice(frame.body());
+                    crossed += wire.len();
+                    root.handle_input(now, Input::Received { stream: down, bytes: &wire }).expect("input");
+                }
+                Output::RunCall { job, request, .. } => {
+                    child
+                        .handle_input(now, Input::CallFinished { job, result: Ok(request.args) })
+                        .expect("done");
+                }
+                _ => {}
+            }
+        }
+    }
+    crossed
+}
+
 fn report(name: &str, unit: &str, amount: f64, t: Duration, floor: Duration) {
     let rate = amount / t.as_secs_f64();
     let floor_rate = amount / floor.as_secs_f64();
@@ -122,4 +181,13 @@ fn main() {
         black_box(route_all(&small));
     });
     report("decode+route 16 B messages", "msg/s", count as f64, t, floor);
+
+    // Node step: whole call round trips between two nodes (two frames each).
+    let calls = 100_000;
+    let crossed = node_steps(calls);
+    let t = time(|| {
+        black_box(node_steps(calls));
+    });
+    let floor = floor_copy(&vec![0u8; crossed]);
+    report("node step: call round trips", "calls/s", calls as f64, t, floor);
 }
