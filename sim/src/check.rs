@@ -8,7 +8,6 @@ use std::fmt;
 use std::time::Duration;
 
 use arbor_core::call::CallErrorKind;
-use arbor_core::handle::Handle;
 use arbor_core::ids::ContextId;
 use arbor_core::node::Output;
 use arbor_core::reaper::Escalation;
@@ -17,7 +16,7 @@ use arbor_core::shutdown::{Cause, PhaseKind};
 use arbor_core::time::Instant;
 
 use crate::plan::{Expect, Plan, ProcId};
-use crate::trace::{transmitted, Trace, What};
+use crate::trace::{transmitted_shutdown, Trace, What};
 
 /// Slack on the liveness bound: everything in the model is instantaneous except latency, which
 /// the deadline propagation already absorbs; this covers the final reap.
@@ -152,8 +151,8 @@ pub(crate) fn shutdown_ordering(trace: &Trace, v: &mut Vec<Violation>) {
                 format!("started call {}() after closing its call channel", request.function),
             ),
             _ => {
-                if let Some(h) = transmitted(o) {
-                    if h.handle == Handle::SHUTDOWN && !closed.contains(&e.proc) {
+                if let Some(h) = transmitted_shutdown(o) {
+                    if !closed.contains(&e.proc) {
                         violation(
                             v,
                             "shutdown-ordering",
@@ -174,10 +173,8 @@ pub(crate) fn shutdown_from_parent(tree: &Tree, trace: &Trace, v: &mut Vec<Viola
     for e in &trace.events {
         match &e.what {
             What::Out(o) => {
-                if let Some(h) = transmitted(o) {
-                    if h.handle == Handle::SHUTDOWN
-                        && h.src == tree.ids.get(&e.proc).copied().unwrap_or(h.src)
-                    {
+                if let Some(h) = transmitted_shutdown(o) {
+                    if h.src == tree.ids.get(&e.proc).copied().unwrap_or(h.src) {
                         if let Some(child) = tree.proc_of(h.dst) {
                             if tree.parents.get(&child) == Some(&e.proc) {
                                 told.insert(child);
@@ -323,10 +320,12 @@ pub(crate) fn calls_resolve_once(trace: &Trace, v: &mut Vec<Violation>) {
 /// Nothing crosses an authentication boundary: no forged call runs, and every call that runs
 /// was made by the context itself or one of its ancestors.
 pub(crate) fn auth_boundary(tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
+    let ancestors: BTreeMap<ProcId, Vec<ContextId>> =
+        tree.ids.keys().map(|p| (*p, tree.ancestors(*p))).collect();
     for e in &trace.events {
         if let What::Out(Output::RunCall { caller, request, .. }) = &e.what {
             let me = tree.ids.get(&e.proc).copied();
-            let allowed = Some(*caller) == me || tree.ancestors(e.proc).contains(caller);
+            let allowed = Some(*caller) == me || ancestors.get(&e.proc).is_some_and(|a| a.contains(caller));
             if request.function == "forged" || !allowed {
                 violation(
                     v,

@@ -79,6 +79,17 @@ pub fn transmitted(o: &Output) -> Option<Header> {
     }
 }
 
+/// The header of a transmitted SHUTDOWN frame, if the output is one (checked on the handle's
+/// bytes first: checkers ask this of every frame of a run).
+pub fn transmitted_shutdown(o: &Output) -> Option<Header> {
+    match o {
+        Output::Transmit { frame, .. } if frame.header()[14..18] == Handle::SHUTDOWN.0.to_be_bytes() => {
+            Header::parse(frame.header()).ok()
+        }
+        _ => None,
+    }
+}
+
 fn hash_what(h: &mut Fnv, w: &What) {
     match w {
         What::Spawned { id, pid } => {
