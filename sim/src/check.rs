@@ -492,6 +492,7 @@ mod tests {
     use crate::plan::{Fault, Mutation, Net};
     use arbor_core::call::{CallError, CallId, CallRequest, JobId};
     use arbor_core::frame::{Encoding, Message};
+    use arbor_core::handle::Handle;
     use arbor_core::lines::LogSource;
     use arbor_core::node::LogLine;
     use arbor_core::reaper::{ExitStatus, Pid};
