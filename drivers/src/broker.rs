@@ -31,6 +31,7 @@ use crate::clock;
 use crate::error::SpawnError;
 use crate::logger::CaptureWrite;
 use crate::logs::{self, LogRecord};
+use crate::oneshot;
 use crate::reap;
 use crate::runner::Job;
 use crate::spawn::{self, ChildInfo, SpawnOptions};
@@ -56,26 +57,10 @@ const FINAL_FLUSH: Duration = Duration::from_secs(1);
 /// A request from another thread: the client API, or the thread running calls.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Call {
-        target: ContextId,
-        function: String,
-        args: Vec<u8>,
-        reply: async_channel::Sender<CallResult>,
-    },
-    CallNoReply {
-        target: ContextId,
-        function: String,
-        args: Vec<u8>,
-        reply: async_channel::Sender<CallResult>,
-    },
-    Spawn {
-        options: SpawnOptions,
-        reply: async_channel::Sender<Result<ChildInfo, SpawnError>>,
-    },
-    Finished {
-        job: JobId,
-        result: CallResult,
-    },
+    Call { target: ContextId, function: String, args: Vec<u8>, reply: oneshot::Sender<CallResult> },
+    CallNoReply { target: ContextId, function: String, args: Vec<u8>, reply: oneshot::Sender<CallResult> },
+    Spawn { options: SpawnOptions, reply: async_channel::Sender<Result<ChildInfo, SpawnError>> },
+    Finished { job: JobId, result: CallResult },
     Shutdown,
     ForceShutdown,
 }
@@ -171,7 +156,7 @@ struct Broker {
     streams: BTreeMap<StreamId, Stream>,
     next_stream: u32,
     parent: Option<StreamId>,
-    calls: BTreeMap<CallId, async_channel::Sender<CallResult>>,
+    calls: BTreeMap<CallId, oneshot::Sender<CallResult>>,
     jobs: Option<mpsc::Sender<Job>>,
     spawns_waiting: VecDeque<(SpawnOptions, async_channel::Sender<Result<ChildInfo, SpawnError>>)>,
     children: BTreeMap<Pid, ChildInfo>,
@@ -396,13 +381,13 @@ impl Broker {
                         self.calls.insert(call, reply);
                     }
                     Err(e) => {
-                        let _ = reply.try_send(Err(e));
+                        reply.send(Err(e));
                     }
                 }
             }
             Command::CallNoReply { target, function, args, reply } => {
                 let result = self.node.call_no_reply(now, target, &function, args);
-                let _ = reply.try_send(result.map(|()| bytes::Bytes::new()));
+                reply.send(result.map(|()| bytes::Bytes::new()));
             }
             Command::Spawn { options, reply } => self.spawn(now, options, reply),
             Command::Finished { job, result } => self.input(now, Input::CallFinished { job, result }),
@@ -499,7 +484,7 @@ impl Broker {
                 Output::CallsClosed => self.jobs = None,
                 Output::CallReturned { call, result } => {
                     if let Some(reply) = self.calls.remove(&call) {
-                        let _ = reply.try_send(result);
+                        reply.send(result);
                     }
                 }
                 Output::LogLine(line) => {
