@@ -47,10 +47,16 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Runs the round; `only_rtt` keeps to the round trips (the pinned run).
-pub fn run(only_rtt: bool) -> Result<(), RoundError> {
+/// Runs the round; `only_rtt` keeps to the round trips (the pinned run), `only_calls` to the
+/// round trips and the pipelined calls (a quick look at call latency while tuning the driver).
+pub fn run(only_rtt: bool, only_calls: bool) -> Result<(), RoundError> {
     let root = start()?;
-    rtt(&root, only_rtt)?;
+    if only_calls {
+        rtt(&root, false, true)?;
+        root.shutdown();
+        return Ok(());
+    }
+    rtt(&root, only_rtt, false)?;
     if !only_rtt {
         spawn_first_answer(&root)?;
         idle_rss(&root)?;
@@ -62,7 +68,7 @@ pub fn run(only_rtt: bool) -> Result<(), RoundError> {
     Ok(())
 }
 
-fn rtt(root: &Root, only_rtt: bool) -> Result<(), RoundError> {
+fn rtt(root: &Root, only_rtt: bool, only_calls: bool) -> Result<(), RoundError> {
     let child = spawn(root)?;
     noop(root, child.id)?;
     let grandchild = ContextId(root.context().call(child.id, "spawn_child", &())?);
@@ -93,6 +99,9 @@ fn rtt(root: &Root, only_rtt: bool) -> Result<(), RoundError> {
         samples.push(100.0 / t.elapsed().as_secs_f64());
     }
     emit("arbor", "pipelined_100", "calls/s", samples);
+    if only_calls {
+        return Ok(());
+    }
 
     let arg = Blob(vec![0xa5; 16 * MIB]);
     let mut samples = Vec::new();

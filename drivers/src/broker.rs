@@ -6,10 +6,14 @@
 //! [`Command::Finished`], so shutdown proceeds however long a function hangs.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::mpsc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arbor_core::call::{CallError, CallErrorKind, CallId, CallResult, JobId};
@@ -21,16 +25,25 @@ use arbor_core::shutdown::{ExitKind, Phase};
 use arbor_core::time::Instant;
 use async_executor::{LocalExecutor, Task};
 use async_io::{Async, Timer};
-use futures_lite::{future, AsyncReadExt};
+use futures_lite::{future, AsyncReadExt, Stream as _};
 
 use crate::clock;
 use crate::error::SpawnError;
 use crate::logger::CaptureWrite;
 use crate::logs::{self, LogRecord};
+use crate::oneshot;
 use crate::reap;
 use crate::runner::Job;
 use crate::spawn::{self, ChildInfo, SpawnOptions};
 use crate::streams::{self, Writer};
+
+/// How much one read takes at most.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads of one stream in one turn of the loop before the others (and the executor's tasks)
+/// get theirs.
+const READS_PER_TURN: usize = 16;
+/// Commands or events taken in one turn of the loop before the node's outputs are carried out.
+const RECEIVES_PER_TURN: usize = 64;
 
 /// Bytes queued towards the parent above which the broker stops reading its own loggers, so a
 /// runaway printer cannot grow memory without bound (docs/embedding.md "Backpressure").
@@ -44,26 +57,10 @@ const FINAL_FLUSH: Duration = Duration::from_secs(1);
 /// A request from another thread: the client API, or the thread running calls.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Call {
-        target: ContextId,
-        function: String,
-        args: Vec<u8>,
-        reply: async_channel::Sender<CallResult>,
-    },
-    CallNoReply {
-        target: ContextId,
-        function: String,
-        args: Vec<u8>,
-        reply: async_channel::Sender<CallResult>,
-    },
-    Spawn {
-        options: SpawnOptions,
-        reply: async_channel::Sender<Result<ChildInfo, SpawnError>>,
-    },
-    Finished {
-        job: JobId,
-        result: CallResult,
-    },
+    Call { target: ContextId, function: String, args: Vec<u8>, reply: oneshot::Sender<CallResult> },
+    CallNoReply { target: ContextId, function: String, args: Vec<u8>, reply: oneshot::Sender<CallResult> },
+    Spawn { options: SpawnOptions, reply: async_channel::Sender<Result<ChildInfo, SpawnError>> },
+    Finished { job: JobId, result: CallResult },
     Shutdown,
     ForceShutdown,
 }
@@ -71,8 +68,6 @@ pub(crate) enum Command {
 /// Something that happened on the IO thread's sockets or children.
 #[derive(Debug)]
 pub(crate) enum Event {
-    Read(StreamId, Vec<u8>),
-    Eof(StreamId),
     Broken(StreamId),
     /// A closed framed stream finished writing out what was queued on it.
     Closed(StreamId),
@@ -117,27 +112,51 @@ pub(crate) struct Finished {
     pub reaped: Vec<Reaped>,
 }
 
-enum Stream {
-    Framed { writer: Writer, reader: Task<()>, writer_task: Task<()> },
-    Logger { reader: Task<()>, capture: Option<CaptureWrite> },
+/// A stream's read side, read by the broker itself: the socket is read until it would block
+/// before the broker sleeps again, with no task or channel between the read and the node.
+struct Reading {
+    sock: Rc<Async<UnixStream>>,
+    /// False once EOF or an error was fed to the node.
+    open: bool,
+    /// The last turn stopped at its read budget: read again without waiting for readiness.
+    more: bool,
 }
 
-enum Wake {
-    Command(Option<Command>),
-    Event(Event),
-    Timeout,
-    Recheck,
+enum Stream {
+    Framed { reading: Reading, writer: Writer, writer_task: Task<()> },
+    Logger { reading: Reading, capture: Option<CaptureWrite> },
+}
+
+impl Stream {
+    fn reading(&mut self) -> &mut Reading {
+        match self {
+            Stream::Framed { reading, .. } | Stream::Logger { reading, .. } => reading,
+        }
+    }
+}
+
+/// What a turn of the loop waits on besides the streams.
+struct Waits<'a> {
+    commands: Pin<&'a mut async_channel::Receiver<Command>>,
+    commands_open: bool,
+    events: Pin<&'a mut async_channel::Receiver<Event>>,
+    /// The node's next deadline, armed (re-armed only when it changes).
+    timer: Option<(Instant, Timer)>,
+    /// While the parent queue is over its high-water mark: when to look again.
+    throttle: Option<Timer>,
+    buf: Vec<u8>,
+    /// A read budget ran out last turn: give the executor's tasks a turn before reading on.
+    yield_first: bool,
 }
 
 struct Broker {
     node: Node,
     ex: Rc<LocalExecutor<'static>>,
     events: async_channel::Sender<Event>,
-    log_events: async_channel::Sender<Event>,
     streams: BTreeMap<StreamId, Stream>,
     next_stream: u32,
     parent: Option<StreamId>,
-    calls: BTreeMap<CallId, async_channel::Sender<CallResult>>,
+    calls: BTreeMap<CallId, oneshot::Sender<CallResult>>,
     jobs: Option<mpsc::Sender<Job>>,
     spawns_waiting: VecDeque<(SpawnOptions, async_channel::Sender<Result<ChildInfo, SpawnError>>)>,
     children: BTreeMap<Pid, ChildInfo>,
@@ -153,12 +172,10 @@ struct Broker {
 pub(crate) fn run(setup: Setup) -> Finished {
     let ex = Rc::new(LocalExecutor::new());
     let (events, events_rx) = async_channel::bounded(256);
-    let (log_events, log_rx) = async_channel::bounded(16);
     let mut broker = Broker {
         node: Node::new(setup.config),
         ex: ex.clone(),
         events,
-        log_events,
         streams: BTreeMap::new(),
         next_stream: 0,
         parent: None,
@@ -186,7 +203,7 @@ pub(crate) fn run(setup: Setup) -> Finished {
             Err(e) => tracing::warn!("cannot watch SIGINT/SIGTERM: {e}"),
         }
     }
-    async_io::block_on(ex.run(broker.run(setup.commands, events_rx, log_rx)))
+    async_io::block_on(ex.run(broker.run(setup.commands, events_rx)))
 }
 
 impl Broker {
@@ -194,52 +211,147 @@ impl Broker {
         mut self,
         commands: async_channel::Receiver<Command>,
         events: async_channel::Receiver<Event>,
-        log_events: async_channel::Receiver<Event>,
     ) -> Finished {
-        let mut commands_open = true;
+        let commands = std::pin::pin!(commands);
+        let events = std::pin::pin!(events);
+        let mut waits = Waits {
+            commands,
+            commands_open: true,
+            events,
+            timer: None,
+            throttle: None,
+            buf: vec![0u8; READ_CHUNK],
+            yield_first: false,
+        };
         loop {
             if let Some(how) = self.carry_out() {
                 return self.finish(how).await;
             }
-            let deadline = self.node.poll_timeout();
-            let throttled = self.parent_queued() > PARENT_HIGH_WATER;
-            let wake = {
-                let command = async {
-                    if !commands_open {
-                        return future::pending().await;
+            // A timer is armed only for a deadline, and re-armed only when it moves: arming one
+            // wakes async-io's reactor.
+            match (self.node.poll_timeout(), &mut waits.timer) {
+                (None, timer) => *timer = None,
+                (Some(at), Some((armed, timer))) => {
+                    if *armed != at {
+                        timer.set_at(clock::to_std(at));
+                        *armed = at;
                     }
-                    Wake::Command(commands.recv().await.ok())
-                };
-                let event = async { events.recv().await.map(Wake::Event).unwrap_or(Wake::Recheck) };
-                let log = async {
-                    if throttled {
-                        Timer::after(THROTTLE_RECHECK).await;
-                        return Wake::Recheck;
-                    }
-                    log_events.recv().await.map(Wake::Event).unwrap_or(Wake::Recheck)
-                };
-                let timer = async {
-                    match deadline {
-                        Some(at) => Timer::at(clock::to_std(at)).await,
-                        None => Timer::never().await,
-                    };
-                    Wake::Timeout
-                };
-                future::race(future::race(event, command), future::race(log, timer)).await
-            };
-            let now = clock::now();
-            match wake {
-                Wake::Command(Some(command)) => self.command(now, command),
-                Wake::Command(None) => {
+                }
+                (Some(at), timer @ None) => *timer = Some((at, Timer::at(clock::to_std(at)))),
+            }
+            if self.parent_queued() <= PARENT_HIGH_WATER {
+                waits.throttle = None;
+            } else if waits.throttle.is_none() {
+                waits.throttle = Some(Timer::after(THROTTLE_RECHECK));
+            }
+            future::poll_fn(|cx| self.turn(cx, &mut waits)).await;
+        }
+    }
+
+    /// One turn: feeds the node everything that is ready (reads, commands, events, the
+    /// deadline) and is ready itself if anything was; else it waits for any of them.
+    fn turn(&mut self, cx: &mut Context<'_>, waits: &mut Waits<'_>) -> Poll<()> {
+        if std::mem::take(&mut waits.yield_first) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let now = clock::now();
+        let mut progressed = self.read_streams(cx, now, waits);
+        for _ in 0..RECEIVES_PER_TURN {
+            if !waits.commands_open {
+                break;
+            }
+            match waits.commands.as_mut().poll_next(cx) {
+                Poll::Ready(Some(command)) => self.command(now, command),
+                Poll::Ready(None) => {
                     // Every handle on this context is gone: nobody can ask for anything again.
-                    commands_open = false;
+                    waits.commands_open = false;
                     self.begin_shutdown(now);
                 }
-                Wake::Event(event) => self.event(now, event),
-                Wake::Timeout => self.node.handle_timeout(now),
-                Wake::Recheck => {}
+                Poll::Pending => break,
+            }
+            progressed = true;
+        }
+        for _ in 0..RECEIVES_PER_TURN {
+            match waits.events.as_mut().poll_next(cx) {
+                Poll::Ready(Some(event)) => self.event(now, event),
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+            progressed = true;
+        }
+        if let Some((_, timer)) = &mut waits.timer {
+            if Pin::new(timer).poll(cx).is_ready() {
+                waits.timer = None;
+                self.node.handle_timeout(now);
+                progressed = true;
             }
         }
+        if let Some(throttle) = &mut waits.throttle {
+            if Pin::new(throttle).poll(cx).is_ready() {
+                waits.throttle = None;
+                progressed = true;
+            }
+        }
+        if progressed {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Reads every stream that is readable until it would block (or its budget runs out),
+    /// feeding the node as it goes; loggers wait while the parent queue is over its mark.
+    fn read_streams(&mut self, cx: &mut Context<'_>, now: Instant, waits: &mut Waits<'_>) -> bool {
+        let throttled = waits.throttle.is_some();
+        let mut ready = Vec::new();
+        for (&id, stream) in &mut self.streams {
+            if throttled && matches!(stream, Stream::Logger { .. }) {
+                continue;
+            }
+            let reading = stream.reading();
+            if reading.open
+                && (std::mem::take(&mut reading.more) || reading.sock.poll_readable(cx).is_ready())
+            {
+                ready.push((id, reading.sock.clone()));
+            }
+        }
+        let mut progressed = false;
+        for (id, sock) in ready {
+            let mut reads = 0;
+            let end = loop {
+                if reads == READS_PER_TURN {
+                    if let Some(stream) = self.streams.get_mut(&id) {
+                        stream.reading().more = true;
+                    }
+                    waits.yield_first = true;
+                    break None;
+                }
+                match sock.get_ref().read(&mut waits.buf) {
+                    Ok(0) => break Some(Input::Eof { stream: id }),
+                    Ok(n) => {
+                        reads += 1;
+                        progressed = true;
+                        self.input(now, Input::Received { stream: id, bytes: &waits.buf[..n] });
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Waits for the next readiness; ready already if it came meanwhile.
+                        if sock.poll_readable(cx).is_pending() {
+                            break None;
+                        }
+                    }
+                    Err(_) => break Some(Input::StreamClosed { stream: id }),
+                }
+            };
+            if let Some(input) = end {
+                if let Some(stream) = self.streams.get_mut(&id) {
+                    stream.reading().open = false;
+                }
+                progressed = true;
+                self.input(now, input);
+            }
+        }
+        progressed
     }
 
     fn parent_queued(&self) -> usize {
@@ -269,13 +381,13 @@ impl Broker {
                         self.calls.insert(call, reply);
                     }
                     Err(e) => {
-                        let _ = reply.try_send(Err(e));
+                        reply.send(Err(e));
                     }
                 }
             }
             Command::CallNoReply { target, function, args, reply } => {
                 let result = self.node.call_no_reply(now, target, &function, args);
-                let _ = reply.try_send(result.map(|()| bytes::Bytes::new()));
+                reply.send(result.map(|()| bytes::Bytes::new()));
             }
             Command::Spawn { options, reply } => self.spawn(now, options, reply),
             Command::Finished { job, result } => self.input(now, Input::CallFinished { job, result }),
@@ -289,8 +401,6 @@ impl Broker {
 
     fn event(&mut self, now: Instant, event: Event) {
         match event {
-            Event::Read(stream, bytes) => self.input(now, Input::Received { stream, bytes: &bytes }),
-            Event::Eof(stream) => self.input(now, Input::Eof { stream }),
             Event::Broken(stream) => self.input(now, Input::StreamClosed { stream }),
             Event::Closed(stream) => self.input(now, Input::Closed { stream }),
             Event::Exited(pid, status) => {
@@ -374,7 +484,7 @@ impl Broker {
                 Output::CallsClosed => self.jobs = None,
                 Output::CallReturned { call, result } => {
                     if let Some(reply) = self.calls.remove(&call) {
-                        let _ = reply.try_send(result);
+                        reply.send(result);
                     }
                 }
                 Output::LogLine(line) => {
@@ -422,13 +532,13 @@ impl Broker {
             }
         };
         let stream = self.take_stream_id();
-        let reader = self.ex.spawn(streams::read_loop(sock.clone(), stream, self.events.clone()));
+        let reading = Reading { sock: sock.clone(), open: true, more: true };
         let (writer, task) = streams::writer(sock, stream, self.events.clone());
         let writer_task = self.ex.spawn(task);
         if kind == StreamKind::Parent {
             self.parent = Some(stream);
         }
-        self.streams.insert(stream, Stream::Framed { writer, reader, writer_task });
+        self.streams.insert(stream, Stream::Framed { reading, writer, writer_task });
         self.input(now, Input::StreamOpened { stream, kind });
         Some(stream)
     }
@@ -443,8 +553,8 @@ impl Broker {
             }
         };
         let stream = self.take_stream_id();
-        let reader = self.ex.spawn(streams::read_loop(sock, stream, self.log_events.clone()));
-        self.streams.insert(stream, Stream::Logger { reader, capture: Some(capture) });
+        let reading = Reading { sock, open: true, more: true };
+        self.streams.insert(stream, Stream::Logger { reading, capture: Some(capture) });
         self.input(now, Input::StreamOpened { stream, kind: StreamKind::Logger { source } });
     }
 
@@ -454,8 +564,8 @@ impl Broker {
             self.parent = None;
         }
         match self.streams.remove(&stream) {
-            Some(Stream::Framed { writer, reader, writer_task }) => {
-                drop(reader);
+            Some(Stream::Framed { reading, writer, writer_task }) => {
+                drop(reading);
                 writer.close();
                 // Tell the node once the queued bytes are out: a child waits for this on its
                 // parent stream before it exits (docs/shutdown.md "Closing and exit").
@@ -465,8 +575,8 @@ impl Broker {
                     let _ = events.send(Event::Closed(stream)).await;
                 }));
             }
-            Some(Stream::Logger { reader, capture }) => {
-                drop(reader);
+            Some(Stream::Logger { reading, capture }) => {
+                drop(reading);
                 // Closed without a SHUT_WR first (a forced disconnect): still move fds 1 and 2
                 // off the socket, so a late print cannot fail.
                 if let Some(Err(e)) = capture.map(CaptureWrite::shut) {

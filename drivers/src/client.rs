@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::broker::Command;
 use crate::error::SpawnError;
+use crate::oneshot;
 use crate::spawn::{ChildInfo, SpawnOptions};
 
 static CURRENT: Mutex<Option<Context>> = Mutex::new(None);
@@ -40,7 +41,7 @@ pub struct Context {
 #[derive(Debug)]
 #[must_use = "a call's answer, or its error, arrives here"]
 pub struct PendingCall<R> {
-    answer: Result<async_channel::Receiver<CallResult>, CallError>,
+    answer: Result<oneshot::Receiver<CallResult>, CallError>,
     context: String,
     _result: PhantomData<fn() -> R>,
 }
@@ -48,17 +49,22 @@ pub struct PendingCall<R> {
 impl<R: DeserializeOwned> PendingCall<R> {
     /// Waits for the answer, blocking this thread.
     pub fn wait(self) -> Result<R, CallError> {
-        futures_lite::future::block_on(self.recv())
+        let answer = self.answer?.wait();
+        decode(answer, self.context)
     }
 
     /// The answer, asynchronously.
     pub async fn recv(self) -> Result<R, CallError> {
-        let answer = self.answer?;
-        let bytes = answer.recv().await.map_err(|_| gone(&self.context))??;
-        postcard::from_bytes(&bytes).map_err(|e| {
-            CallError::new(CallErrorKind::Malformed, format!("the result does not decode: {e}"), self.context)
-        })
+        let answer = self.answer?.await;
+        decode(answer, self.context)
     }
+}
+
+fn decode<R: DeserializeOwned>(answer: Option<CallResult>, context: String) -> Result<R, CallError> {
+    let bytes = answer.ok_or_else(|| gone(&context))??;
+    postcard::from_bytes(&bytes).map_err(|e| {
+        CallError::new(CallErrorKind::Malformed, format!("the result does not decode: {e}"), context)
+    })
 }
 
 fn gone(context: &str) -> CallError {
@@ -91,7 +97,7 @@ impl Context {
         R: DeserializeOwned,
     {
         let answer = self.encode(args).and_then(|args| {
-            let (reply, answer) = async_channel::bounded(1);
+            let (reply, answer) = oneshot::channel();
             let command = Command::Call { target, function: function.to_string(), args, reply };
             self.commands.send_blocking(command).map_err(|_| gone(&self.name))?;
             Ok(answer)
@@ -106,10 +112,10 @@ impl Context {
         A: Serialize + ?Sized,
     {
         let args = self.encode(args)?;
-        let (reply, answer) = async_channel::bounded(1);
+        let (reply, answer) = oneshot::channel();
         let command = Command::CallNoReply { target, function: function.to_string(), args, reply };
         self.commands.send_blocking(command).map_err(|_| gone(&self.name))?;
-        answer.recv_blocking().map_err(|_| gone(&self.name))?.map(|_| ())
+        answer.wait().ok_or_else(|| gone(&self.name))?.map(|_| ())
     }
 
     /// Starts a child context of this context and waits until it is connected.
