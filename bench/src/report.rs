@@ -380,25 +380,23 @@ close the sockets, time until every peer has exited (pidfd, as above).
 const WHY: &str = "\
 - **Call round trip (and pipelined calls).** The floor is two processes and two context switches \
 per round trip. An arbor call crosses two threads in each process: the caller's thread hands the \
-call to the root's `arbor-io` thread (async-channel, then an eventfd write to wake async-io's \
-reactor), the child's `arbor-io` hands it to the child's main thread (mpsc, futex), and the \
-answer comes back the same way — about ten context switches per call instead of two, each \
-hand-off also an epoll round in async-io (re-arming its one-shot registrations with `epoll_ctl` \
-and a `timerfd_settime` per wait). Kernel scheduling and futex/epoll work is most of the profile; \
-the core's decode, route and node step are not visible in it. Pinned to one CPU every hand-off is \
-a full switch on the same core, which is why the pinned ratio to the floor is worse. Closing the \
-gap means fewer hand-offs (answering on the IO thread without waking a separate caller thread, \
-running calls on the IO thread when the function is known not to block), a driver redesign \
-rather than a fix. A 20× target over mitogen for 100 pipelined calls also lies above this \
-machine's socketpair floor for 100 one-byte pings.
-- **16 MiB argument.** The bytes are copied about eight times, most into freshly allocated \
-buffers whose page faults (zeroing new pages) were a quarter of the CPU profile: the client's \
-postcard encoding; the core's `CallRequest::encode`, which re-serializes the arguments into a new \
-body; the kernel twice; the driver's per-read `to_vec`; the core's `Decoder`, which by design \
-never reserves the claimed length up front and so grows its buffer by doubling; and the \
-function's own decoding of its argument. The core could encode the request header beside the \
-argument bytes instead of copying them and reserve a body's length once its header has passed \
-the size check; the driver could hand reads to the decoder without the intermediate copy.
+call to the root's `arbor-io` thread, the child's `arbor-io` thread hands it to the child's main \
+thread (where user functions run, so that a hung function never blocks IO or shutdown), and the \
+answer comes back the same way. The IO thread now reads its sockets itself until they would \
+block, writes frames directly when the socket takes them, arms a timer only when the node's \
+deadline moves, and answers callers through a one-shot; that cut the syscalls per call from about \
+76 to 44 and the pinned round trip by about 28%. What remains is the thread hand-offs the design \
+requires and the reactor's own work per wake-up (async-io's `polling` re-arms its timerfd and \
+one-shot registrations with `epoll_ctl` on every wait); replacing the reactor on the IO thread \
+with an edge-triggered epoll loop of our own is the next step. The core's decode, route and node \
+step are not visible in the profile (about 0.5 µs per call round trip in memory). A 20× target \
+over mitogen for 100 pipelined calls also lies above this machine's socketpair floor for 100 \
+one-byte pings.
+- **Bulk transfers.** A body is copied by the client's serialization, by the kernel twice, into \
+the decoder's buffer, and by the function's own decoding of its argument. The core encodes call \
+bodies into vectors sized up front and, once an eighth of a large body has arrived, reserves \
+room for the rest in one step (never for a length merely claimed); the driver feeds reads to the \
+decoder without an intermediate copy.
 - **Idle RSS.** Most of a child's VmRSS is the executable's and libc's pages it has touched, \
 shared with its parent; the anonymous part is the row below it.
 ";
