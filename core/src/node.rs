@@ -474,7 +474,7 @@ impl Node {
                     self.pump(now);
                 }
             }
-            Input::Eof { stream } | Input::StreamClosed { stream } | Input::Closed { stream } if matches!(self.phase, Phase::Closing { stream: s, .. } if s == stream) =>
+            Input::Eof { stream } | Input::StreamClosed { stream } | Input::Closed { stream } if matches!(self.phase, Phase::Closing { stream: Some(s), .. } if s == stream) =>
             {
                 let trigger = if matches!(input, Input::Closed { .. }) {
                     Trigger::Flushed
@@ -969,13 +969,13 @@ impl Node {
         }
         self.timers = TimerTable::default();
         let Some(parent) = self.parent.take() else {
-            self.phase = Phase::Closing { stream: StreamId(u32::MAX), deadline: now };
+            self.phase = Phase::Closing { stream: None, deadline: now };
             return self.apply(now, Trigger::Flushed, None);
         };
         self.router.remove_stream(parent);
         self.pump(now);
         self.outputs.push_back(Output::Close { stream: parent });
-        self.phase = Phase::Closing { stream: parent, deadline };
+        self.phase = Phase::Closing { stream: Some(parent), deadline };
         if deadline <= now {
             return self.apply(now, Trigger::GraceExpired, None);
         }

@@ -71,8 +71,9 @@ pub enum Phase {
     /// Drained; the parent stream was closed and the host is writing out what was queued on it
     /// (the last log lines, DEL_ROUTEs) before the process ends.
     Closing {
-        /// The parent stream being flushed.
-        stream: crate::router::StreamId,
+        /// The parent stream being flushed; `None` in the root (or once the parent is gone),
+        /// which passes straight through.
+        stream: Option<crate::router::StreamId>,
         /// When to stop waiting for the flush.
         deadline: Instant,
     },
