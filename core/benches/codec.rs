@@ -93,6 +93,16 @@ fn route_all(wire: &[u8]) -> usize {
     n
 }
 
+/// Writes a frame into the "socket" buffer and feeds it to the node at the other end; returns
+/// its length on the wire.
+fn carry(frame: &arbor_core::frame::Frame, wire: &mut Vec<u8>, to: &mut Node, stream: StreamId) -> usize {
+    wire.clear();
+    wire.extend_from_slice(frame.header());
+    wire.extend_from_slice(frame.body());
+    to.handle_input(CoreInstant::ZERO, Input::Received { stream, bytes: wire }).expect("input");
+    wire.len()
+}
+
 /// `calls` sequential call round trips between a root node and a child node joined in memory:
 /// every frame goes through encode, decode, authentication, routing, the dispatcher and the
 /// pending-call table; the "main thread" answers at once. Returns the bytes that crossed.
@@ -111,13 +121,7 @@ fn node_steps(calls: usize) -> usize {
     while done < calls {
         while let Some(o) = root.poll_output() {
             match o {
-                Output::Transmit { frame, .. } => {
-                    wire.clear();
-                    wire.extend_from_slice(frame.header());
-                    wire.extend_from_slice(frame.body());
-                    crossed += wire.len();
-                    child.handle_input(now, Input::Received { stream: up, bytes: &wire }).expect("input");
-                }
+                Output::Transmit { frame, .. } => crossed += carry(&frame, &mut wire, &mut child, up),
                 Output::CallReturned { result, .. } => {
                     black_box(result.expect("echo answers"));
                     done += 1;
@@ -130,13 +134,7 @@ fn node_steps(calls: usize) -> usize {
         }
         while let Some(o) = child.poll_output() {
             match o {
-                Output::Transmit { frame, .. } => {
-                    wire.clear();
-                    wire.extend_from_slice(frame.header());
-                    wire.extend_from_slice(frame.body());
-                    crossed += wire.len();
-                    root.handle_input(now, Input::Received { stream: down, bytes: &wire }).expect("input");
-                }
+                Output::Transmit { frame, .. } => crossed += carry(&frame, &mut wire, &mut root, down),
                 Output::RunCall { job, request, .. } => {
                     child
                         .handle_input(now, Input::CallFinished { job, result: Ok(request.args) })
