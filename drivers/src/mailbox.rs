@@ -1,0 +1,149 @@
+//! The commands other threads send the IO thread: an unbounded queue behind a mutex, and an
+//! eventfd the IO thread's epoll watches. A sender writes the eventfd only when the IO thread
+//! has not been told yet since it last looked, so a burst of commands costs one wake-up.
+//!
+//! When the last sender is gone the receiver hears it (the queue is then closed for good), and
+//! once the receiver is gone sending fails, as with a channel.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use rustix::event::{eventfd, EventfdFlags};
+
+struct Queue<T> {
+    items: VecDeque<T>,
+    senders: usize,
+    receiver: bool,
+}
+
+struct Shared<T> {
+    queue: Mutex<Queue<T>>,
+    /// The eventfd was written (or the receiver is busy and will look again) since the receiver
+    /// last cleared this.
+    told: AtomicBool,
+    wake: OwnedFd,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, Queue<T>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tell(&self) {
+        if !self.told.swap(true, Ordering::SeqCst) {
+            // Only EAGAIN (the counter is full, so the receiver wakes anyway) can fail here.
+            let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+        }
+    }
+}
+
+/// Sends commands to the IO thread; cheap to clone, usable from any thread.
+pub(crate) struct Sender<T>(Arc<Shared<T>>);
+
+/// The IO thread's end.
+pub(crate) struct Receiver<T>(Arc<Shared<T>>);
+
+/// What [`Receiver::try_recv`] found.
+pub(crate) enum Recv<T> {
+    Item(T),
+    Empty,
+    /// Empty, and every sender is gone.
+    Closed,
+}
+
+pub(crate) fn channel<T>() -> std::io::Result<(Sender<T>, Receiver<T>)> {
+    let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue { items: VecDeque::new(), senders: 1, receiver: true }),
+        told: AtomicBool::new(false),
+        wake,
+    });
+    Ok((Sender(shared.clone()), Receiver(shared)))
+}
+
+impl<T> Sender<T> {
+    /// Queues `item`; gives it back if the receiver is gone.
+    pub fn send(&self, item: T) -> Result<(), T> {
+        {
+            let mut queue = self.0.lock();
+            if !queue.receiver {
+                return Err(item);
+            }
+            queue.items.push_back(item);
+        }
+        self.0.tell();
+        Ok(())
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.0.lock().senders += 1;
+        Sender(self.0.clone())
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let last = {
+            let mut queue = self.0.lock();
+            queue.senders -= 1;
+            queue.senders == 0
+        };
+        if last {
+            self.0.tell();
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// The fd to watch for readability.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.0.wake.as_fd()
+    }
+
+    /// Call when the fd was readable (or before a batch of `try_recv`s): takes the wake-up, so
+    /// the next send after this writes the eventfd again.
+    pub fn reset(&self) {
+        let mut buf = [0u8; 8];
+        // Nothing to read (EAGAIN) is fine: a sender may have been told the flag was still set.
+        let _ = rustix::io::read(&self.0.wake, &mut buf);
+        self.0.told.store(false, Ordering::SeqCst);
+    }
+
+    pub fn try_recv(&self) -> Recv<T> {
+        let mut queue = self.0.lock();
+        match queue.items.pop_front() {
+            Some(item) => Recv::Item(item),
+            None if queue.senders == 0 => Recv::Closed,
+            None => Recv::Empty,
+        }
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let items = {
+            let mut queue = self.0.lock();
+            queue.receiver = false;
+            std::mem::take(&mut queue.items)
+        };
+        // Dropped outside the lock: a command's drop may wake a waiting thread.
+        drop(items);
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("mailbox::Sender")
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("mailbox::Receiver")
+    }
+}
