@@ -3,7 +3,9 @@
 //! has not been told yet since it last looked, so a burst of commands costs one wake-up.
 //!
 //! When the last sender is gone the receiver hears it (the queue is then closed for good), and
-//! once the receiver is gone sending fails, as with a channel.
+//! once the receiver is gone sending fails, as with a channel. The eventfd is closed with the
+//! receiver, not with the last sender (another thread may hold one a while longer), so a
+//! context that ended leaves no fd behind.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -16,15 +18,14 @@ use rustix::event::{eventfd, EventfdFlags};
 struct Queue<T> {
     items: VecDeque<T>,
     senders: usize,
-    receiver: bool,
+    /// The eventfd, written under the lock; `None` once the receiver is gone.
+    wake: Option<Arc<OwnedFd>>,
 }
 
 struct Shared<T> {
     queue: Mutex<Queue<T>>,
-    /// The eventfd was written (or the receiver is busy and will look again) since the receiver
-    /// last cleared this.
+    /// The eventfd was written since the receiver last cleared this.
     told: AtomicBool,
-    wake: OwnedFd,
 }
 
 impl<T> Shared<T> {
@@ -32,10 +33,13 @@ impl<T> Shared<T> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn tell(&self) {
-        if !self.told.swap(true, Ordering::SeqCst) {
-            // Only EAGAIN (the counter is full, so the receiver wakes anyway) can fail here.
-            let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+    /// Wakes the receiver unless it was told already; called with the queue locked.
+    fn tell(&self, queue: &Queue<T>) {
+        if let Some(wake) = &queue.wake {
+            if !self.told.swap(true, Ordering::SeqCst) {
+                // Only EAGAIN (the counter is full, so the receiver wakes anyway) can fail.
+                let _ = rustix::io::write(&**wake, &1u64.to_ne_bytes());
+            }
         }
     }
 }
@@ -44,7 +48,10 @@ impl<T> Shared<T> {
 pub(crate) struct Sender<T>(Arc<Shared<T>>);
 
 /// The IO thread's end.
-pub(crate) struct Receiver<T>(Arc<Shared<T>>);
+pub(crate) struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+    wake: Arc<OwnedFd>,
+}
 
 /// What [`Receiver::try_recv`] found.
 pub(crate) enum Recv<T> {
@@ -55,26 +62,23 @@ pub(crate) enum Recv<T> {
 }
 
 pub(crate) fn channel<T>() -> std::io::Result<(Sender<T>, Receiver<T>)> {
-    let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+    let wake = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
     let shared = Arc::new(Shared {
-        queue: Mutex::new(Queue { items: VecDeque::new(), senders: 1, receiver: true }),
+        queue: Mutex::new(Queue { items: VecDeque::new(), senders: 1, wake: Some(wake.clone()) }),
         told: AtomicBool::new(false),
-        wake,
     });
-    Ok((Sender(shared.clone()), Receiver(shared)))
+    Ok((Sender(shared.clone()), Receiver { shared, wake }))
 }
 
 impl<T> Sender<T> {
     /// Queues `item`; gives it back if the receiver is gone.
     pub fn send(&self, item: T) -> Result<(), T> {
-        {
-            let mut queue = self.0.lock();
-            if !queue.receiver {
-                return Err(item);
-            }
-            queue.items.push_back(item);
+        let mut queue = self.0.lock();
+        if queue.wake.is_none() {
+            return Err(item);
         }
-        self.0.tell();
+        queue.items.push_back(item);
+        self.0.tell(&queue);
         Ok(())
     }
 }
@@ -88,13 +92,10 @@ impl<T> Clone for Sender<T> {
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        let last = {
-            let mut queue = self.0.lock();
-            queue.senders -= 1;
-            queue.senders == 0
-        };
-        if last {
-            self.0.tell();
+        let mut queue = self.0.lock();
+        queue.senders -= 1;
+        if queue.senders == 0 {
+            self.0.tell(&queue);
         }
     }
 }
@@ -102,7 +103,7 @@ impl<T> Drop for Sender<T> {
 impl<T> Receiver<T> {
     /// The fd to watch for readability.
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.0.wake.as_fd()
+        self.wake.as_fd()
     }
 
     /// Call when the fd was readable (or before a batch of `try_recv`s): takes the wake-up, so
@@ -110,12 +111,12 @@ impl<T> Receiver<T> {
     pub fn reset(&self) {
         let mut buf = [0u8; 8];
         // Nothing to read (EAGAIN) is fine: a sender may have been told the flag was still set.
-        let _ = rustix::io::read(&self.0.wake, &mut buf);
-        self.0.told.store(false, Ordering::SeqCst);
+        let _ = rustix::io::read(&*self.wake, &mut buf);
+        self.shared.told.store(false, Ordering::SeqCst);
     }
 
     pub fn try_recv(&self) -> Recv<T> {
-        let mut queue = self.0.lock();
+        let mut queue = self.shared.lock();
         match queue.items.pop_front() {
             Some(item) => Recv::Item(item),
             None if queue.senders == 0 => Recv::Closed,
@@ -127,8 +128,9 @@ impl<T> Receiver<T> {
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let items = {
-            let mut queue = self.0.lock();
-            queue.receiver = false;
+            let mut queue = self.shared.lock();
+            // The last reference to the eventfd besides ours: it closes with this receiver.
+            queue.wake = None;
             std::mem::take(&mut queue.items)
         };
         // Dropped outside the lock: a command's drop may wake a waiting thread.
