@@ -7,6 +7,7 @@
 //! receiver, not with the last sender (another thread may hold one a while longer), so a
 //! context that ended leaves no fd behind.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -51,7 +52,12 @@ pub(crate) struct Sender<T>(Arc<Shared<T>>);
 pub(crate) struct Receiver<T> {
     shared: Arc<Shared<T>>,
     wake: Arc<OwnedFd>,
+    /// Wake-ups taken since the eventfd's counter was last read down.
+    unread: Cell<u32>,
 }
+
+/// How many wake-ups may go by before the eventfd's counter is read down.
+const DRAIN_EVERY: u32 = 1 << 20;
 
 /// What [`Receiver::try_recv`] found.
 pub(crate) enum Recv<T> {
@@ -67,7 +73,7 @@ pub(crate) fn channel<T>() -> std::io::Result<(Sender<T>, Receiver<T>)> {
         queue: Mutex::new(Queue { items: VecDeque::new(), senders: 1, wake: Some(wake.clone()) }),
         told: AtomicBool::new(false),
     });
-    Ok((Sender(shared.clone()), Receiver { shared, wake }))
+    Ok((Sender(shared.clone()), Receiver { shared, wake, unread: Cell::new(0) }))
 }
 
 impl<T> Sender<T> {
@@ -106,12 +112,22 @@ impl<T> Receiver<T> {
         self.wake.as_fd()
     }
 
-    /// Call when the fd was readable (or before a batch of `try_recv`s): takes the wake-up, so
-    /// the next send after this writes the eventfd again.
+    /// Call when the fd was readable, before taking commands: the next send after this
+    /// writes the eventfd again.
+    ///
+    /// The eventfd is watched edge-triggered, and every write to it is a new edge, so its
+    /// counter is read down only now and then (it would take 2^64 writes to fill), saving a
+    /// syscall per wake-up.
     pub fn reset(&self) {
-        let mut buf = [0u8; 8];
-        // Nothing to read (EAGAIN) is fine: a sender may have been told the flag was still set.
-        let _ = rustix::io::read(&*self.wake, &mut buf);
+        let unread = self.unread.get() + 1;
+        if unread >= DRAIN_EVERY {
+            let mut buf = [0u8; 8];
+            // Nothing to read (EAGAIN) is fine.
+            let _ = rustix::io::read(&*self.wake, &mut buf);
+            self.unread.set(0);
+        } else {
+            self.unread.set(unread);
+        }
         self.shared.told.store(false, Ordering::SeqCst);
     }
 
