@@ -385,11 +385,13 @@ thread (where user functions run, so that a hung function never blocks IO or shu
 answer comes back the same way. The IO thread now reads its sockets itself until they would \
 block, writes frames directly when the socket takes them, arms a timer only when the node's \
 deadline moves, and answers callers through a one-shot; that cut the syscalls per call from about \
-76 to 44 and the pinned round trip by about 28%. What remains is the thread hand-offs the design \
-requires and the reactor's own work per wake-up (async-io's `polling` re-arms its timerfd and \
-one-shot registrations with `epoll_ctl` on every wait); replacing the reactor on the IO thread \
-with an edge-triggered epoll loop of our own is the next step. The core's decode, route and node \
-step are not visible in the profile (about 0.5 µs per call round trip in memory). A 20× target \
+76 to 44 and the pinned round trip by about 28%. The IO thread then dropped async-io's reactor \
+(which re-armed its timerfd and one-shot registrations with `epoll_ctl` on every wait) for an \
+epoll loop of its own: registrations made once, edge-triggered, write interest only while frames \
+are queued, the node's deadline as `epoll_wait`'s timeout, and an eventfd written only when the \
+IO thread has not been told yet; that cut the syscalls per call round trip from about 44 to 26 \
+and the pinned round trip by a further 15-20%. What remains is mostly the thread hand-offs the \
+design requires (futex waits and wakes). The core's decode, route and node step are not visible in the profile (about 0.5 µs per call round trip in memory). A 20× target \
 over mitogen for 100 pipelined calls also lies above this machine's socketpair floor for 100 \
 one-byte pings.
 - **Bulk transfers.** A body is copied by the client's serialization, by the kernel twice, into \

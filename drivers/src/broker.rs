@@ -2,18 +2,20 @@
 //! docs/embedding.md describes — carry out every output in order, sleep until IO, a command or
 //! the node's next deadline, feed what happened back in.
 //!
+//! The thread sleeps in `epoll_wait` on one epoll of its own: every socket, child pidfd, the
+//! interrupt socket and the command queue's eventfd are registered once, edge-triggered, and
+//! the node's next deadline is the wait's timeout (no timerfd). Write interest is added to a
+//! socket only while frames are queued on it, so a peer reading what we wrote does not wake us.
+//!
 //! Nothing here ever waits for user code: calls go to another thread as `Job`s and come back as
 //! [`Command::Finished`], so shutdown proceeds however long a function hangs.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
 use std::io::{self, Read};
-use std::os::fd::OwnedFd;
+use std::net::Shutdown;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::mpsc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arbor_core::call::{CallError, CallErrorKind, CallId, CallResult, JobId};
@@ -23,36 +25,44 @@ use arbor_core::reaper::{ExitStatus, Pid, Signal};
 use arbor_core::router::StreamId;
 use arbor_core::shutdown::{ExitKind, Phase};
 use arbor_core::time::Instant;
-use async_executor::{LocalExecutor, Task};
-use async_io::{Async, Timer};
-use futures_lite::{future, AsyncReadExt, Stream as _};
+use rustix::event::{epoll, Timespec};
 
 use crate::clock;
 use crate::error::SpawnError;
 use crate::logger::CaptureWrite;
 use crate::logs::{self, LogRecord};
+use crate::mailbox::{self, Recv};
 use crate::oneshot;
-use crate::reap;
+use crate::reap::{self, Reaper};
 use crate::runner::Job;
 use crate::spawn::{self, ChildInfo, SpawnOptions};
-use crate::streams::{self, Writer};
+use crate::streams::Writer;
 
 /// How much one read takes at most.
 const READ_CHUNK: usize = 64 * 1024;
-/// Reads of one stream in one turn of the loop before the others (and the executor's tasks)
-/// get theirs.
+/// Reads of one stream in one turn of the loop before the others get theirs.
 const READS_PER_TURN: usize = 16;
 /// Commands or events taken in one turn of the loop before the node's outputs are carried out.
 const RECEIVES_PER_TURN: usize = 64;
+/// Readiness events taken from one `epoll_wait`.
+const EVENTS_PER_WAIT: usize = 64;
+/// The longest single sleep (a deadline further off is slept towards in steps).
+const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 
 /// Bytes queued towards the parent above which the broker stops reading its own loggers, so a
 /// runaway printer cannot grow memory without bound (docs/embedding.md "Backpressure").
 const PARENT_HIGH_WATER: usize = 8 * 1024 * 1024;
-/// While throttled, how often to look at the parent queue again.
-const THROTTLE_RECHECK: Duration = Duration::from_millis(5);
 /// After `Exit`, how long frames already queued (the last log lines, DEL_ROUTEs) may take to
 /// reach the parent before the process ends regardless.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
+
+/// epoll tokens: the command queue's eventfd, the interrupt socket, a stream (tag | stream id),
+/// a child's pidfd (tag | pid).
+const TOKEN_COMMANDS: u64 = 0;
+const TOKEN_INTERRUPTS: u64 = 1;
+const TAG_STREAM: u64 = 1 << 32;
+const TAG_CHILD: u64 = 2 << 32;
+const TAG_MASK: u64 = !0 << 32;
 
 /// A request from another thread: the client API, or the thread running calls.
 #[derive(Debug)]
@@ -72,7 +82,6 @@ pub(crate) enum Event {
     /// A closed framed stream finished writing out what was queued on it.
     Closed(StreamId),
     Exited(Pid, ExitStatus),
-    Interrupt,
 }
 
 /// How log records reaching the root are handled.
@@ -83,7 +92,7 @@ pub(crate) struct Setup {
     pub config: NodeConfig,
     pub parent: Option<OwnedFd>,
     pub captures: Vec<(CaptureWrite, OwnedFd)>,
-    pub commands: async_channel::Receiver<Command>,
+    pub commands: mailbox::Receiver<Command>,
     pub jobs: mpsc::Sender<Job>,
     pub interrupts: Option<UnixStream>,
     pub on_log: Option<LogHandler>,
@@ -112,84 +121,95 @@ pub(crate) struct Finished {
     pub reaped: Vec<Reaped>,
 }
 
-/// A stream's read side, read by the broker itself: the socket is read until it would block
-/// before the broker sleeps again, with no task or channel between the read and the node.
-struct Reading {
-    sock: Rc<Async<UnixStream>>,
+enum Kind {
+    Framed(Writer),
+    Logger(Option<CaptureWrite>),
+}
+
+/// A socket the broker reads (and, framed, writes) itself: read until it would block before
+/// the broker sleeps again, with no task or channel between the read and the node.
+struct Stream {
+    sock: UnixStream,
+    kind: Kind,
     /// False once EOF or an error was fed to the node.
     open: bool,
-    /// The last turn stopped at its read budget: read again without waiting for readiness.
-    more: bool,
+    /// epoll said readable (or the last turn stopped at its read budget) and no read has met
+    /// `WouldBlock` since.
+    readable: bool,
+    /// Registered for writability too (while frames are queued).
+    want_write: bool,
 }
 
-enum Stream {
-    Framed { reading: Reading, writer: Writer, writer_task: Task<()> },
-    Logger { reading: Reading, capture: Option<CaptureWrite> },
-}
-
-impl Stream {
-    fn reading(&mut self) -> &mut Reading {
-        match self {
-            Stream::Framed { reading, .. } | Stream::Logger { reading, .. } => reading,
-        }
-    }
-}
-
-/// What a turn of the loop waits on besides the streams.
-struct Waits<'a> {
-    commands: Pin<&'a mut async_channel::Receiver<Command>>,
-    commands_open: bool,
-    events: Pin<&'a mut async_channel::Receiver<Event>>,
-    /// The node's next deadline, armed (re-armed only when it changes).
-    timer: Option<(Instant, Timer)>,
-    /// While the parent queue is over its high-water mark: when to look again.
-    throttle: Option<Timer>,
-    buf: Vec<u8>,
-    /// A read budget ran out last turn: give the executor's tasks a turn before reading on.
-    yield_first: bool,
+/// A closed framed stream still writing out what was queued on it.
+struct Closing {
+    sock: UnixStream,
+    writer: Writer,
 }
 
 struct Broker {
     node: Node,
-    ex: Rc<LocalExecutor<'static>>,
-    events: async_channel::Sender<Event>,
+    epoll: OwnedFd,
+    commands: mailbox::Receiver<Command>,
+    commands_open: bool,
+    /// The command queue may hold something: its eventfd fired, or a turn's budget ran out.
+    commands_ready: bool,
+    interrupts_sock: Option<UnixStream>,
+    interrupts_ready: bool,
+    events: VecDeque<Event>,
     streams: BTreeMap<StreamId, Stream>,
+    closing: BTreeMap<StreamId, Closing>,
     next_stream: u32,
     parent: Option<StreamId>,
     calls: BTreeMap<CallId, oneshot::Sender<CallResult>>,
     jobs: Option<mpsc::Sender<Job>>,
     spawns_waiting: VecDeque<(SpawnOptions, async_channel::Sender<Result<ChildInfo, SpawnError>>)>,
     children: BTreeMap<Pid, ChildInfo>,
+    reapers: BTreeMap<u32, Reaper>,
     reaped: Vec<Reaped>,
-    closing: Vec<Task<()>>,
     on_log: Option<LogHandler>,
     interrupts: u32,
     shutdown_began: Option<std::time::Instant>,
     started: std::time::Instant,
+    buf: Vec<u8>,
+    ready: Vec<epoll::Event>,
 }
 
 /// Runs a context's IO until its node exits. Blocks the calling thread (the IO thread).
 pub(crate) fn run(setup: Setup) -> Finished {
-    let ex = Rc::new(LocalExecutor::new());
-    let (events, events_rx) = async_channel::bounded(256);
+    let epoll = match epoll::create(epoll::CreateFlags::CLOEXEC) {
+        Ok(epoll) => epoll,
+        // Without epoll nothing can be served; a context's IO thread ending ends the process.
+        Err(e) => panic!("arbor: cannot create an epoll instance: {e}"),
+    };
     let mut broker = Broker {
         node: Node::new(setup.config),
-        ex: ex.clone(),
-        events,
+        epoll,
+        commands: setup.commands,
+        commands_open: true,
+        commands_ready: true,
+        interrupts_sock: None,
+        interrupts_ready: false,
+        events: VecDeque::new(),
         streams: BTreeMap::new(),
+        closing: BTreeMap::new(),
         next_stream: 0,
         parent: None,
         calls: BTreeMap::new(),
         jobs: Some(setup.jobs),
         spawns_waiting: VecDeque::new(),
         children: BTreeMap::new(),
+        reapers: BTreeMap::new(),
         reaped: Vec::new(),
-        closing: Vec::new(),
         on_log: setup.on_log,
         interrupts: 0,
         shutdown_began: None,
         started: std::time::Instant::now(),
+        buf: vec![0u8; READ_CHUNK],
+        ready: Vec::with_capacity(EVENTS_PER_WAIT),
     };
+    if let Err(e) = broker.watch(broker.commands.fd(), TOKEN_COMMANDS, false) {
+        panic!("arbor: cannot watch the command queue: {e}");
+    }
     let now = clock::now();
     if let Some(fd) = setup.parent {
         broker.open_framed(now, fd, StreamKind::Parent);
@@ -198,165 +218,309 @@ pub(crate) fn run(setup: Setup) -> Finished {
         broker.open_logger(now, capture, read);
     }
     if let Some(sock) = setup.interrupts {
-        match Async::new(sock) {
-            Ok(sock) => ex.spawn(read_interrupts(sock, broker.events.clone())).detach(),
+        let watched =
+            sock.set_nonblocking(true).and_then(|()| broker.watch(sock.as_fd(), TOKEN_INTERRUPTS, false));
+        match watched {
+            Ok(()) => {
+                broker.interrupts_sock = Some(sock);
+                broker.interrupts_ready = true;
+            }
             Err(e) => tracing::warn!("cannot watch SIGINT/SIGTERM: {e}"),
         }
     }
-    async_io::block_on(ex.run(broker.run(setup.commands, events_rx)))
+    broker.run()
+}
+
+fn interest(write: bool) -> epoll::EventFlags {
+    let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ET;
+    if write {
+        flags | epoll::EventFlags::OUT
+    } else {
+        flags
+    }
+}
+
+/// Registers a framed stream for writability exactly while it has frames queued.
+fn sync_write_interest(epoll: &OwnedFd, id: StreamId, sock: &UnixStream, writer: &Writer, want: &mut bool) {
+    let need = !writer.idle();
+    if need != *want {
+        let data = epoll::EventData::new_u64(TAG_STREAM | u64::from(id.0));
+        match epoll::modify(epoll, sock, data, interest(need)) {
+            Ok(()) => *want = need,
+            Err(e) => tracing::error!("cannot change what epoll watches a stream for: {e}"),
+        }
+    }
+}
+
+fn timespec(d: Duration) -> Timespec {
+    let d = d.min(LONGEST_SLEEP);
+    Timespec { tv_sec: d.as_secs() as _, tv_nsec: d.subsec_nanos() as _ }
 }
 
 impl Broker {
-    async fn run(
-        mut self,
-        commands: async_channel::Receiver<Command>,
-        events: async_channel::Receiver<Event>,
-    ) -> Finished {
-        let commands = std::pin::pin!(commands);
-        let events = std::pin::pin!(events);
-        let mut waits = Waits {
-            commands,
-            commands_open: true,
-            events,
-            timer: None,
-            throttle: None,
-            buf: vec![0u8; READ_CHUNK],
-            yield_first: false,
-        };
+    fn watch(&self, fd: std::os::fd::BorrowedFd<'_>, token: u64, write: bool) -> io::Result<()> {
+        Ok(epoll::add(&self.epoll, fd, epoll::EventData::new_u64(token), interest(write))?)
+    }
+
+    fn unwatch(&self, fd: std::os::fd::BorrowedFd<'_>) {
+        let _ = epoll::delete(&self.epoll, fd);
+    }
+
+    fn run(mut self) -> Finished {
         loop {
             if let Some(how) = self.carry_out() {
-                return self.finish(how).await;
+                return self.finish(how);
             }
-            // A timer is armed only for a deadline, and re-armed only when it moves: arming one
-            // wakes async-io's reactor.
-            match (self.node.poll_timeout(), &mut waits.timer) {
-                (None, timer) => *timer = None,
-                (Some(at), Some((armed, timer))) => {
-                    if *armed != at {
-                        timer.set_at(clock::to_std(at));
-                        *armed = at;
-                    }
-                }
-                (Some(at), timer @ None) => *timer = Some((at, Timer::at(clock::to_std(at)))),
-            }
-            if self.parent_queued() <= PARENT_HIGH_WATER {
-                waits.throttle = None;
-            } else if waits.throttle.is_none() {
-                waits.throttle = Some(Timer::after(THROTTLE_RECHECK));
-            }
-            future::poll_fn(|cx| self.turn(cx, &mut waits)).await;
+            let timeout = if self.has_work() { Some(Duration::ZERO) } else { self.sleep_for() };
+            self.wait(timeout);
+            self.turn();
         }
     }
 
-    /// One turn: feeds the node everything that is ready (reads, commands, events, the
-    /// deadline) and is ready itself if anything was; else it waits for any of them.
-    fn turn(&mut self, cx: &mut Context<'_>, waits: &mut Waits<'_>) -> Poll<()> {
-        if std::mem::take(&mut waits.yield_first) {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+    fn throttled(&self) -> bool {
+        self.parent_queued() > PARENT_HIGH_WATER
+    }
+
+    /// Something can be done without waiting.
+    fn has_work(&self) -> bool {
+        if !self.events.is_empty() || self.commands_ready || self.interrupts_ready {
+            return true;
         }
-        let now = clock::now();
-        let mut progressed = self.read_streams(cx, now, waits);
-        for _ in 0..RECEIVES_PER_TURN {
-            if !waits.commands_open {
-                break;
-            }
-            match waits.commands.as_mut().poll_next(cx) {
-                Poll::Ready(Some(command)) => self.command(now, command),
-                Poll::Ready(None) => {
-                    // Every handle on this context is gone: nobody can ask for anything again.
-                    waits.commands_open = false;
-                    self.begin_shutdown(now);
-                }
-                Poll::Pending => break,
-            }
-            progressed = true;
-        }
-        for _ in 0..RECEIVES_PER_TURN {
-            match waits.events.as_mut().poll_next(cx) {
-                Poll::Ready(Some(event)) => self.event(now, event),
-                Poll::Ready(None) | Poll::Pending => break,
-            }
-            progressed = true;
-        }
-        if let Some((_, timer)) = &mut waits.timer {
-            if Pin::new(timer).poll(cx).is_ready() {
-                waits.timer = None;
-                self.node.handle_timeout(now);
-                progressed = true;
-            }
-        }
-        if let Some(throttle) = &mut waits.throttle {
-            if Pin::new(throttle).poll(cx).is_ready() {
-                waits.throttle = None;
-                progressed = true;
-            }
-        }
-        if progressed {
-            Poll::Ready(())
+        let throttled = self.throttled();
+        self.streams
+            .values()
+            .any(|s| s.open && s.readable && !(throttled && matches!(s.kind, Kind::Logger(_))))
+    }
+
+    /// How long to sleep at most: until the node's deadline (and, for children without a
+    /// pidfd, until it is time to poll them).
+    fn sleep_for(&self) -> Option<Duration> {
+        let deadline = self
+            .node
+            .poll_timeout()
+            .map(|at| clock::to_std(at).saturating_duration_since(std::time::Instant::now()));
+        if self.reapers.values().any(|r| r.pidfd.is_none()) {
+            Some(deadline.map_or(reap::POLL_WITHOUT_PIDFD, |d| d.min(reap::POLL_WITHOUT_PIDFD)))
         } else {
-            Poll::Pending
+            deadline
+        }
+    }
+
+    /// Sleeps in `epoll_wait` (not at all with a zero timeout) and notes what became ready;
+    /// queued writes are carried on at once.
+    fn wait(&mut self, timeout: Option<Duration>) {
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.clear();
+        let timeout = timeout.map(timespec);
+        match epoll::wait(&self.epoll, rustix::buffer::spare_capacity(&mut ready), timeout.as_ref()) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                tracing::error!("epoll_wait failed: {e}");
+                // Never spin on a persistent failure.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        for event in &ready {
+            let (flags, token) = (event.flags, event.data.u64());
+            self.ready(token, flags);
+        }
+        self.ready = ready;
+    }
+
+    fn ready(&mut self, token: u64, flags: epoll::EventFlags) {
+        match (token & TAG_MASK, token) {
+            (_, TOKEN_COMMANDS) => {
+                self.commands.reset();
+                self.commands_ready = true;
+            }
+            (_, TOKEN_INTERRUPTS) => self.interrupts_ready = true,
+            (TAG_STREAM, _) => {
+                let id = StreamId(token as u32);
+                let writable = flags
+                    .intersects(epoll::EventFlags::OUT | epoll::EventFlags::ERR | epoll::EventFlags::HUP);
+                if let Some(stream) = self.streams.get_mut(&id) {
+                    if flags.intersects(!epoll::EventFlags::OUT) {
+                        stream.readable = true;
+                    }
+                    if writable && stream.want_write {
+                        let Stream { sock, kind, want_write, .. } = stream;
+                        if let Kind::Framed(writer) = kind {
+                            if writer.flush(sock) {
+                                self.events.push_back(Event::Broken(id));
+                            }
+                            sync_write_interest(&self.epoll, id, sock, writer, want_write);
+                        }
+                    }
+                } else if writable {
+                    self.flush_closing(id);
+                }
+            }
+            (TAG_CHILD, _) => {
+                let pid = token as u32;
+                self.try_reap(pid);
+            }
+            _ => {}
+        }
+    }
+
+    fn try_reap(&mut self, pid: u32) {
+        let Some(reaper) = self.reapers.get_mut(&pid) else { return };
+        if let Some(status) = reaper.try_reap() {
+            if let Some(reaper) = self.reapers.remove(&pid) {
+                if let Some(fd) = &reaper.pidfd {
+                    self.unwatch(fd.as_fd());
+                }
+            }
+            self.events.push_back(Event::Exited(Pid(pid), status));
+        }
+    }
+
+    /// Writes on a closed stream's queue; once it is all out, shuts the socket down and tells
+    /// the node.
+    fn flush_closing(&mut self, id: StreamId) {
+        let Some(closing) = self.closing.get_mut(&id) else { return };
+        if closing.writer.flush(&closing.sock) {
+            self.events.push_back(Event::Broken(id));
+        }
+        if closing.writer.idle() {
+            if let Some(closing) = self.closing.remove(&id) {
+                self.closed(id, closing);
+            }
+        }
+    }
+
+    fn closed(&mut self, id: StreamId, closing: Closing) {
+        if !closing.writer.broken() {
+            let _ = closing.sock.shutdown(Shutdown::Both);
+        }
+        self.unwatch(closing.sock.as_fd());
+        self.events.push_back(Event::Closed(id));
+    }
+
+    /// One turn: feeds the node everything that is ready (reads, commands, events, the
+    /// deadline).
+    fn turn(&mut self) {
+        let now = clock::now();
+        self.read_streams(now);
+        if self.commands_ready {
+            self.commands_ready = false;
+            for _ in 0..RECEIVES_PER_TURN {
+                match self.commands.try_recv() {
+                    Recv::Item(command) => self.command(now, command),
+                    Recv::Empty => break,
+                    Recv::Closed => {
+                        if std::mem::take(&mut self.commands_open) {
+                            // Every handle on this context is gone: nobody can ask for anything
+                            // again.
+                            self.begin_shutdown(now);
+                        }
+                        break;
+                    }
+                }
+                // The budget may run out with commands left: look again next turn.
+                self.commands_ready = true;
+            }
+        }
+        for _ in 0..RECEIVES_PER_TURN {
+            match self.events.pop_front() {
+                Some(event) => self.event(now, event),
+                None => break,
+            }
+        }
+        if std::mem::take(&mut self.interrupts_ready) {
+            self.read_interrupts(now);
+        }
+        let polled: Vec<u32> =
+            self.reapers.iter().filter(|(_, r)| r.pidfd.is_none()).map(|(&pid, _)| pid).collect();
+        for pid in polled {
+            self.try_reap(pid);
+        }
+        if self.node.poll_timeout().is_some_and(|at| at <= now) {
+            self.node.handle_timeout(now);
         }
     }
 
     /// Reads every stream that is readable until it would block (or its budget runs out),
     /// feeding the node as it goes; loggers wait while the parent queue is over its mark.
-    fn read_streams(&mut self, cx: &mut Context<'_>, now: Instant, waits: &mut Waits<'_>) -> bool {
-        let throttled = waits.throttle.is_some();
-        let mut ready = Vec::new();
-        for (&id, stream) in &mut self.streams {
-            if throttled && matches!(stream, Stream::Logger { .. }) {
-                continue;
-            }
-            let reading = stream.reading();
-            if reading.open
-                && (std::mem::take(&mut reading.more) || reading.sock.poll_readable(cx).is_ready())
-            {
-                ready.push((id, reading.sock.clone()));
-            }
-        }
-        let mut progressed = false;
-        for (id, sock) in ready {
+    fn read_streams(&mut self, now: Instant) {
+        let throttled = self.throttled();
+        let ready: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.open && s.readable && !(throttled && matches!(s.kind, Kind::Logger(_))))
+            .map(|(&id, _)| id)
+            .collect();
+        let mut buf = std::mem::take(&mut self.buf);
+        for id in ready {
             let mut reads = 0;
             let end = loop {
                 if reads == READS_PER_TURN {
-                    if let Some(stream) = self.streams.get_mut(&id) {
-                        stream.reading().more = true;
-                    }
-                    waits.yield_first = true;
+                    // Still readable: the next wait does not sleep, and the others go first.
                     break None;
                 }
-                match sock.get_ref().read(&mut waits.buf) {
+                let Some(stream) = self.streams.get_mut(&id) else { break None };
+                match (&stream.sock).read(&mut buf) {
                     Ok(0) => break Some(Input::Eof { stream: id }),
                     Ok(n) => {
                         reads += 1;
-                        progressed = true;
-                        self.input(now, Input::Received { stream: id, bytes: &waits.buf[..n] });
+                        self.input(now, Input::Received { stream: id, bytes: &buf[..n] });
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        // Waits for the next readiness; ready already if it came meanwhile.
-                        if sock.poll_readable(cx).is_pending() {
-                            break None;
-                        }
+                        stream.readable = false;
+                        break None;
                     }
                     Err(_) => break Some(Input::StreamClosed { stream: id }),
                 }
             };
             if let Some(input) = end {
                 if let Some(stream) = self.streams.get_mut(&id) {
-                    stream.reading().open = false;
+                    stream.open = false;
+                    stream.readable = false;
                 }
-                progressed = true;
                 self.input(now, input);
             }
         }
-        progressed
+        self.buf = buf;
+    }
+
+    /// Reads the self-pipe the root's signal handlers write to.
+    fn read_interrupts(&mut self, now: Instant) {
+        let mut buf = [0u8; 16];
+        loop {
+            let Some(sock) = &self.interrupts_sock else { return };
+            match (&*sock).read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    for _ in 0..n {
+                        self.interrupted(now);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => break,
+            }
+        }
+        if let Some(sock) = self.interrupts_sock.take() {
+            self.unwatch(sock.as_fd());
+        }
+    }
+
+    fn interrupted(&mut self, now: Instant) {
+        self.interrupts += 1;
+        if self.interrupts == 1 {
+            tracing::info!("interrupted: shutting the tree down (again to force)");
+            self.begin_shutdown(now);
+        } else {
+            tracing::warn!("interrupted again: forcing the shutdown");
+            self.node.force_shutdown(now);
+        }
     }
 
     fn parent_queued(&self) -> usize {
         match self.parent.and_then(|p| self.streams.get(&p)) {
-            Some(Stream::Framed { writer, .. }) => writer.queued(),
+            Some(Stream { kind: Kind::Framed(writer), .. }) => writer.queued(),
             _ => 0,
         }
     }
@@ -412,16 +576,6 @@ impl Broker {
                 }
                 self.input(now, Input::ChildExited { pid, status });
             }
-            Event::Interrupt => {
-                self.interrupts += 1;
-                if self.interrupts == 1 {
-                    tracing::info!("interrupted: shutting the tree down (again to force)");
-                    self.begin_shutdown(now);
-                } else {
-                    tracing::warn!("interrupted again: forcing the shutdown");
-                    self.node.force_shutdown(now);
-                }
-            }
         }
     }
 
@@ -456,13 +610,18 @@ impl Broker {
         while let Some(output) = self.node.poll_output() {
             match output {
                 Output::Transmit { stream, frame } => {
-                    if let Some(Stream::Framed { writer, .. }) = self.streams.get(&stream) {
-                        // A writer that already ended has reported the stream broken.
-                        let _ = writer.send(frame);
+                    if let Some(Stream { sock, kind: Kind::Framed(writer), want_write, .. }) =
+                        self.streams.get_mut(&stream)
+                    {
+                        // A writer that already broke has reported the stream broken.
+                        if writer.send(sock, frame) {
+                            self.events.push_back(Event::Broken(stream));
+                        }
+                        sync_write_interest(&self.epoll, stream, sock, writer, want_write);
                     }
                 }
                 Output::ShutdownWrite { stream } => {
-                    if let Some(Stream::Logger { capture, .. }) = self.streams.get_mut(&stream) {
+                    if let Some(Stream { kind: Kind::Logger(capture), .. }) = self.streams.get_mut(&stream) {
                         if let Some(Err(e)) = capture.take().map(CaptureWrite::shut) {
                             tracing::warn!("cannot shut the output capture down: {e}");
                         }
@@ -504,17 +663,15 @@ impl Broker {
     }
 
     /// After `Exit`: let the last frames reach the parent (bounded), then report.
-    async fn finish(mut self, how: ExitKind) -> Finished {
-        let closing = std::mem::take(&mut self.closing);
-        let flush = async {
-            for task in closing {
-                task.await;
+    fn finish(mut self, how: ExitKind) -> Finished {
+        let until = std::time::Instant::now() + FINAL_FLUSH;
+        while !self.closing.is_empty() {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
             }
-        };
-        future::or(flush, async {
-            Timer::after(FINAL_FLUSH).await;
-        })
-        .await;
+            self.wait(Some(left));
+        }
         Finished { how, shutdown_began: self.shutdown_began, reaped: std::mem::take(&mut self.reaped) }
     }
 
@@ -524,38 +681,39 @@ impl Broker {
     }
 
     fn open_framed(&mut self, now: Instant, fd: OwnedFd, kind: StreamKind) -> Option<StreamId> {
-        let sock = match Async::new(UnixStream::from(fd)) {
-            Ok(sock) => Rc::new(sock),
-            Err(e) => {
-                tracing::error!("cannot watch a stream: {e}");
-                return None;
-            }
-        };
         let stream = self.take_stream_id();
-        let reading = Reading { sock: sock.clone(), open: true, more: true };
-        let (writer, task) = streams::writer(sock, stream, self.events.clone());
-        let writer_task = self.ex.spawn(task);
+        let sock = UnixStream::from(fd);
+        if let Err(e) = self.watch_stream(stream, &sock) {
+            tracing::error!("cannot watch a stream: {e}");
+            return None;
+        }
         if kind == StreamKind::Parent {
             self.parent = Some(stream);
         }
-        self.streams.insert(stream, Stream::Framed { reading, writer, writer_task });
+        let framed = Kind::Framed(Writer::default());
+        self.streams
+            .insert(stream, Stream { sock, kind: framed, open: true, readable: true, want_write: false });
         self.input(now, Input::StreamOpened { stream, kind });
         Some(stream)
     }
 
     fn open_logger(&mut self, now: Instant, capture: CaptureWrite, read: OwnedFd) {
         let source = capture.source();
-        let sock = match Async::new(UnixStream::from(read)) {
-            Ok(sock) => Rc::new(sock),
-            Err(e) => {
-                tracing::error!("cannot watch the output capture: {e}");
-                return;
-            }
-        };
         let stream = self.take_stream_id();
-        let reading = Reading { sock, open: true, more: true };
-        self.streams.insert(stream, Stream::Logger { reading, capture: Some(capture) });
+        let sock = UnixStream::from(read);
+        if let Err(e) = self.watch_stream(stream, &sock) {
+            tracing::error!("cannot watch the output capture: {e}");
+            return;
+        }
+        let logger = Kind::Logger(Some(capture));
+        self.streams
+            .insert(stream, Stream { sock, kind: logger, open: true, readable: true, want_write: false });
         self.input(now, Input::StreamOpened { stream, kind: StreamKind::Logger { source } });
+    }
+
+    fn watch_stream(&self, stream: StreamId, sock: &UnixStream) -> io::Result<()> {
+        sock.set_nonblocking(true)?;
+        self.watch(sock.as_fd(), TAG_STREAM | u64::from(stream.0), false)
     }
 
     /// `Output::Close`: framed streams finish their queued writes first; readers stop now.
@@ -564,19 +722,20 @@ impl Broker {
             self.parent = None;
         }
         match self.streams.remove(&stream) {
-            Some(Stream::Framed { reading, writer, writer_task }) => {
-                drop(reading);
-                writer.close();
+            Some(Stream { sock, kind: Kind::Framed(writer), mut want_write, .. }) => {
                 // Tell the node once the queued bytes are out: a child waits for this on its
                 // parent stream before it exits (docs/shutdown.md "Closing and exit").
-                let events = self.events.clone();
-                self.closing.push(self.ex.spawn(async move {
-                    writer_task.await;
-                    let _ = events.send(Event::Closed(stream)).await;
-                }));
+                let closing = Closing { sock, writer };
+                if closing.writer.idle() {
+                    self.closed(stream, closing);
+                } else {
+                    sync_write_interest(&self.epoll, stream, &closing.sock, &closing.writer, &mut want_write);
+                    self.closing.insert(stream, closing);
+                }
             }
-            Some(Stream::Logger { reading, capture }) => {
-                drop(reading);
+            Some(Stream { sock, kind: Kind::Logger(capture), .. }) => {
+                self.unwatch(sock.as_fd());
+                drop(sock);
                 // Closed without a SHUT_WR first (a forced disconnect): still move fds 1 and 2
                 // off the socket, so a late print cannot fail.
                 if let Some(Err(e)) = capture.map(CaptureWrite::shut) {
@@ -620,26 +779,17 @@ impl Broker {
         };
         let info = started.info.clone();
         self.children.insert(info.pid, info.clone());
-        self.ex.spawn(reap::reap(started.child, self.events.clone())).detach();
+        let mut reaper = Reaper::new(started.child);
+        if let Some(pidfd) = &reaper.pidfd {
+            if let Err(e) = self.watch(pidfd.as_fd(), TAG_CHILD | u64::from(info.pid.0), false) {
+                tracing::warn!(pid = %info.pid, "cannot watch the child's pidfd, polling it: {e}");
+                reaper.pidfd = None;
+            }
+        }
+        self.reapers.insert(info.pid.0, reaper);
         let kind = StreamKind::Child { id, pid: Some(info.pid), name: Some(info.name.clone()) };
         self.open_framed(now, started.stream, kind);
         let _ = reply.try_send(Ok(info));
-    }
-}
-
-/// Reads the self-pipe the root's signal handlers write to.
-async fn read_interrupts(sock: Async<UnixStream>, events: async_channel::Sender<Event>) {
-    let mut sock = sock;
-    let mut buf = [0u8; 16];
-    while let Ok(n) = sock.read(&mut buf).await {
-        if n == 0 {
-            return;
-        }
-        for _ in 0..n {
-            if events.send(Event::Interrupt).await.is_err() {
-                return;
-            }
-        }
     }
 }
 

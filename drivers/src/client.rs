@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::broker::Command;
 use crate::error::SpawnError;
+use crate::mailbox;
 use crate::oneshot;
 use crate::spawn::{ChildInfo, SpawnOptions};
 
@@ -33,7 +34,7 @@ pub(crate) fn current() -> Option<Context> {
 pub struct Context {
     id: ContextId,
     name: String,
-    commands: async_channel::Sender<Command>,
+    commands: mailbox::Sender<Command>,
 }
 
 /// A call in flight: [`PendingCall::wait`] blocks for the answer, [`PendingCall::recv`] awaits
@@ -72,7 +73,7 @@ fn gone(context: &str) -> CallError {
 }
 
 impl Context {
-    pub(crate) fn new(id: ContextId, name: String, commands: async_channel::Sender<Command>) -> Context {
+    pub(crate) fn new(id: ContextId, name: String, commands: mailbox::Sender<Command>) -> Context {
         Context { id, name, commands }
     }
 
@@ -99,7 +100,7 @@ impl Context {
         let answer = self.encode(args).and_then(|args| {
             let (reply, answer) = oneshot::channel();
             let command = Command::Call { target, function: function.to_string(), args, reply };
-            self.commands.send_blocking(command).map_err(|_| gone(&self.name))?;
+            self.commands.send(command).map_err(|_| gone(&self.name))?;
             Ok(answer)
         });
         PendingCall { answer, context: self.name.clone(), _result: PhantomData }
@@ -114,27 +115,25 @@ impl Context {
         let args = self.encode(args)?;
         let (reply, answer) = oneshot::channel();
         let command = Command::CallNoReply { target, function: function.to_string(), args, reply };
-        self.commands.send_blocking(command).map_err(|_| gone(&self.name))?;
+        self.commands.send(command).map_err(|_| gone(&self.name))?;
         answer.wait().ok_or_else(|| gone(&self.name))?.map(|_| ())
     }
 
     /// Starts a child context of this context and waits until it is connected.
     pub fn spawn(&self, options: SpawnOptions) -> Result<ChildInfo, SpawnError> {
         let (reply, answer) = async_channel::bounded(1);
-        self.commands
-            .send_blocking(Command::Spawn { options, reply })
-            .map_err(|_| SpawnError::ShuttingDown)?;
+        self.commands.send(Command::Spawn { options, reply }).map_err(|_| SpawnError::ShuttingDown)?;
         answer.recv_blocking().map_err(|_| SpawnError::ShuttingDown)?
     }
 
     /// Starts a graceful shutdown of this context and everything below it; returns at once.
     pub fn request_shutdown(&self) {
-        let _ = self.commands.send_blocking(Command::Shutdown);
+        let _ = self.commands.send(Command::Shutdown);
     }
 
     /// Skips the grace period: disconnects and kills what is left (a second Ctrl-C).
     pub fn force_shutdown(&self) {
-        let _ = self.commands.send_blocking(Command::ForceShutdown);
+        let _ = self.commands.send(Command::ForceShutdown);
     }
 
     fn encode<A: Serialize + ?Sized>(&self, args: &A) -> Result<Vec<u8>, CallError> {

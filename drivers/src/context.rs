@@ -15,7 +15,7 @@ use crate::child_env::ChildEnv;
 use crate::client::{self, Context};
 use crate::logger::{Capture, CaptureWrite};
 use crate::registry::Functions;
-use crate::{clock, exit, logs, runner};
+use crate::{clock, exit, logs, mailbox, runner};
 
 /// Exit code of a child that could not start (its parent sees the stream close).
 const START_FAILED: i32 = 70;
@@ -43,7 +43,10 @@ pub(crate) fn run_child(env: ChildEnv, functions: Functions) -> ! {
         config.name = env.name;
     }
     let name = config.name.clone();
-    let (commands_tx, commands) = async_channel::unbounded::<Command>();
+    let (commands_tx, commands) = match mailbox::channel::<Command>() {
+        Ok(channel) => channel,
+        Err(e) => fail(&format!("cannot make the command queue: {e}")),
+    };
     let (jobs_tx, jobs) = mpsc::channel();
     let setup = Setup {
         config,

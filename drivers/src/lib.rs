@@ -34,6 +34,7 @@ mod error;
 mod exit;
 mod logger;
 mod logs;
+mod mailbox;
 mod oneshot;
 mod reap;
 mod registry;

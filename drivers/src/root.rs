@@ -15,7 +15,7 @@ use crate::error::StartError;
 use crate::logs::LogRecord;
 use crate::registry::Functions;
 use crate::signals::Interrupts;
-use crate::{clock, context, runner};
+use crate::{clock, context, mailbox, runner};
 
 /// Set while a root runs in this process.
 static ROOT_RUNNING: AtomicBool = AtomicBool::new(false);
@@ -95,7 +95,7 @@ impl Launcher {
         let mut config = NodeConfig::root();
         config.grace = self.grace;
         config.name = "root".to_string();
-        let (commands_tx, commands) = async_channel::unbounded::<Command>();
+        let (commands_tx, commands) = mailbox::channel::<Command>()?;
         let (jobs_tx, jobs) = mpsc::channel();
         let setup = Setup {
             config,

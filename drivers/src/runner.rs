@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use arbor_core::call::{CallRequest, JobId};
 
 use crate::broker::Command;
+use crate::mailbox;
 use crate::registry::Functions;
 
 /// One call handed out by the core with `Output::RunCall`.
@@ -20,12 +21,12 @@ pub(crate) struct Job {
 pub(crate) fn serve(
     functions: &Functions,
     jobs: mpsc::Receiver<Job>,
-    done: &async_channel::Sender<Command>,
+    done: &mailbox::Sender<Command>,
     context: &str,
 ) {
     for job in jobs {
         let result = functions.run(&job.request, context);
-        if done.send_blocking(Command::Finished { job: job.id, result }).is_err() {
+        if done.send(Command::Finished { job: job.id, result }).is_err() {
             return;
         }
     }

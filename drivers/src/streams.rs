@@ -1,118 +1,87 @@
 //! Writing one framed socket on the IO thread (the broker reads its sockets itself).
 //!
 //! A frame is written at once, from the broker, when nothing is queued before it and the socket
-//! takes it (header and body in one vectored write); whatever the socket does not take goes to
-//! the stream's writer task, which writes queued frames in order as the socket drains. The write
-//! queue is unbounded, but its size in bytes is counted so the broker can stop reading the
-//! streams that feed it (docs/embedding.md "Backpressure").
+//! takes it (header and body in one vectored write); whatever the socket does not take is
+//! queued, and the broker writes queued frames in order when epoll says the socket drained. The
+//! write queue is unbounded, but its size in bytes is counted so the broker can stop reading
+//! the streams that feed it (docs/embedding.md "Backpressure").
 
-use std::cell::Cell;
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
-use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::pin::Pin;
-use std::rc::Rc;
 
 use arbor_core::frame::Frame;
-use arbor_core::router::StreamId;
-use async_io::Async;
-use futures_lite::{future, AsyncWrite};
 
-use crate::broker::Event;
-
-/// What the broker asks a writer task to do.
-#[derive(Debug)]
-pub(crate) enum WriteCmd {
-    /// Write this frame, from this many bytes in, after everything queued before it.
-    Frame(Frame, usize),
-    /// Shut the socket down after everything queued before this, then end.
-    Close,
-}
-
-/// A framed stream's write side, as the broker holds it.
-#[derive(Debug)]
+/// A framed stream's write side: what the socket has not taken yet.
+#[derive(Debug, Default)]
 pub(crate) struct Writer {
-    sock: Rc<Async<UnixStream>>,
-    queue: async_channel::Sender<WriteCmd>,
-    queued: Rc<Cell<usize>>,
+    /// Frames not fully written, each with how many of its bytes are.
+    queue: VecDeque<(Frame, usize)>,
+    queued: usize,
+    broken: bool,
 }
 
 impl Writer {
     /// Writes a frame now if nothing is queued and the socket takes it, else queues (the rest
-    /// of) it; false if the writer already ended (the stream broke).
-    pub fn send(&self, frame: Frame) -> bool {
+    /// of) it. True if the stream broke with this write (reported once; later frames are
+    /// dropped).
+    pub fn send(&mut self, sock: &UnixStream, frame: Frame) -> bool {
+        if self.broken {
+            return false;
+        }
         let mut done = 0;
-        if self.queued.get() == 0 {
-            // A failed write is left to the writer task, which meets it again and reports the
-            // stream broken, exactly as if the frame had been queued.
-            if let Ok(true) = write_now(self.sock.get_ref(), &frame, &mut done) {
-                return true;
+        if self.queue.is_empty() {
+            match write_now(sock, &frame, &mut done) {
+                Ok(true) => return false,
+                Ok(false) => {}
+                Err(_) => return self.broke(),
             }
         }
-        self.queued.set(self.queued.get() + frame.len());
-        self.queue.try_send(WriteCmd::Frame(frame, done)).is_ok()
+        self.queued += frame.len() - done;
+        self.queue.push_back((frame, done));
+        false
     }
 
-    /// Asks the writer to finish what is queued and shut the socket down.
-    pub fn close(&self) {
-        let _ = self.queue.try_send(WriteCmd::Close);
+    /// Writes queued frames until the socket would block; true if the stream broke now.
+    pub fn flush(&mut self, sock: &UnixStream) -> bool {
+        if self.broken {
+            return false;
+        }
+        while let Some((frame, done)) = self.queue.front_mut() {
+            let before = *done;
+            let result = write_now(sock, frame, done);
+            self.queued = self.queued.saturating_sub(*done - before);
+            match result {
+                Ok(true) => {
+                    self.queue.pop_front();
+                }
+                Ok(false) => return false,
+                Err(_) => return self.broke(),
+            }
+        }
+        false
+    }
+
+    fn broke(&mut self) -> bool {
+        self.broken = true;
+        self.queue.clear();
+        self.queued = 0;
+        true
+    }
+
+    /// Nothing left to write (all written, or the stream broke).
+    pub fn idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn broken(&self) -> bool {
+        self.broken
     }
 
     /// Bytes queued and not yet written.
     pub fn queued(&self) -> usize {
-        self.queued.get()
+        self.queued
     }
-}
-
-/// Starts a writer for `sock`; the returned future is the writer task's body.
-pub(crate) fn writer(
-    sock: Rc<Async<UnixStream>>,
-    stream: StreamId,
-    events: async_channel::Sender<Event>,
-) -> (Writer, impl std::future::Future<Output = ()>) {
-    let (queue, commands) = async_channel::unbounded();
-    let queued = Rc::new(Cell::new(0usize));
-    let counter = queued.clone();
-    let sock_for_writer = sock.clone();
-    let task = async move {
-        while let Ok(cmd) = commands.recv().await {
-            match cmd {
-                WriteCmd::Frame(frame, done) => {
-                    let result = write_frame(&sock, &frame, done).await;
-                    counter.set(counter.get().saturating_sub(frame.len()));
-                    if result.is_err() {
-                        let _ = events.send(Event::Broken(stream)).await;
-                        return;
-                    }
-                }
-                WriteCmd::Close => break,
-            }
-        }
-        let _ = sock.get_ref().shutdown(Shutdown::Both);
-    };
-    (Writer { sock: sock_for_writer, queue, queued }, task)
-}
-
-/// Writes one frame, header and body in as few syscalls as the socket allows.
-async fn write_frame(sock: &Async<UnixStream>, frame: &Frame, mut done: usize) -> io::Result<()> {
-    let (header, body) = (&frame.header()[..], &frame.body()[..]);
-    while done < header.len() + body.len() {
-        let mut w = sock;
-        let n = if done < header.len() {
-            let slices = [IoSlice::new(&header[done..]), IoSlice::new(body)];
-            future::poll_fn(|cx| Pin::new(&mut w).poll_write_vectored(cx, &slices)).await
-        } else {
-            let rest = &body[done - header.len()..];
-            future::poll_fn(|cx| Pin::new(&mut w).poll_write(cx, rest)).await
-        };
-        match n {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Writes what the socket takes of `frame` from `*done` on, without waiting: true once all of it
