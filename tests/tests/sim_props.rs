@@ -86,7 +86,10 @@ fn plan() -> impl Strategy<Value = Plan> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    // 128 cases per CI run; PROPTEST_CASES asks for more (a longer hunt, e.g. before a release).
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128)
+    ))]
 
     #[test]
     fn every_generated_tree_and_fault_plan_keeps_every_invariant(plan in plan()) {
