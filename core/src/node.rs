@@ -233,6 +233,16 @@ pub enum Diagnostic {
     UnknownChild(Pid),
     /// A child process never reported its exit, even after SIGKILL; it was given up on.
     ChildAbandoned(Pid),
+    /// The shutdown state machine moved (docs/shutdown.md); `cause` once shutdown has begun
+    /// and until the node closes.
+    PhaseChanged {
+        /// The phase left.
+        from: PhaseKind,
+        /// The phase entered.
+        to: PhaseKind,
+        /// Why shutdown began, while draining or forcing.
+        cause: Option<Cause>,
+    },
 }
 
 /// What the node asks its host to do. Drain with [`Node::poll_output`] after every input.
@@ -877,7 +887,7 @@ impl Node {
                 }
                 // 4. Arm the grace deadline.
                 self.timers.set(Timer::Grace, deadline);
-                self.phase = Phase::Draining { cause, deadline };
+                self.enter(Phase::Draining { cause, deadline });
             }
             (PhaseKind::Draining, PhaseKind::Draining) => {
                 if let (Phase::Draining { cause, deadline }, Some(budget)) = (self.phase, budget) {
@@ -897,7 +907,7 @@ impl Node {
                     self.close_calls(now);
                 }
                 self.timers.clear(Timer::Grace);
-                self.phase = Phase::ForceDisconnect { cause };
+                self.enter(Phase::ForceDisconnect { cause });
                 self.force_streams(now);
                 self.terminate_children(now);
             }
@@ -936,6 +946,20 @@ impl Node {
         }
     }
 
+    /// Moves to `phase`, reporting the change of phase (not a change of deadline alone) as a
+    /// diagnostic, so a host or checker sees every step, even several taken in one input.
+    fn enter(&mut self, phase: Phase) {
+        let from = self.phase.kind();
+        self.phase = phase;
+        if phase.kind() != from {
+            let cause = match phase {
+                Phase::Draining { cause, .. } | Phase::ForceDisconnect { cause } => Some(cause),
+                _ => None,
+            };
+            self.diag(Diagnostic::PhaseChanged { from, to: phase.kind(), cause });
+        }
+    }
+
     /// SIGTERM to every child process not yet signalled; SIGKILL follows on the Kill timer.
     fn terminate_children(&mut self, now: Instant) {
         let pids = self.reaper.escalate(Signal::Term);
@@ -969,13 +993,13 @@ impl Node {
         }
         self.timers = TimerTable::default();
         let Some(parent) = self.parent.take() else {
-            self.phase = Phase::Closing { stream: None, deadline: now };
+            self.enter(Phase::Closing { stream: None, deadline: now });
             return self.apply(now, Trigger::Flushed, None);
         };
         self.router.remove_stream(parent);
         self.pump(now);
         self.outputs.push_back(Output::Close { stream: parent });
-        self.phase = Phase::Closing { stream: Some(parent), deadline };
+        self.enter(Phase::Closing { stream: Some(parent), deadline });
         if deadline <= now {
             return self.apply(now, Trigger::GraceExpired, None);
         }
@@ -986,7 +1010,7 @@ impl Node {
     fn finish(&mut self) {
         self.timers = TimerTable::default();
         let how = if self.config.is_root() { ExitKind::Clean } else { ExitKind::SigtermSelf };
-        self.phase = Phase::Exited { how };
+        self.enter(Phase::Exited { how });
         self.outputs.push_back(Output::Exit { how });
     }
 

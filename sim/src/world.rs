@@ -22,10 +22,10 @@ use arbor_core::frame::{Encoding, Message, HEADER_LEN};
 use arbor_core::handle::Handle;
 use arbor_core::ids::{ContextId, IdError};
 use arbor_core::lines::LogSource;
-use arbor_core::node::{Input, Node, NodeConfig, Output, StreamKind, TestMutation};
+use arbor_core::node::{Diagnostic, Input, Node, NodeConfig, Output, StreamKind, TestMutation};
 use arbor_core::reaper::{ExitStatus, Pid, Signal};
 use arbor_core::router::StreamId;
-use arbor_core::shutdown::{ExitKind, Phase};
+use arbor_core::shutdown::ExitKind;
 use arbor_core::time::Instant;
 use bytes::Bytes;
 
@@ -254,7 +254,6 @@ pub struct Process {
     printed: u32,
     /// Lines the main thread is blocked writing to stdout (a full socket blocks a print).
     backlog: VecDeque<(Bytes, String)>,
-    last_phase: arbor_core::shutdown::PhaseKind,
 }
 
 /// A chain of sequential calls: the next is sent when the previous answers.
@@ -396,7 +395,6 @@ impl World {
             deferred: Vec::new(),
             printed: 0,
             backlog: VecDeque::new(),
-            last_phase: arbor_core::shutdown::PhaseKind::Running,
         });
         self.record(p, What::Spawned { id, pid });
         p
@@ -499,19 +497,14 @@ impl World {
         while let Some(out) = self.procs[p].node.poll_output() {
             // Recorded before it is carried out, so its consequences follow it in the trace.
             let act = Act::of(&out);
-            if self.record_transmits || !matches!(out, Output::Transmit { .. }) {
-                self.record(p, What::Out(out));
+            match out {
+                Output::Diagnostic(Diagnostic::PhaseChanged { to, cause, .. }) => {
+                    self.record(p, What::Phase { to, cause })
+                }
+                Output::Transmit { .. } if !self.record_transmits => {}
+                out => self.record(p, What::Out(out)),
             }
             self.carry_out(p, act);
-        }
-        let phase = self.procs[p].node.phase();
-        if phase.kind() != self.procs[p].last_phase {
-            self.procs[p].last_phase = phase.kind();
-            let cause = match phase {
-                Phase::Draining { cause, .. } | Phase::ForceDisconnect { cause } => Some(cause),
-                _ => None,
-            };
-            self.record(p, What::Phase { to: phase.kind(), cause });
         }
         let t = self.procs[p].node.poll_timeout();
         if t != self.procs[p].timer_at {
