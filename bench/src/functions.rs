@@ -1,9 +1,5 @@
 //! The functions every context of a benchmark tree offers (mirrored in mitogen_bench.py).
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::thread;
-
 use arbor::{Functions, SpawnOptions};
 
 use crate::blob::Blob;
@@ -18,17 +14,8 @@ pub fn functions() -> Functions {
             let n = usize::try_from(n).map_err(|e| e.to_string())?;
             Ok::<_, String>(Blob(vec![0xa5; n]))
         })
-        .register("hang", |(): ()| -> Result<(), String> {
-            loop {
-                thread::park();
-            }
-        })
-        .register("ignore_sigterm", |(): ()| {
-            // A handler that only sets a flag: SIGTERM no longer ends this process.
-            signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::new(AtomicBool::new(false)))
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
+        .register("hang", arbor::faults::hang)
+        .register("ignore_sigterm", arbor::faults::ignore_sigterm)
         .register("spawn_child", |(): ()| {
             // Runs in a child: starts a grandchild below it and hands back its id.
             let ctx = arbor::context().ok_or("no context")?;

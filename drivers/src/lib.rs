@@ -32,6 +32,7 @@ mod clock;
 mod context;
 mod error;
 mod exit;
+pub mod faults;
 mod logger;
 mod logs;
 mod mailbox;

@@ -3,8 +3,6 @@
 //! ignores SIGTERM), shuts the tree down and prints how it went.
 
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -58,16 +56,8 @@ fn functions() -> Functions {
             tracing::info!(pid = std::process::id(), "a tracing event from context {id}");
             Ok::<_, String>(())
         })
-        .register("hang", |(): ()| -> Result<(), String> {
-            loop {
-                thread::park();
-            }
-        })
-        .register("ignore_sigterm", |(): ()| {
-            signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::new(AtomicBool::new(false)))
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
+        .register("hang", arbor::faults::hang)
+        .register("ignore_sigterm", arbor::faults::ignore_sigterm)
 }
 
 fn main() -> ExitCode {
