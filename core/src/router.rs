@@ -34,6 +34,9 @@ impl fmt::Display for StreamId {
 /// make the route table hold arbitrary amounts of its text.
 pub const MAX_ROUTE_NAME_LEN: usize = 255;
 
+/// Most destinations remembered per stream for DEL_ROUTE propagation (`egress_ids`).
+pub const MAX_EGRESS_IDS: usize = 65_536;
+
 /// Who is at the other end of a framed stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Peer {
@@ -526,7 +529,12 @@ impl Router {
         match out {
             Ok(out) => {
                 if let Some(state) = from.and_then(|s| self.streams.get_mut(&s)) {
-                    state.egress.insert(msg.dst);
+                    // Bounded: a peer naming ever new destinations cannot grow this without
+                    // limit. Past the bound it simply stops hearing DEL_ROUTE for the new ones
+                    // (its calls to them still fail at the latest when it exits).
+                    if state.egress.len() < MAX_EGRESS_IDS || state.egress.contains(&msg.dst) {
+                        state.egress.insert(msg.dst);
+                    }
                 }
                 self.events.push_back(Event::Transmit { stream: out, frame: msg.into_frame() });
             }

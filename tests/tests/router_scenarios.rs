@@ -538,3 +538,19 @@ fn children_registered_before_the_parent_stream_are_announced_with_it() {
     r.add_stream(StreamId(PARENT), arbor_core::router::Peer::Parent).unwrap();
     assert_eq!(sent_on(&drain(&mut r), PARENT), vec![msg(0, 1, Handle::ADD_ROUTE, "5")]);
 }
+
+#[test]
+fn egress_ids_stay_bounded_however_many_destinations_a_child_names() {
+    let mut r = middle();
+    let mut wire = Vec::new();
+    for dst in 0..(arbor_core::router::MAX_EGRESS_IDS as u32 + 100) {
+        wire.extend(
+            Message::new(ContextId(10_000 + dst), ContextId(5), Handle(1000), Encoding::Binary, "")
+                .to_frame()
+                .to_vec(),
+        );
+    }
+    r.receive(StreamId(KID_A), &wire);
+    drain(&mut r);
+    assert_eq!(r.egress_ids(StreamId(KID_A)).count(), arbor_core::router::MAX_EGRESS_IDS);
+}
