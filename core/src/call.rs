@@ -99,12 +99,34 @@ fn decode_whole<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, BodyError> 
     }
 }
 
+/// A postcard output that appends byte strings with one `memcpy` (postcard's own `Vec`
+/// flavours push them a byte at a time).
+struct VecOut(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for VecOut {
+    type Output = Vec<u8>;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
+
 /// Serializes into a vector sized up front (`hint` plus room for lengths), so a large argument
-/// or result is copied once rather than once per doubling of a growing vector.
+/// or result is copied once, in one piece, rather than byte by byte into a growing vector.
 fn encode<T: Serialize>(value: &T, hint: usize) -> Bytes {
-    let out = Vec::with_capacity(hint + 32);
+    let out = VecOut(Vec::with_capacity(hint + 32));
     // Serializing plain structs of strings and bytes into a Vec cannot fail.
-    Bytes::from(postcard::to_extend(value, out).unwrap_or_default())
+    Bytes::from(postcard::serialize_with_flavor(value, out).unwrap_or_default())
 }
 
 impl CallRequest {
