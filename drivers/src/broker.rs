@@ -15,7 +15,6 @@ use std::io::{self, Read};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use arbor_core::call::{CallError, CallErrorKind, CallId, CallResult, JobId};
@@ -34,7 +33,7 @@ use crate::logs::{self, LogRecord};
 use crate::mailbox::{self, Recv};
 use crate::oneshot;
 use crate::reap::{self, Reaper};
-use crate::runner::Job;
+use crate::runner::{Job, JobSender};
 use crate::spawn::{self, ChildInfo, SpawnOptions};
 use crate::streams::Writer;
 
@@ -93,7 +92,7 @@ pub(crate) struct Setup {
     pub parent: Option<OwnedFd>,
     pub captures: Vec<(CaptureWrite, OwnedFd)>,
     pub commands: mailbox::Receiver<Command>,
-    pub jobs: mpsc::Sender<Job>,
+    pub jobs: JobSender,
     pub interrupts: Option<UnixStream>,
     pub on_log: Option<LogHandler>,
 }
@@ -161,7 +160,14 @@ struct Broker {
     next_stream: u32,
     parent: Option<StreamId>,
     calls: BTreeMap<CallId, oneshot::Sender<CallResult>>,
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Option<JobSender>,
+    /// A command is likely soon: a job was handed to the calls thread (a quick function's
+    /// result comes back within microseconds), or the last call in flight was answered (its
+    /// caller may call again at once). The next sleep then begins with a short spin on the
+    /// command queue, so that command needs no eventfd write and epoll wake-up. Once per such
+    /// event, so a long-running function costs one spin, not one per wake-up; and never while
+    /// other calls are in flight, whose answers arrive on sockets, which a spin does not watch.
+    spin_for_command: bool,
     spawns_waiting: VecDeque<(SpawnOptions, async_channel::Sender<Result<ChildInfo, SpawnError>>)>,
     children: BTreeMap<Pid, ChildInfo>,
     reapers: BTreeMap<u32, Reaper>,
@@ -196,6 +202,7 @@ pub(crate) fn run(setup: Setup) -> Finished {
         parent: None,
         calls: BTreeMap::new(),
         jobs: Some(setup.jobs),
+        spin_for_command: false,
         spawns_waiting: VecDeque::new(),
         children: BTreeMap::new(),
         reapers: BTreeMap::new(),
@@ -271,8 +278,18 @@ impl Broker {
             if let Some(how) = self.carry_out() {
                 return self.finish(how);
             }
-            let timeout = if self.has_work() { Some(Duration::ZERO) } else { self.sleep_for() };
-            self.wait(timeout);
+            if self.has_work() {
+                self.wait(Some(Duration::ZERO));
+            } else if std::mem::take(&mut self.spin_for_command) && self.commands_open && self.commands.spin()
+            {
+                // A job's result came back while we watched the queue: no eventfd write, no
+                // epoll wake-up. Readiness that arrived meanwhile stays queued in the epoll
+                // (edge-triggered) for the next wait.
+                self.commands_ready = true;
+            } else {
+                let timeout = self.sleep_for();
+                self.wait(timeout);
+            }
             self.turn();
         }
     }
@@ -631,7 +648,9 @@ impl Broker {
                 Output::Signal { pid, signal } => kill(pid, signal),
                 Output::RunCall { job, request, .. } => {
                     let sent = self.jobs.as_ref().map(|jobs| jobs.send(Job { id: job, request }));
-                    if !matches!(sent, Some(Ok(()))) {
+                    if matches!(sent, Some(Ok(()))) {
+                        self.spin_for_command = true;
+                    } else {
                         let e = CallError::new(
                             CallErrorKind::ShuttingDown,
                             "the thread running calls is gone",
@@ -644,6 +663,10 @@ impl Broker {
                 Output::CallReturned { call, result } => {
                     if let Some(reply) = self.calls.remove(&call) {
                         reply.send(result);
+                        if self.calls.is_empty() {
+                            // The caller may well call again at once.
+                            self.spin_for_command = true;
+                        }
                     }
                 }
                 Output::LogLine(line) => {

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rustix::event::{eventfd, EventfdFlags};
 
+use crate::spin;
+
 struct Queue<T> {
     items: VecDeque<T>,
     senders: usize,
@@ -25,8 +27,11 @@ struct Queue<T> {
 
 struct Shared<T> {
     queue: Mutex<Queue<T>>,
-    /// The eventfd was written since the receiver last cleared this.
+    /// The eventfd was written since the receiver last cleared this (or the receiver is
+    /// awake, watching `pending`).
     told: AtomicBool,
+    /// Something is queued or the last sender is gone (a hint for spinning; the queue decides).
+    pending: AtomicBool,
 }
 
 impl<T> Shared<T> {
@@ -72,6 +77,7 @@ pub(crate) fn channel<T>() -> std::io::Result<(Sender<T>, Receiver<T>)> {
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue { items: VecDeque::new(), senders: 1, wake: Some(wake.clone()) }),
         told: AtomicBool::new(false),
+        pending: AtomicBool::new(false),
     });
     Ok((Sender(shared.clone()), Receiver { shared, wake, unread: Cell::new(0) }))
 }
@@ -84,6 +90,7 @@ impl<T> Sender<T> {
             return Err(item);
         }
         queue.items.push_back(item);
+        self.0.pending.store(true, Ordering::SeqCst);
         self.0.tell(&queue);
         Ok(())
     }
@@ -101,6 +108,7 @@ impl<T> Drop for Sender<T> {
         let mut queue = self.0.lock();
         queue.senders -= 1;
         if queue.senders == 0 {
+            self.0.pending.store(true, Ordering::SeqCst);
             self.0.tell(&queue);
         }
     }
@@ -131,8 +139,27 @@ impl<T> Receiver<T> {
         self.shared.told.store(false, Ordering::SeqCst);
     }
 
+    /// Watches the queue for a short while (when spinning can help) instead of sleeping; true
+    /// if something came, to be taken with [`Receiver::try_recv`]. Senders skip the eventfd
+    /// meanwhile; whatever they queued is seen here.
+    pub fn spin(&self) -> bool {
+        let shared = &*self.shared;
+        if shared.told.swap(true, Ordering::SeqCst) {
+            // Told already: the eventfd was written and epoll will report it.
+            return false;
+        }
+        let came = spin::until(|| shared.pending.load(Ordering::Acquire));
+        // From here senders write the eventfd again; one that found `told` set before this
+        // store queued before it, so `pending` shows its item.
+        shared.told.store(false, Ordering::SeqCst);
+        came || shared.pending.load(Ordering::SeqCst)
+    }
+
     pub fn try_recv(&self) -> Recv<T> {
         let mut queue = self.shared.lock();
+        if queue.items.len() <= 1 && queue.senders > 0 {
+            self.shared.pending.store(false, Ordering::SeqCst);
+        }
         match queue.items.pop_front() {
             Some(item) => Recv::Item(item),
             None if queue.senders == 0 => Recv::Closed,
