@@ -4,8 +4,8 @@
 //!
 //! When the last sender is gone the receiver hears it (the queue is then closed for good), and
 //! once the receiver is gone sending fails, as with a channel. The eventfd is closed with the
-//! receiver, not with the last sender (another thread may hold one a while longer), so a
-//! context that ended leaves no fd behind.
+//! receiver, not with the last sender (another thread may hold one a while longer; a sender
+//! holds the fd itself only while it writes), so a context that ended leaves no fd behind.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -21,7 +21,7 @@ use crate::spin;
 struct Queue<T> {
     items: VecDeque<T>,
     senders: usize,
-    /// The eventfd, written under the lock; `None` once the receiver is gone.
+    /// The eventfd; `None` once the receiver is gone.
     wake: Option<Arc<OwnedFd>>,
 }
 
@@ -39,14 +39,21 @@ impl<T> Shared<T> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Wakes the receiver unless it was told already; called with the queue locked.
-    fn tell(&self, queue: &Queue<T>) {
-        if let Some(wake) = &queue.wake {
-            if !self.told.swap(true, Ordering::SeqCst) {
-                // Only EAGAIN (the counter is full, so the receiver wakes anyway) can fail.
-                let _ = rustix::io::write(&**wake, &1u64.to_ne_bytes());
-            }
-        }
+    /// Called with the queue locked: the eventfd to write once the lock is released, unless
+    /// the receiver was told already (or is gone). Written after unlocking, so an IO thread
+    /// woken at once (on a single CPU the wake-up may preempt the sender) does not find the
+    /// queue still locked and sleep on the mutex.
+    fn tell(&self, queue: &Queue<T>) -> Option<Arc<OwnedFd>> {
+        let wake = queue.wake.as_ref()?;
+        (!self.told.swap(true, Ordering::SeqCst)).then(|| wake.clone())
+    }
+}
+
+/// Writes the eventfd `tell` returned.
+fn wake(fd: Option<Arc<OwnedFd>>) {
+    if let Some(fd) = fd {
+        // Only EAGAIN (the counter is full, so the receiver wakes anyway) can fail.
+        let _ = rustix::io::write(&*fd, &1u64.to_ne_bytes());
     }
 }
 
@@ -85,13 +92,16 @@ pub(crate) fn channel<T>() -> std::io::Result<(Sender<T>, Receiver<T>)> {
 impl<T> Sender<T> {
     /// Queues `item`; gives it back if the receiver is gone.
     pub fn send(&self, item: T) -> Result<(), T> {
-        let mut queue = self.0.lock();
-        if queue.wake.is_none() {
-            return Err(item);
-        }
-        queue.items.push_back(item);
-        self.0.pending.store(true, Ordering::SeqCst);
-        self.0.tell(&queue);
+        let fd = {
+            let mut queue = self.0.lock();
+            if queue.wake.is_none() {
+                return Err(item);
+            }
+            queue.items.push_back(item);
+            self.0.pending.store(true, Ordering::SeqCst);
+            self.0.tell(&queue)
+        };
+        wake(fd);
         Ok(())
     }
 }
@@ -105,12 +115,17 @@ impl<T> Clone for Sender<T> {
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        let mut queue = self.0.lock();
-        queue.senders -= 1;
-        if queue.senders == 0 {
-            self.0.pending.store(true, Ordering::SeqCst);
-            self.0.tell(&queue);
-        }
+        let fd = {
+            let mut queue = self.0.lock();
+            queue.senders -= 1;
+            if queue.senders == 0 {
+                self.0.pending.store(true, Ordering::SeqCst);
+                self.0.tell(&queue)
+            } else {
+                None
+            }
+        };
+        wake(fd);
     }
 }
 
