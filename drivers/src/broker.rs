@@ -133,8 +133,11 @@ struct Stream {
     /// False once EOF or an error was fed to the node.
     open: bool,
     /// epoll said readable (or the last turn stopped at its read budget) and no read has met
-    /// `WouldBlock` since.
+    /// `WouldBlock` (or a short read) since.
     readable: bool,
+    /// epoll reported the peer's end (or an error): read on to EOF, never stopping at a short
+    /// read.
+    hung_up: bool,
     /// Registered for writability too (while frames are queued).
     want_write: bool,
 }
@@ -360,6 +363,11 @@ impl Broker {
                     if flags.intersects(!epoll::EventFlags::OUT) {
                         stream.readable = true;
                     }
+                    if flags.intersects(
+                        epoll::EventFlags::RDHUP | epoll::EventFlags::HUP | epoll::EventFlags::ERR,
+                    ) {
+                        stream.hung_up = true;
+                    }
                     if writable && stream.want_write {
                         let Stream { sock, kind, want_write, .. } = stream;
                         if let Kind::Framed(writer) = kind {
@@ -421,12 +429,19 @@ impl Broker {
         let now = clock::now();
         self.read_streams(now);
         if self.commands_ready {
-            self.commands_ready = false;
+            // The budget may run out with commands left: then look again next turn (without
+            // sleeping). Otherwise the queue was found empty, and the next command writes the
+            // eventfd.
+            self.commands_ready = true;
             for _ in 0..RECEIVES_PER_TURN {
                 match self.commands.try_recv() {
                     Recv::Item(command) => self.command(now, command),
-                    Recv::Empty => break,
+                    Recv::Empty => {
+                        self.commands_ready = false;
+                        break;
+                    }
                     Recv::Closed => {
+                        self.commands_ready = false;
                         if std::mem::take(&mut self.commands_open) {
                             // Every handle on this context is gone: nobody can ask for anything
                             // again.
@@ -435,8 +450,6 @@ impl Broker {
                         break;
                     }
                 }
-                // The budget may run out with commands left: look again next turn.
-                self.commands_ready = true;
             }
         }
         for _ in 0..RECEIVES_PER_TURN {
@@ -481,7 +494,18 @@ impl Broker {
                     Ok(0) => break Some(Input::Eof { stream: id }),
                     Ok(n) => {
                         reads += 1;
+                        // A short read emptied the socket: whatever arrives later is a new
+                        // edge, so no read need meet `WouldBlock` (one syscall fewer per
+                        // wake-up). Not once the peer's end was reported: EOF may already be
+                        // waiting behind the data, with no edge to come.
+                        if n < buf.len() && !stream.hung_up {
+                            stream.readable = false;
+                        }
+                        let more = stream.readable;
                         self.input(now, Input::Received { stream: id, bytes: &buf[..n] });
+                        if !more {
+                            break None;
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -714,8 +738,10 @@ impl Broker {
             self.parent = Some(stream);
         }
         let framed = Kind::Framed(Writer::default());
-        self.streams
-            .insert(stream, Stream { sock, kind: framed, open: true, readable: true, want_write: false });
+        self.streams.insert(
+            stream,
+            Stream { sock, kind: framed, open: true, readable: true, hung_up: false, want_write: false },
+        );
         self.input(now, Input::StreamOpened { stream, kind });
         Some(stream)
     }
@@ -729,8 +755,10 @@ impl Broker {
             return;
         }
         let logger = Kind::Logger(Some(capture));
-        self.streams
-            .insert(stream, Stream { sock, kind: logger, open: true, readable: true, want_write: false });
+        self.streams.insert(
+            stream,
+            Stream { sock, kind: logger, open: true, readable: true, hung_up: false, want_write: false },
+        );
         self.input(now, Input::StreamOpened { stream, kind: StreamKind::Logger { source } });
     }
 
