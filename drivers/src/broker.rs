@@ -15,7 +15,6 @@ use std::io::{self, Read};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use arbor_core::call::{CallError, CallErrorKind, CallId, CallResult, JobId};
@@ -34,7 +33,7 @@ use crate::logs::{self, LogRecord};
 use crate::mailbox::{self, Recv};
 use crate::oneshot;
 use crate::reap::{self, Reaper};
-use crate::runner::Job;
+use crate::runner::{Job, JobSender};
 use crate::spawn::{self, ChildInfo, SpawnOptions};
 use crate::streams::Writer;
 
@@ -93,7 +92,7 @@ pub(crate) struct Setup {
     pub parent: Option<OwnedFd>,
     pub captures: Vec<(CaptureWrite, OwnedFd)>,
     pub commands: mailbox::Receiver<Command>,
-    pub jobs: mpsc::Sender<Job>,
+    pub jobs: JobSender,
     pub interrupts: Option<UnixStream>,
     pub on_log: Option<LogHandler>,
 }
@@ -134,8 +133,11 @@ struct Stream {
     /// False once EOF or an error was fed to the node.
     open: bool,
     /// epoll said readable (or the last turn stopped at its read budget) and no read has met
-    /// `WouldBlock` since.
+    /// `WouldBlock` (or a short read) since.
     readable: bool,
+    /// epoll reported the peer's end (or an error): read on to EOF, never stopping at a short
+    /// read.
+    hung_up: bool,
     /// Registered for writability too (while frames are queued).
     want_write: bool,
 }
@@ -161,7 +163,14 @@ struct Broker {
     next_stream: u32,
     parent: Option<StreamId>,
     calls: BTreeMap<CallId, oneshot::Sender<CallResult>>,
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Option<JobSender>,
+    /// A command is likely soon: a job was handed to the calls thread (a quick function's
+    /// result comes back within microseconds), or the last call in flight was answered (its
+    /// caller may call again at once). The next sleep then begins with a short spin on the
+    /// command queue, so that command needs no eventfd write and epoll wake-up. Once per such
+    /// event, so a long-running function costs one spin, not one per wake-up; and never while
+    /// other calls are in flight, whose answers arrive on sockets, which a spin does not watch.
+    spin_for_command: bool,
     spawns_waiting: VecDeque<(SpawnOptions, async_channel::Sender<Result<ChildInfo, SpawnError>>)>,
     children: BTreeMap<Pid, ChildInfo>,
     reapers: BTreeMap<u32, Reaper>,
@@ -196,6 +205,7 @@ pub(crate) fn run(setup: Setup) -> Finished {
         parent: None,
         calls: BTreeMap::new(),
         jobs: Some(setup.jobs),
+        spin_for_command: false,
         spawns_waiting: VecDeque::new(),
         children: BTreeMap::new(),
         reapers: BTreeMap::new(),
@@ -271,8 +281,18 @@ impl Broker {
             if let Some(how) = self.carry_out() {
                 return self.finish(how);
             }
-            let timeout = if self.has_work() { Some(Duration::ZERO) } else { self.sleep_for() };
-            self.wait(timeout);
+            if self.has_work() {
+                self.wait(Some(Duration::ZERO));
+            } else if std::mem::take(&mut self.spin_for_command) && self.commands_open && self.commands.spin()
+            {
+                // A job's result came back while we watched the queue: no eventfd write, no
+                // epoll wake-up. Readiness that arrived meanwhile stays queued in the epoll
+                // (edge-triggered) for the next wait.
+                self.commands_ready = true;
+            } else {
+                let timeout = self.sleep_for();
+                self.wait(timeout);
+            }
             self.turn();
         }
     }
@@ -343,6 +363,11 @@ impl Broker {
                     if flags.intersects(!epoll::EventFlags::OUT) {
                         stream.readable = true;
                     }
+                    if flags.intersects(
+                        epoll::EventFlags::RDHUP | epoll::EventFlags::HUP | epoll::EventFlags::ERR,
+                    ) {
+                        stream.hung_up = true;
+                    }
                     if writable && stream.want_write {
                         let Stream { sock, kind, want_write, .. } = stream;
                         if let Kind::Framed(writer) = kind {
@@ -404,12 +429,19 @@ impl Broker {
         let now = clock::now();
         self.read_streams(now);
         if self.commands_ready {
-            self.commands_ready = false;
+            // The budget may run out with commands left: then look again next turn (without
+            // sleeping). Otherwise the queue was found empty, and the next command writes the
+            // eventfd.
+            self.commands_ready = true;
             for _ in 0..RECEIVES_PER_TURN {
                 match self.commands.try_recv() {
                     Recv::Item(command) => self.command(now, command),
-                    Recv::Empty => break,
+                    Recv::Empty => {
+                        self.commands_ready = false;
+                        break;
+                    }
                     Recv::Closed => {
+                        self.commands_ready = false;
                         if std::mem::take(&mut self.commands_open) {
                             // Every handle on this context is gone: nobody can ask for anything
                             // again.
@@ -418,8 +450,6 @@ impl Broker {
                         break;
                     }
                 }
-                // The budget may run out with commands left: look again next turn.
-                self.commands_ready = true;
             }
         }
         for _ in 0..RECEIVES_PER_TURN {
@@ -464,7 +494,18 @@ impl Broker {
                     Ok(0) => break Some(Input::Eof { stream: id }),
                     Ok(n) => {
                         reads += 1;
+                        // A short read emptied the socket: whatever arrives later is a new
+                        // edge, so no read need meet `WouldBlock` (one syscall fewer per
+                        // wake-up). Not once the peer's end was reported: EOF may already be
+                        // waiting behind the data, with no edge to come.
+                        if n < buf.len() && !stream.hung_up {
+                            stream.readable = false;
+                        }
+                        let more = stream.readable;
                         self.input(now, Input::Received { stream: id, bytes: &buf[..n] });
+                        if !more {
+                            break None;
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -631,7 +672,9 @@ impl Broker {
                 Output::Signal { pid, signal } => kill(pid, signal),
                 Output::RunCall { job, request, .. } => {
                     let sent = self.jobs.as_ref().map(|jobs| jobs.send(Job { id: job, request }));
-                    if !matches!(sent, Some(Ok(()))) {
+                    if matches!(sent, Some(Ok(()))) {
+                        self.spin_for_command = true;
+                    } else {
                         let e = CallError::new(
                             CallErrorKind::ShuttingDown,
                             "the thread running calls is gone",
@@ -644,6 +687,10 @@ impl Broker {
                 Output::CallReturned { call, result } => {
                     if let Some(reply) = self.calls.remove(&call) {
                         reply.send(result);
+                        if self.calls.is_empty() {
+                            // The caller may well call again at once.
+                            self.spin_for_command = true;
+                        }
                     }
                 }
                 Output::LogLine(line) => {
@@ -691,8 +738,10 @@ impl Broker {
             self.parent = Some(stream);
         }
         let framed = Kind::Framed(Writer::default());
-        self.streams
-            .insert(stream, Stream { sock, kind: framed, open: true, readable: true, want_write: false });
+        self.streams.insert(
+            stream,
+            Stream { sock, kind: framed, open: true, readable: true, hung_up: false, want_write: false },
+        );
         self.input(now, Input::StreamOpened { stream, kind });
         Some(stream)
     }
@@ -706,8 +755,10 @@ impl Broker {
             return;
         }
         let logger = Kind::Logger(Some(capture));
-        self.streams
-            .insert(stream, Stream { sock, kind: logger, open: true, readable: true, want_write: false });
+        self.streams.insert(
+            stream,
+            Stream { sock, kind: logger, open: true, readable: true, hung_up: false, want_write: false },
+        );
         self.input(now, Input::StreamOpened { stream, kind: StreamKind::Logger { source } });
     }
 

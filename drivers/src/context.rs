@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::sync::mpsc;
 use std::thread;
 
 use arbor_core::lines::LogSource;
@@ -47,7 +46,7 @@ pub(crate) fn run_child(env: ChildEnv, functions: Functions) -> ! {
         Ok(channel) => channel,
         Err(e) => fail(&format!("cannot make the command queue: {e}")),
     };
-    let (jobs_tx, jobs) = mpsc::channel();
+    let (jobs_tx, jobs) = runner::jobs();
     let setup = Setup {
         config,
         parent: Some(parent),

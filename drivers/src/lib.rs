@@ -43,6 +43,7 @@ mod root;
 mod runner;
 mod signals;
 mod spawn;
+mod spin;
 mod streams;
 
 pub use arbor_core::call::{CallError, CallErrorKind};

@@ -4,8 +4,8 @@
 //!
 //! When the last sender is gone the receiver hears it (the queue is then closed for good), and
 //! once the receiver is gone sending fails, as with a channel. The eventfd is closed with the
-//! receiver, not with the last sender (another thread may hold one a while longer), so a
-//! context that ended leaves no fd behind.
+//! receiver, not with the last sender (another thread may hold one a while longer; a sender
+//! holds the fd itself only while it writes), so a context that ended leaves no fd behind.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -16,17 +16,22 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rustix::event::{eventfd, EventfdFlags};
 
+use crate::spin;
+
 struct Queue<T> {
     items: VecDeque<T>,
     senders: usize,
-    /// The eventfd, written under the lock; `None` once the receiver is gone.
+    /// The eventfd; `None` once the receiver is gone.
     wake: Option<Arc<OwnedFd>>,
 }
 
 struct Shared<T> {
     queue: Mutex<Queue<T>>,
-    /// The eventfd was written since the receiver last cleared this.
+    /// The eventfd was written since the receiver last cleared this (or the receiver is
+    /// awake, watching `pending`).
     told: AtomicBool,
+    /// Something is queued or the last sender is gone (a hint for spinning; the queue decides).
+    pending: AtomicBool,
 }
 
 impl<T> Shared<T> {
@@ -34,14 +39,21 @@ impl<T> Shared<T> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Wakes the receiver unless it was told already; called with the queue locked.
-    fn tell(&self, queue: &Queue<T>) {
-        if let Some(wake) = &queue.wake {
-            if !self.told.swap(true, Ordering::SeqCst) {
-                // Only EAGAIN (the counter is full, so the receiver wakes anyway) can fail.
-                let _ = rustix::io::write(&**wake, &1u64.to_ne_bytes());
-            }
-        }
+    /// Called with the queue locked: the eventfd to write once the lock is released, unless
+    /// the receiver was told already (or is gone). Written after unlocking, so an IO thread
+    /// woken at once (on a single CPU the wake-up may preempt the sender) does not find the
+    /// queue still locked and sleep on the mutex.
+    fn tell(&self, queue: &Queue<T>) -> Option<Arc<OwnedFd>> {
+        let wake = queue.wake.as_ref()?;
+        (!self.told.swap(true, Ordering::SeqCst)).then(|| wake.clone())
+    }
+}
+
+/// Writes the eventfd `tell` returned.
+fn wake(fd: Option<Arc<OwnedFd>>) {
+    if let Some(fd) = fd {
+        // Only EAGAIN (the counter is full, so the receiver wakes anyway) can fail.
+        let _ = rustix::io::write(&*fd, &1u64.to_ne_bytes());
     }
 }
 
@@ -72,6 +84,7 @@ pub(crate) fn channel<T>() -> std::io::Result<(Sender<T>, Receiver<T>)> {
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue { items: VecDeque::new(), senders: 1, wake: Some(wake.clone()) }),
         told: AtomicBool::new(false),
+        pending: AtomicBool::new(false),
     });
     Ok((Sender(shared.clone()), Receiver { shared, wake, unread: Cell::new(0) }))
 }
@@ -79,12 +92,16 @@ pub(crate) fn channel<T>() -> std::io::Result<(Sender<T>, Receiver<T>)> {
 impl<T> Sender<T> {
     /// Queues `item`; gives it back if the receiver is gone.
     pub fn send(&self, item: T) -> Result<(), T> {
-        let mut queue = self.0.lock();
-        if queue.wake.is_none() {
-            return Err(item);
-        }
-        queue.items.push_back(item);
-        self.0.tell(&queue);
+        let fd = {
+            let mut queue = self.0.lock();
+            if queue.wake.is_none() {
+                return Err(item);
+            }
+            queue.items.push_back(item);
+            self.0.pending.store(true, Ordering::SeqCst);
+            self.0.tell(&queue)
+        };
+        wake(fd);
         Ok(())
     }
 }
@@ -98,11 +115,17 @@ impl<T> Clone for Sender<T> {
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        let mut queue = self.0.lock();
-        queue.senders -= 1;
-        if queue.senders == 0 {
-            self.0.tell(&queue);
-        }
+        let fd = {
+            let mut queue = self.0.lock();
+            queue.senders -= 1;
+            if queue.senders == 0 {
+                self.0.pending.store(true, Ordering::SeqCst);
+                self.0.tell(&queue)
+            } else {
+                None
+            }
+        };
+        wake(fd);
     }
 }
 
@@ -131,8 +154,27 @@ impl<T> Receiver<T> {
         self.shared.told.store(false, Ordering::SeqCst);
     }
 
+    /// Watches the queue for a short while (when spinning can help) instead of sleeping; true
+    /// if something came, to be taken with [`Receiver::try_recv`]. Senders skip the eventfd
+    /// meanwhile; whatever they queued is seen here.
+    pub fn spin(&self) -> bool {
+        let shared = &*self.shared;
+        if shared.told.swap(true, Ordering::SeqCst) {
+            // Told already: the eventfd was written and epoll will report it.
+            return false;
+        }
+        let came = spin::until(|| shared.pending.load(Ordering::Acquire));
+        // From here senders write the eventfd again; one that found `told` set before this
+        // store queued before it, so `pending` shows its item.
+        shared.told.store(false, Ordering::SeqCst);
+        came || shared.pending.load(Ordering::SeqCst)
+    }
+
     pub fn try_recv(&self) -> Recv<T> {
         let mut queue = self.shared.lock();
+        if queue.items.len() <= 1 && queue.senders > 0 {
+            self.shared.pending.store(false, Ordering::SeqCst);
+        }
         match queue.items.pop_front() {
             Some(item) => Recv::Item(item),
             None if queue.senders == 0 => Recv::Closed,

@@ -1,7 +1,6 @@
 //! The entry point ([`init`]) and the root context ([`Launcher`], [`Root`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -96,7 +95,7 @@ impl Launcher {
         config.grace = self.grace;
         config.name = "root".to_string();
         let (commands_tx, commands) = mailbox::channel::<Command>()?;
-        let (jobs_tx, jobs) = mpsc::channel();
+        let (jobs_tx, jobs) = runner::jobs();
         let setup = Setup {
             config,
             parent: None,
