@@ -541,7 +541,7 @@ impl Node {
     ) -> Result<CallId, CallError> {
         self.check_can_call(function)?;
         let handle =
-            self.reply_handles.allocate().map_err(|e| self.local_error(CallErrorKind::TooLarge, e))?;
+            self.reply_handles.allocate().map_err(|e| self.local_error(CallErrorKind::Undeliverable, e))?;
         let call = CallId(self.next_call);
         self.next_call += 1;
         let body = CallRequest::encode_parts(function, &args.into());
