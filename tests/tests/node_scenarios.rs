@@ -30,8 +30,7 @@ fn strs(v: &[&str]) -> Vec<String> {
 #[test]
 fn s1_child_closes_its_call_channel_before_anything_else_and_leaves_without_waiting_for_grace() {
     let mut h = chain(1);
-    let ids: Vec<usize> = (0..=1).collect();
-    let child = ids[1];
+    let child = 1;
     let call = h.call(0, id(&h, child), "echo", "ping").unwrap();
     h.settle();
     assert_eq!(h.trace.result_of(0, call), Some(&Ok(bytes::Bytes::from_static(b"ping"))));
@@ -60,8 +59,7 @@ fn s1_child_closes_its_call_channel_before_anything_else_and_leaves_without_wait
 #[test]
 fn s2_each_level_closes_its_channel_before_forwarding_shutdown_to_its_own_children() {
     let mut h = chain(2);
-    let ids: Vec<usize> = (0..=2).collect();
-    let (child, grandchild) = (ids[1], ids[2]);
+    let (child, grandchild) = (1, 2);
     h.shutdown(0);
     h.run_until(Instant::ZERO + G);
 
@@ -101,8 +99,7 @@ fn s2_each_level_closes_its_channel_before_forwarding_shutdown_to_its_own_childr
 #[test]
 fn s3_hung_call_does_not_delay_shutdown_and_its_caller_hears_disconnected_once() {
     let mut h = chain(1);
-    let ids: Vec<usize> = (0..=1).collect();
-    let child = ids[1];
+    let child = 1;
     let call = h.call(0, id(&h, child), "hang", "").unwrap();
     h.settle();
     assert!(h.running_call(child), "main thread is stuck");
@@ -126,8 +123,7 @@ fn s3_hung_call_does_not_delay_shutdown_and_its_caller_hears_disconnected_once()
 #[test]
 fn s4_child_ignoring_sigterm_with_a_hung_call_is_still_gone_at_once() {
     let mut h = chain(1);
-    let ids: Vec<usize> = (0..=1).collect();
-    let child = ids[1];
+    let child = 1;
     h.fault(Fault::IgnoreSigterm(child));
     h.call(0, id(&h, child), "hang", "").unwrap();
     h.shutdown(0);
@@ -144,8 +140,7 @@ fn s4_child_ignoring_sigterm_with_a_hung_call_is_still_gone_at_once() {
 #[test]
 fn s4_s23_a_frozen_child_is_forced_at_the_grace_deadline_and_killed() {
     let mut h = chain(1);
-    let ids: Vec<usize> = (0..=1).collect();
-    let child = ids[1];
+    let child = 1;
     h.fault(Fault::Freeze(child));
     h.shutdown(0);
     h.run_until(Instant::ZERO + G + Duration::from_secs(10));
@@ -171,8 +166,7 @@ fn s4_s23_a_frozen_child_is_forced_at_the_grace_deadline_and_killed() {
 #[test]
 fn s15_fifty_pending_calls_all_resolve_disconnected_exactly_once() {
     let mut h = chain(1);
-    let ids: Vec<usize> = (0..=1).collect();
-    let child = ids[1];
+    let child = 1;
     let calls: Vec<_> = (0..50).map(|_| h.call(0, id(&h, child), "hang", "").unwrap()).collect();
     h.settle();
     assert_eq!(h.procs[0].node.pending_calls(), 50);
@@ -196,16 +190,15 @@ fn s15_fifty_pending_calls_all_resolve_disconnected_exactly_once() {
 #[test]
 fn s19_shutdown_twice_is_one_sequence() {
     let mut h = chain(2);
-    let ids: Vec<usize> = (0..=2).collect();
-    h.fault(Fault::Freeze(ids[2])); // keeps the middle context draining
+    h.fault(Fault::Freeze(2)); // keeps the middle context draining
     h.shutdown(0);
     h.shutdown(0);
     // A second SHUTDOWN reaches the middle context while it drains.
     let again = Message::new(ContextId(1), ContextId(0), Handle::SHUTDOWN, Encoding::Binary, "");
-    h.inject(ids[1], Input::Received { stream: PARENT_STREAM, bytes: &again.to_frame().to_vec() });
-    h.shutdown(ids[1]);
-    assert!(matches!(h.procs[ids[1]].node.phase(), Phase::Draining { .. }));
-    for p in [0, ids[1]] {
+    h.inject(1, Input::Received { stream: PARENT_STREAM, bytes: &again.to_frame().to_vec() });
+    h.shutdown(1);
+    assert!(matches!(h.procs[1].node.phase(), Phase::Draining { .. }));
+    for p in [0, 1] {
         let story = h.trace.story(p);
         assert_eq!(story.iter().filter(|s| *s == "calls closed").count(), 1, "{story:?}");
         assert_eq!(story.iter().filter(|s| s.starts_with("SHUTDOWN to")).count(), 1, "{story:?}");
@@ -224,8 +217,7 @@ fn s19_shutdown_twice_is_one_sequence() {
 #[test]
 fn s20_call_no_reply_just_before_shutdown_is_started_when_the_callee_is_idle() {
     let mut h = chain(1);
-    let ids: Vec<usize> = (0..=1).collect();
-    let child = ids[1];
+    let child = 1;
     h.call_no_reply(0, id(&h, child), "work", "").unwrap();
     h.shutdown(0);
     h.run_until(Instant::ZERO + G);
@@ -239,8 +231,7 @@ fn s20_call_no_reply_just_before_shutdown_is_started_when_the_callee_is_idle() {
 #[test]
 fn s20_call_no_reply_queued_behind_a_busy_main_thread_is_discarded_and_reported() {
     let mut h = chain(1);
-    let ids: Vec<usize> = (0..=1).collect();
-    let child = ids[1];
+    let child = 1;
     h.call(0, id(&h, child), "hang", "").unwrap();
     h.call_no_reply(0, id(&h, child), "echo", "").unwrap();
     h.shutdown(0);
@@ -259,8 +250,7 @@ fn s20_call_no_reply_queued_behind_a_busy_main_thread_is_discarded_and_reported(
 #[test]
 fn queued_calls_wanting_an_answer_are_answered_shutting_down() {
     let mut h = chain(1);
-    let ids: Vec<usize> = (0..=1).collect();
-    let child = ids[1];
+    let child = 1;
     h.call(0, id(&h, child), "hang", "").unwrap();
     let queued = h.call(0, id(&h, child), "echo", "").unwrap();
     h.shutdown(0);
@@ -273,12 +263,11 @@ fn queued_calls_wanting_an_answer_are_answered_shutting_down() {
 #[test]
 fn s22_depth_four_chain_with_a_hung_call_at_every_level_is_gone_at_once() {
     let mut h = chain(4);
-    let ids: Vec<usize> = (0..=4).collect();
-    for &p in &ids[1..] {
+    for p in 1..=4 {
         h.call(0, id(&h, p), "hang", "").unwrap();
     }
     h.settle();
-    assert!(ids[1..].iter().all(|&p| h.running_call(p)));
+    assert!((1..=4).all(|p| h.running_call(p)));
     h.shutdown(0);
     h.run_until(Instant::ZERO + G);
     assert!(h.all_gone());
@@ -288,17 +277,15 @@ fn s22_depth_four_chain_with_a_hung_call_at_every_level_is_gone_at_once() {
 #[test]
 fn s22_deadline_propagation_bounds_a_stuck_depth_four_chain_by_one_grace_not_four() {
     let mut h = chain(4);
-    let ids: Vec<usize> = (0..=4).collect();
-    h.fault(Fault::Freeze(ids[4])); // the deepest context cannot act at all
+    h.fault(Fault::Freeze(4)); // the deepest context cannot act at all
     h.shutdown(0);
     let esc = NodeConfig::root().escalation;
     h.run_until(Instant::ZERO + (G + esc.total()) * 4);
     assert!(h.all_gone());
     assert!(h.trace.exit_time(0).unwrap() <= Instant::ZERO + G + esc.total());
     // Each SHUTDOWN carried a smaller budget than the one before.
-    let budgets: Vec<Duration> = ids[..4]
-        .iter()
-        .map(|&p| {
+    let budgets: Vec<Duration> = (0..4)
+        .map(|p| {
             let (_, m) = h.trace.sent_by(p).into_iter().find(|(_, m)| m.handle == Handle::SHUTDOWN).unwrap();
             decode_budget(&m.body).unwrap().unwrap()
         })
@@ -312,8 +299,7 @@ fn s22_deadline_propagation_bounds_a_stuck_depth_four_chain_by_one_grace_not_fou
 #[test]
 fn s24_runaway_output_is_split_into_bounded_lines_and_shutdown_completes() {
     let mut h = chain(1);
-    let ids: Vec<usize> = (0..=1).collect();
-    let child = ids[1];
+    let child = 1;
     let max = h.procs[child].node.config().max_line_len;
     let chunk = vec![b'x'; 100_000];
     let mut written = 0;
@@ -341,8 +327,7 @@ fn s24_runaway_output_is_split_into_bounded_lines_and_shutdown_completes() {
 #[test]
 fn an_unterminated_final_line_reaches_the_root() {
     let mut h = chain(2);
-    let ids: Vec<usize> = (0..=2).collect();
-    h.print(ids[2], "first\nlast words").unwrap();
+    h.print(2, "first\nlast words").unwrap();
     h.settle();
     h.shutdown(0);
     h.run_until(Instant::ZERO + G);
@@ -355,8 +340,7 @@ fn an_unterminated_final_line_reaches_the_root() {
 #[test]
 fn ten_thousand_lines_reach_the_root_in_order_none_lost_or_duplicated() {
     let mut h = chain(1);
-    let ids: Vec<usize> = (0..=1).collect();
-    let child = ids[1];
+    let child = 1;
     let mut text = String::new();
     for i in 0..10_000 {
         text.push_str(&format!("line {i}\n"));
@@ -377,9 +361,8 @@ fn ten_thousand_lines_reach_the_root_in_order_none_lost_or_duplicated() {
 #[test]
 fn calls_to_unknown_functions_and_failing_functions_return_typed_errors() {
     let mut h = chain(1);
-    let ids: Vec<usize> = (0..=1).collect();
-    let unknown = h.call(0, id(&h, ids[1]), "no_such_fn", "").unwrap();
-    let failing = h.call(0, id(&h, ids[1]), "fail", "").unwrap();
+    let unknown = h.call(0, id(&h, 1), "no_such_fn", "").unwrap();
+    let failing = h.call(0, id(&h, 1), "fail", "").unwrap();
     h.settle();
     assert!(
         matches!(h.trace.result_of(0, unknown), Some(Err(e)) if e.kind == CallErrorKind::UnknownFunction)
@@ -392,17 +375,16 @@ fn calls_to_unknown_functions_and_failing_functions_return_typed_errors() {
 #[test]
 fn a_malformed_call_body_is_answered_with_a_malformed_error() {
     let mut h = chain(1);
-    let ids: Vec<usize> = (0..=1).collect();
     let bad =
         Message::new(ContextId(1), ContextId(0), Handle::CALL_FUNCTION, Encoding::Postcard, "\u{7f}garbage")
             .with_reply_to(Handle(5000));
-    h.inject(ids[1], Input::Received { stream: PARENT_STREAM, bytes: &bad.to_frame().to_vec() });
-    let (_, reply) = h.trace.sent_by(ids[1]).into_iter().find(|(_, m)| m.handle == Handle(5000)).unwrap();
+    h.inject(1, Input::Received { stream: PARENT_STREAM, bytes: &bad.to_frame().to_vec() });
+    let (_, reply) = h.trace.sent_by(1).into_iter().find(|(_, m)| m.handle == Handle(5000)).unwrap();
     let result = arbor_core::call::decode_result(&reply.body).unwrap();
     assert!(matches!(result, Err(e) if e.kind == CallErrorKind::Malformed));
     assert!(h
         .trace
-        .outputs_of(ids[1])
+        .outputs_of(1)
         .iter()
         .any(|o| matches!(o, Output::Diagnostic(Diagnostic::BadCallRequest { .. }))));
 }
@@ -410,18 +392,16 @@ fn a_malformed_call_body_is_answered_with_a_malformed_error() {
 #[test]
 fn a_message_to_an_unknown_handle_is_answered_dead() {
     let mut h = chain(1);
-    let ids: Vec<usize> = (0..=1).collect();
     let m = Message::new(ContextId(1), ContextId(0), Handle(4242), Encoding::Binary, "")
         .with_reply_to(Handle(5001));
-    h.inject(ids[1], Input::Received { stream: PARENT_STREAM, bytes: &m.to_frame().to_vec() });
-    let (_, reply) = h.trace.sent_by(ids[1]).into_iter().find(|(_, m)| m.handle == Handle(5001)).unwrap();
+    h.inject(1, Input::Received { stream: PARENT_STREAM, bytes: &m.to_frame().to_vec() });
+    let (_, reply) = h.trace.sent_by(1).into_iter().find(|(_, m)| m.handle == Handle(5001)).unwrap();
     assert_eq!(reply.dead_reason(), Some("invalid handle 4242 in context 1"));
 }
 
 #[test]
 fn a_reply_to_a_handle_nobody_waits_on_is_reported_not_fatal() {
     let mut h = chain(1);
-    let ids: Vec<usize> = (0..=1).collect();
     let m = Message::new(ContextId(0), ContextId(1), Handle(7777), Encoding::Postcard, "whatever");
     h.inject(0, Input::Received { stream: arbor_core::router::StreamId(101), bytes: &m.to_frame().to_vec() });
     assert!(h
@@ -430,7 +410,7 @@ fn a_reply_to_a_handle_nobody_waits_on_is_reported_not_fatal() {
         .iter()
         .any(|o| matches!(o, Output::Diagnostic(Diagnostic::UnknownHandle { handle: Handle(7777), .. }))));
     // Everything still works.
-    let c = h.call(0, id(&h, ids[1]), "echo", "ok").unwrap();
+    let c = h.call(0, id(&h, 1), "echo", "ok").unwrap();
     h.settle();
     assert!(matches!(h.trace.result_of(0, c), Some(Ok(_))));
 }
@@ -464,14 +444,9 @@ fn calls_after_shutdown_began_are_refused_locally() {
 #[test]
 fn nested_children_get_ids_from_a_block_granted_by_the_root() {
     let mut h = chain(2);
-    let ids: Vec<usize> = (0..=2).collect();
-    assert_eq!(h.procs[ids[1]].node.id(), ContextId(1));
-    assert_eq!(
-        h.procs[ids[2]].node.id(),
-        ContextId(2),
-        "the root's first block starts after the ids it gave out"
-    );
-    let third = h.spawn_child(ids[1]);
+    assert_eq!(h.procs[1].node.id(), ContextId(1));
+    assert_eq!(h.procs[2].node.id(), ContextId(2), "the root's first block starts after the ids it gave out");
+    let third = h.spawn_child(1);
     assert_eq!(h.procs[third].node.id(), ContextId(3));
     // The root can reach the grandchildren through the routes their parent announced.
     let c = h.call(0, id(&h, third), "echo", "deep").unwrap();
