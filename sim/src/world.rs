@@ -292,7 +292,6 @@ pub struct World {
     links: Vec<Link>,
     loggers: Vec<Logger>,
     chains: BTreeMap<(ProcId, CallId), Chain>,
-    record_transmits: bool,
     /// Plan processes not spawned yet, in order (a parent may be waiting for an id block).
     to_spawn: VecDeque<ProcId>,
 }
@@ -313,7 +312,6 @@ impl World {
             links: Vec::new(),
             loggers: Vec::new(),
             chains: BTreeMap::new(),
-            record_transmits: true,
             to_spawn: (1..plan.procs()).collect(),
         };
         let mut root = NodeConfig::root();
@@ -328,12 +326,6 @@ impl World {
         }
         w.schedule(Instant::ZERO + plan.shutdown_at, Ev::RootShutdown);
         w
-    }
-
-    /// Leaves frame transmissions out of the trace (benchmarks: they dominate its size).
-    pub fn without_transmit_trace(mut self) -> World {
-        self.record_transmits = false;
-        self
     }
 
     /// The plan being run.
@@ -501,7 +493,6 @@ impl World {
                 Output::Diagnostic(Diagnostic::PhaseChanged { to, cause, .. }) => {
                     self.record(p, What::Phase { to, cause })
                 }
-                Output::Transmit { .. } if !self.record_transmits => {}
                 out => self.record(p, What::Out(out)),
             }
             self.carry_out(p, act);
