@@ -1,39 +1,47 @@
-//! The IO ("broker") thread: it owns the core `Node` and is its host, exactly as
-//! docs/embedding.md describes — carry out every output in order, sleep until IO, a command or
-//! the node's next deadline, feed what happened back in.
+//! A context's broker: the state that owns the core `Node` and is its host, exactly as
+//! docs/embedding.md describes — carry out every output in order, sleep until IO or the node's
+//! next deadline, feed what happened back in — shared by the threads that drive it.
 //!
-//! The thread sleeps in `epoll_wait` on one epoll of its own: every socket, child pidfd, the
-//! interrupt socket and the command queue's eventfd are registered once, edge-triggered, and
-//! the node's next deadline is the wait's timeout (no timerfd). Write interest is added to a
-//! socket only while frames are queued on it, so a peer reading what we wrote does not wake us.
+//! Any thread may drive the node, one at a time (it is behind one mutex), and two service
+//! threads do: the IO thread and the calls thread (a child's main thread; in the root a thread
+//! of its own). Both sleep in `epoll_wait` on the same epoll, which wakes one waiter per event,
+//! the most recent first, so an idle calls thread is the one that reads a call, runs it and
+//! writes the answer itself: no hand-off between threads on a call's path. While the calls
+//! thread runs a user function the IO thread serves everything else, so a hung function blocks
+//! further calls only, never IO or shutdown. A thread calling out (the client API) encodes its
+//! call and writes it itself, and waits for the answer on a one-shot.
 //!
-//! Nothing here ever waits for user code: calls go to another thread as `Job`s and come back as
-//! [`Command::Finished`], so shutdown proceeds however long a function hangs.
+//! Every socket, child pidfd, the interrupt socket and a "poke" eventfd are registered once,
+//! edge-triggered; write interest is added to a socket only while frames are queued on it. A
+//! thread letting go of the broker writes out the frames queued meanwhile (one vectored write
+//! per stream) and pokes a sleeping service thread if something needs one that none would
+//! otherwise notice: work left for it, a job for the calls thread, or a deadline earlier than
+//! any sleeper's timeout.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use arbor_core::call::{CallError, CallErrorKind, CallId, CallResult, JobId};
+use arbor_core::call::{CallError, CallErrorKind, CallId, CallRequest, CallResult, JobId};
 use arbor_core::ids::{ContextId, IdError};
 use arbor_core::node::{Diagnostic, Input, Node, NodeConfig, Output, StreamKind};
 use arbor_core::reaper::{ExitStatus, Pid, Signal};
 use arbor_core::router::StreamId;
 use arbor_core::shutdown::{ExitKind, Phase};
 use arbor_core::time::Instant;
-use rustix::event::{epoll, Timespec};
+use rustix::event::{epoll, eventfd, EventfdFlags, Timespec};
 
 use crate::clock;
 use crate::error::SpawnError;
 use crate::logger::CaptureWrite;
 use crate::logs::{self, LogRecord};
-use crate::mailbox::{self, Recv};
 use crate::oneshot;
 use crate::reap::{self, Reaper};
-use crate::runner::{Job, JobSender};
+use crate::registry::Functions;
 use crate::spawn::{self, ChildInfo, SpawnOptions};
 use crate::streams::Writer;
 
@@ -41,12 +49,16 @@ use crate::streams::Writer;
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads of one stream in one turn of the loop before the others get theirs.
 const READS_PER_TURN: usize = 16;
-/// Commands or events taken in one turn of the loop before the node's outputs are carried out.
+/// Events or spawn requests taken in one turn of the loop before the node's outputs are
+/// carried out.
 const RECEIVES_PER_TURN: usize = 64;
 /// Readiness events taken from one `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 64;
 /// The longest single sleep (a deadline further off is slept towards in steps).
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
+/// How many pokes may go by before the eventfd's counter is read down (every write to it is a
+/// new edge, and it would take 2^64 writes to fill, so it need not be read each time).
+const DRAIN_POKES_EVERY: u32 = 1 << 20;
 
 /// Bytes queued towards the parent above which the broker stops reading its own loggers, so a
 /// runaway printer cannot grow memory without bound (docs/embedding.md "Backpressure").
@@ -55,26 +67,18 @@ const PARENT_HIGH_WATER: usize = 8 * 1024 * 1024;
 /// reach the parent before the process ends regardless.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
-/// epoll tokens: the command queue's eventfd, the interrupt socket, a stream (tag | stream id),
-/// a child's pidfd (tag | pid).
-const TOKEN_COMMANDS: u64 = 0;
+/// epoll tokens: the poke eventfd, the interrupt socket, a stream (tag | stream id), a child's
+/// pidfd (tag | pid).
+const TOKEN_POKE: u64 = 0;
 const TOKEN_INTERRUPTS: u64 = 1;
 const TAG_STREAM: u64 = 1 << 32;
 const TAG_CHILD: u64 = 2 << 32;
 const TAG_MASK: u64 = !0 << 32;
 
-/// A request from another thread: the client API, or the thread running calls.
-#[derive(Debug)]
-pub(crate) enum Command {
-    Call { target: ContextId, function: String, args: Vec<u8>, reply: oneshot::Sender<CallResult> },
-    CallNoReply { target: ContextId, function: String, args: Vec<u8>, reply: oneshot::Sender<CallResult> },
-    Spawn { options: SpawnOptions, reply: async_channel::Sender<Result<ChildInfo, SpawnError>> },
-    Finished { job: JobId, result: CallResult },
-    Shutdown,
-    ForceShutdown,
-}
+/// A spawn asked for by a thread that is not a service thread (answered on this channel).
+type SpawnReply = async_channel::Sender<Result<ChildInfo, SpawnError>>;
 
-/// Something that happened on the IO thread's sockets or children.
+/// Something that happened on the context's sockets or children.
 #[derive(Debug)]
 pub(crate) enum Event {
     Broken(StreamId),
@@ -86,13 +90,11 @@ pub(crate) enum Event {
 /// How log records reaching the root are handled.
 pub(crate) type LogHandler = Box<dyn Fn(&LogRecord) + Send>;
 
-/// Everything the IO thread starts from; built on the spawning thread and moved in.
+/// Everything a context starts from; built on the starting thread.
 pub(crate) struct Setup {
     pub config: NodeConfig,
     pub parent: Option<OwnedFd>,
     pub captures: Vec<(CaptureWrite, OwnedFd)>,
-    pub commands: mailbox::Receiver<Command>,
-    pub jobs: JobSender,
     pub interrupts: Option<UnixStream>,
     pub on_log: Option<LogHandler>,
 }
@@ -112,12 +114,43 @@ pub struct Reaped {
     pub after: Duration,
 }
 
-/// What the broker reports when the node exits.
+/// What the IO thread reports when the node exits.
 #[derive(Debug)]
 pub(crate) struct Finished {
     pub how: ExitKind,
     pub shutdown_began: Option<std::time::Instant>,
     pub reaped: Vec<Reaped>,
+}
+
+/// The two threads that serve a context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Never runs user code; sees the context out after `Exit`.
+    Io,
+    /// Runs calls made to this context, one at a time, and serves IO while it has none.
+    Calls,
+}
+
+impl Role {
+    fn index(self) -> usize {
+        match self {
+            Role::Io => 0,
+            Role::Calls => 1,
+        }
+    }
+}
+
+/// Where a service thread is, as the threads letting go of the broker see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Worker {
+    /// Not serving: not started yet, or gone.
+    Off,
+    /// Between a wake-up and its next sleep: it looks at everything before it sleeps again.
+    Awake,
+    /// In `epoll_wait`, until this deadline at the latest (`None`: no deadline).
+    Asleep(Option<std::time::Instant>),
+    /// The calls thread, running a user function.
+    Running,
 }
 
 enum Kind {
@@ -126,7 +159,7 @@ enum Kind {
 }
 
 /// A socket the broker reads (and, framed, writes) itself: read until it would block before
-/// the broker sleeps again, with no task or channel between the read and the node.
+/// the thread driving it sleeps again, with no task or channel between the read and the node.
 struct Stream {
     sock: UnixStream,
     kind: Kind,
@@ -148,30 +181,56 @@ struct Closing {
     writer: Writer,
 }
 
+/// One call handed out by the core with `Output::RunCall`, for the calls thread.
+struct Job {
+    id: JobId,
+    request: CallRequest,
+}
+
+/// A context: its broker, and what threads need to reach it without holding it.
+pub(crate) struct Shared {
+    broker: Mutex<Broker>,
+    /// Opened once the calls thread has stopped serving and let go of the context.
+    calls_left: Arc<Gate>,
+    epoll: Arc<OwnedFd>,
+    poke: Arc<OwnedFd>,
+    /// This context's name, for errors made without the broker.
+    name: String,
+}
+
 struct Broker {
     node: Node,
-    epoll: OwnedFd,
-    commands: mailbox::Receiver<Command>,
-    commands_open: bool,
-    /// The command queue may hold something: its eventfd fired, or a turn's budget ran out.
-    commands_ready: bool,
+    epoll: Arc<OwnedFd>,
+    poke: Arc<OwnedFd>,
+    /// A poke was written and no service thread has taken it yet.
+    poked: bool,
+    /// Pokes taken since the eventfd's counter was last read down.
+    pokes_unread: u32,
+    workers: [Worker; 2],
     interrupts_sock: Option<UnixStream>,
     interrupts_ready: bool,
     events: VecDeque<Event>,
     streams: BTreeMap<StreamId, Stream>,
+    /// Framed streams with frames queued since the broker was last let go of.
+    dirty: Vec<StreamId>,
     closing: BTreeMap<StreamId, Closing>,
     next_stream: u32,
     parent: Option<StreamId>,
     calls: BTreeMap<CallId, oneshot::Sender<CallResult>>,
-    jobs: Option<JobSender>,
-    /// A command is likely soon: a job was handed to the calls thread (a quick function's
-    /// result comes back within microseconds), or the last call in flight was answered (its
-    /// caller may call again at once). The next sleep then begins with a short spin on the
-    /// command queue, so that command needs no eventfd write and epoll wake-up. Once per such
-    /// event, so a long-running function costs one spin, not one per wake-up; and never while
-    /// other calls are in flight, whose answers arrive on sockets, which a spin does not watch.
-    spin_for_command: bool,
-    spawns_waiting: VecDeque<(SpawnOptions, async_channel::Sender<Result<ChildInfo, SpawnError>>)>,
+    /// Answers to hand to their callers once the broker is let go of (a caller woken while the
+    /// broker is still held would only find it held when it calls again).
+    answers: Vec<(oneshot::Sender<CallResult>, CallResult)>,
+    /// Calls for the calls thread (the core hands out one at a time).
+    jobs: VecDeque<Job>,
+    /// `Output::CallsClosed` has not come yet.
+    calls_open: bool,
+    /// Spawns asked for from other threads, for a service thread to carry out (a child dies
+    /// with the thread that forked it, so only the long-lived service threads fork).
+    spawn_requests: VecDeque<(SpawnOptions, SpawnReply)>,
+    /// Spawns waiting for a block of ids from the root.
+    spawns_waiting: VecDeque<(SpawnOptions, SpawnReply)>,
+    /// `Output::IdsAvailable` came: retry the waiting spawns.
+    ids_arrived: bool,
     children: BTreeMap<Pid, ChildInfo>,
     reapers: BTreeMap<u32, Reaper>,
     reaped: Vec<Reaped>,
@@ -179,66 +238,304 @@ struct Broker {
     interrupts: u32,
     shutdown_began: Option<std::time::Instant>,
     started: std::time::Instant,
+    /// The node said `Exit`.
+    exited: Option<ExitKind>,
     buf: Vec<u8>,
-    ready: Vec<epoll::Event>,
 }
 
-/// Runs a context's IO until its node exits. Blocks the calling thread (the IO thread).
-pub(crate) fn run(setup: Setup) -> Finished {
-    let epoll = match epoll::create(epoll::CreateFlags::CLOEXEC) {
-        Ok(epoll) => epoll,
-        // Without epoll nothing can be served; a context's IO thread ending ends the process.
-        Err(e) => panic!("arbor: cannot create an epoll instance: {e}"),
-    };
-    let mut broker = Broker {
-        node: Node::new(setup.config),
-        epoll,
-        commands: setup.commands,
-        commands_open: true,
-        commands_ready: true,
-        interrupts_sock: None,
-        interrupts_ready: false,
-        events: VecDeque::new(),
-        streams: BTreeMap::new(),
-        closing: BTreeMap::new(),
-        next_stream: 0,
-        parent: None,
-        calls: BTreeMap::new(),
-        jobs: Some(setup.jobs),
-        spin_for_command: false,
-        spawns_waiting: VecDeque::new(),
-        children: BTreeMap::new(),
-        reapers: BTreeMap::new(),
-        reaped: Vec::new(),
-        on_log: setup.on_log,
-        interrupts: 0,
-        shutdown_began: None,
-        started: std::time::Instant::now(),
-        buf: vec![0u8; READ_CHUNK],
-        ready: Vec::with_capacity(EVENTS_PER_WAIT),
-    };
-    if let Err(e) = broker.watch(broker.commands.fd(), TOKEN_COMMANDS, false) {
-        panic!("arbor: cannot watch the command queue: {e}");
-    }
-    let now = clock::now();
-    if let Some(fd) = setup.parent {
-        broker.open_framed(now, fd, StreamKind::Parent);
-    }
-    for (capture, read) in setup.captures {
-        broker.open_logger(now, capture, read);
-    }
-    if let Some(sock) = setup.interrupts {
-        let watched =
-            sock.set_nonblocking(true).and_then(|()| broker.watch(sock.as_fd(), TOKEN_INTERRUPTS, false));
-        match watched {
-            Ok(()) => {
-                broker.interrupts_sock = Some(sock);
-                broker.interrupts_ready = true;
+fn gone(context: &str) -> CallError {
+    CallError::new(CallErrorKind::ShuttingDown, "the context has exited", context)
+}
+
+impl Shared {
+    /// Sets a context up: its node, epoll and streams. Nothing runs until service threads
+    /// call [`Shared::serve`].
+    pub fn new(setup: Setup) -> io::Result<Arc<Shared>> {
+        let epoll = Arc::new(epoll::create(epoll::CreateFlags::CLOEXEC)?);
+        let poke = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+        let name = setup.config.name.clone();
+        let mut broker = Broker {
+            node: Node::new(setup.config),
+            epoll: epoll.clone(),
+            poke: poke.clone(),
+            poked: false,
+            pokes_unread: 0,
+            workers: [Worker::Off; 2],
+            interrupts_sock: None,
+            interrupts_ready: false,
+            events: VecDeque::new(),
+            streams: BTreeMap::new(),
+            dirty: Vec::new(),
+            closing: BTreeMap::new(),
+            next_stream: 0,
+            parent: None,
+            calls: BTreeMap::new(),
+            answers: Vec::new(),
+            jobs: VecDeque::new(),
+            calls_open: true,
+            spawn_requests: VecDeque::new(),
+            spawns_waiting: VecDeque::new(),
+            ids_arrived: false,
+            children: BTreeMap::new(),
+            reapers: BTreeMap::new(),
+            reaped: Vec::new(),
+            on_log: setup.on_log,
+            interrupts: 0,
+            shutdown_began: None,
+            started: std::time::Instant::now(),
+            exited: None,
+            buf: vec![0u8; READ_CHUNK],
+        };
+        broker.watch(poke.as_fd(), TOKEN_POKE, false)?;
+        let now = clock::now();
+        if let Some(fd) = setup.parent {
+            broker.open_framed(now, fd, StreamKind::Parent);
+        }
+        for (capture, read) in setup.captures {
+            broker.open_logger(now, capture, read);
+        }
+        if let Some(sock) = setup.interrupts {
+            let watched =
+                sock.set_nonblocking(true).and_then(|()| broker.watch(sock.as_fd(), TOKEN_INTERRUPTS, false));
+            match watched {
+                Ok(()) => {
+                    broker.interrupts_sock = Some(sock);
+                    broker.interrupts_ready = true;
+                }
+                Err(e) => tracing::warn!("cannot watch SIGINT/SIGTERM: {e}"),
             }
-            Err(e) => tracing::warn!("cannot watch SIGINT/SIGTERM: {e}"),
+        }
+        Ok(Arc::new(Shared { broker: Mutex::new(broker), calls_left: Arc::default(), epoll, poke, name }))
+    }
+
+    /// This context's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Broker> {
+        self.broker.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Lets go of the broker: writes out the frames queued meanwhile and, if a sleeping
+    /// service thread must look, pokes one — after unlocking, so the thread woken does not
+    /// find the broker still held.
+    fn unlock<'a>(&'a self, mut broker: MutexGuard<'a, Broker>) {
+        broker.flush_dirty();
+        let poke = broker.wants_poke();
+        if poke {
+            broker.poked = true;
+        }
+        let answers =
+            if broker.answers.is_empty() { Vec::new() } else { std::mem::take(&mut broker.answers) };
+        drop(broker);
+        if poke {
+            // Only EAGAIN (the counter is full, so a waiter wakes anyway) can fail.
+            let _ = rustix::io::write(&*self.poke, &1u64.to_ne_bytes());
+        }
+        for (reply, result) in answers {
+            reply.send(result);
         }
     }
-    broker.run()
+
+    /// Runs `f` on the broker from a thread that is not serving it, then carries out what it
+    /// caused.
+    fn with<R>(&self, f: impl FnOnce(&mut Broker, Instant) -> R) -> R {
+        let mut broker = self.lock();
+        let result = f(&mut broker, clock::now());
+        broker.carry_out();
+        self.unlock(broker);
+        result
+    }
+
+    /// Sends a call; its answer arrives on the returned one-shot.
+    pub fn call(
+        &self,
+        target: ContextId,
+        function: &str,
+        args: Vec<u8>,
+    ) -> Result<oneshot::Receiver<CallResult>, CallError> {
+        self.with(|b, now| {
+            if b.exited.is_some() {
+                return Err(gone(&self.name));
+            }
+            let call = b.node.call(now, target, function, args)?;
+            let (reply, answer) = oneshot::channel();
+            b.calls.insert(call, reply);
+            Ok(answer)
+        })
+    }
+
+    /// Sends a call that wants no answer.
+    pub fn call_no_reply(&self, target: ContextId, function: &str, args: Vec<u8>) -> Result<(), CallError> {
+        self.with(|b, now| {
+            if b.exited.is_some() {
+                return Err(gone(&self.name));
+            }
+            b.node.call_no_reply(now, target, function, args)
+        })
+    }
+
+    /// Asks a service thread to spawn a child; the answer arrives on `reply`.
+    pub fn spawn(&self, options: SpawnOptions, reply: SpawnReply) {
+        self.with(|b, _| {
+            if b.exited.is_some() {
+                let _ = reply.try_send(Err(SpawnError::ShuttingDown));
+            } else {
+                b.spawn_requests.push_back((options, reply));
+            }
+        })
+    }
+
+    /// Begins a graceful shutdown (idempotent).
+    pub fn shutdown(&self) {
+        self.with(|b, now| {
+            if b.exited.is_none() {
+                b.begin_shutdown(now);
+            }
+        })
+    }
+
+    /// Skips the grace period.
+    pub fn force_shutdown(&self) {
+        self.with(|b, now| {
+            if b.exited.is_none() {
+                b.shutdown_began.get_or_insert_with(std::time::Instant::now);
+                b.node.force_shutdown(now);
+            }
+        })
+    }
+
+    /// Serves the context as the IO thread until the node exits, then lets the last frames
+    /// reach the parent (bounded) and reports.
+    pub fn serve_io(&self) -> Finished {
+        let broker = self.serve(Role::Io, None);
+        self.finish(broker)
+    }
+
+    /// Serves the context as its calls thread — running every call made to it — until the
+    /// node exits.
+    pub fn serve_calls(self: Arc<Self>, functions: &Functions) {
+        let mut broker = self.serve(Role::Calls, Some(functions));
+        broker.workers[Role::Calls.index()] = Worker::Off;
+        self.unlock(broker);
+        let left = self.calls_left.clone();
+        drop(self);
+        left.open();
+    }
+
+    /// The service loop: take what is ready, feed it to the node, carry out its outputs, run a
+    /// call (the calls thread), sleep. Returns, holding the broker, once the node has exited.
+    fn serve(&self, role: Role, functions: Option<&Functions>) -> MutexGuard<'_, Broker> {
+        let me = role.index();
+        let mut ready: Vec<epoll::Event> = Vec::with_capacity(EVENTS_PER_WAIT);
+        let mut broker = self.lock();
+        broker.workers[me] = Worker::Awake;
+        loop {
+            for event in &ready {
+                broker.ready(event.data.u64(), event.flags);
+            }
+            ready.clear();
+            broker.turn(clock::now());
+            broker.carry_out();
+            if broker.exited.is_some() {
+                return broker;
+            }
+            if let Some(functions) = functions {
+                if let Some(job) = broker.jobs.pop_front() {
+                    broker.workers[me] = Worker::Running;
+                    self.unlock(broker);
+                    let result = functions.run(&job.request, &self.name);
+                    broker = self.lock();
+                    broker.workers[me] = Worker::Awake;
+                    if broker.exited.is_none() {
+                        broker.input(clock::now(), Input::CallFinished { job: job.id, result });
+                    }
+                    continue;
+                }
+            }
+            let timeout = if broker.has_work() { Some(Duration::ZERO) } else { broker.sleep_for() };
+            let until = timeout.map(|t| std::time::Instant::now() + t.min(LONGEST_SLEEP));
+            broker.workers[me] = Worker::Asleep(until);
+            self.unlock(broker);
+            wait(&self.epoll, &mut ready, timeout);
+            broker = self.lock();
+            broker.workers[me] = Worker::Awake;
+        }
+    }
+
+    /// After `Exit`: let the last frames reach the parent (bounded), then report.
+    fn finish<'a>(&'a self, mut broker: MutexGuard<'a, Broker>) -> Finished {
+        let me = Role::Io.index();
+        let until = std::time::Instant::now() + FINAL_FLUSH;
+        let mut ready: Vec<epoll::Event> = Vec::with_capacity(EVENTS_PER_WAIT);
+        loop {
+            for event in &ready {
+                broker.ready(event.data.u64(), event.flags);
+            }
+            ready.clear();
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if broker.closing.is_empty() || left.is_zero() {
+                break;
+            }
+            broker.workers[me] = Worker::Asleep(Some(until));
+            self.unlock(broker);
+            wait(&self.epoll, &mut ready, Some(left));
+            broker = self.lock();
+            broker.workers[me] = Worker::Awake;
+        }
+        broker.workers[me] = Worker::Off;
+        // Wait (briefly) for the calls thread to stop serving, so that once the root's shutdown
+        // returns no thread of the context is left holding its sockets and epoll. One running a
+        // user function that hangs keeps them until it returns.
+        let calls = Role::Calls.index();
+        if matches!(broker.workers[calls], Worker::Awake | Worker::Asleep(_)) {
+            broker.poked = false;
+            self.unlock(broker);
+            self.calls_left.wait(FINAL_FLUSH);
+            broker = self.lock();
+        }
+        let finished = Finished {
+            how: broker.exited.unwrap_or(ExitKind::Clean),
+            shutdown_began: broker.shutdown_began,
+            reaped: std::mem::take(&mut broker.reaped),
+        };
+        self.unlock(broker);
+        finished
+    }
+}
+
+/// A one-way gate: opened once, waited for with a timeout.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.opened.notify_all();
+    }
+
+    fn wait(&self, at_most: Duration) {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = self.opened.wait_timeout_while(open, at_most, |open| !*open);
+    }
+}
+
+/// Sleeps in `epoll_wait` (not at all with a zero timeout) and collects what became ready.
+fn wait(epoll: &OwnedFd, ready: &mut Vec<epoll::Event>, timeout: Option<Duration>) {
+    let timeout = timeout.map(timespec);
+    match epoll::wait(epoll, rustix::buffer::spare_capacity(ready), timeout.as_ref()) {
+        Ok(_) => {}
+        Err(rustix::io::Errno::INTR) => {}
+        Err(e) => {
+            tracing::error!("epoll_wait failed: {e}");
+            // Never spin on a persistent failure.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 fn interest(write: bool) -> epoll::EventFlags {
@@ -269,31 +566,60 @@ fn timespec(d: Duration) -> Timespec {
 
 impl Broker {
     fn watch(&self, fd: std::os::fd::BorrowedFd<'_>, token: u64, write: bool) -> io::Result<()> {
-        Ok(epoll::add(&self.epoll, fd, epoll::EventData::new_u64(token), interest(write))?)
+        Ok(epoll::add(&*self.epoll, fd, epoll::EventData::new_u64(token), interest(write))?)
     }
 
     fn unwatch(&self, fd: std::os::fd::BorrowedFd<'_>) {
-        let _ = epoll::delete(&self.epoll, fd);
+        let _ = epoll::delete(&*self.epoll, fd);
     }
 
-    fn run(mut self) -> Finished {
-        loop {
-            if let Some(how) = self.carry_out() {
-                return self.finish(how);
-            }
-            if self.has_work() {
-                self.wait(Some(Duration::ZERO));
-            } else if std::mem::take(&mut self.spin_for_command) && self.commands_open && self.commands.spin()
+    /// Whether a sleeping service thread must be woken for something no thread would
+    /// otherwise look at: asked by each thread as it lets go of the broker.
+    fn wants_poke(&self) -> bool {
+        if self.poked || self.workers.contains(&Worker::Awake) {
+            // One is coming, or awake already: it looks at everything before it sleeps.
+            return false;
+        }
+        let asleep = |w: &Worker| matches!(w, Worker::Asleep(_));
+        if !self.jobs.is_empty() && asleep(&self.workers[Role::Calls.index()]) {
+            return true;
+        }
+        if !self.workers.iter().any(asleep) {
+            return false;
+        }
+        if self.has_work() || !self.spawn_requests.is_empty() || self.ids_arrived || self.exited.is_some() {
+            return true;
+        }
+        let Some(deadline) = self.node.poll_timeout().map(clock::to_std) else { return false };
+        let earliest = self
+            .workers
+            .iter()
+            .filter_map(|w| match w {
+                Worker::Asleep(until) => Some(*until),
+                _ => None,
+            })
+            .fold(None, |earliest: Option<Option<std::time::Instant>>, until| {
+                Some(match (earliest.flatten(), until) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (Some(a), None) | (None, Some(a)) => Some(a),
+                    (None, None) => None,
+                })
+            })
+            .flatten();
+        earliest.is_none_or(|until| deadline < until)
+    }
+
+    /// Writes out every framed stream that had frames queued since the last time.
+    fn flush_dirty(&mut self) {
+        for id in std::mem::take(&mut self.dirty) {
+            if let Some(Stream { sock, kind: Kind::Framed(writer), want_write, .. }) =
+                self.streams.get_mut(&id)
             {
-                // A job's result came back while we watched the queue: no eventfd write, no
-                // epoll wake-up. Readiness that arrived meanwhile stays queued in the epoll
-                // (edge-triggered) for the next wait.
-                self.commands_ready = true;
-            } else {
-                let timeout = self.sleep_for();
-                self.wait(timeout);
+                if writer.flush(sock) {
+                    self.events.push_back(Event::Broken(id));
+                }
+                sync_write_interest(&self.epoll, id, sock, writer, want_write);
             }
-            self.turn();
         }
     }
 
@@ -303,7 +629,11 @@ impl Broker {
 
     /// Something can be done without waiting.
     fn has_work(&self) -> bool {
-        if !self.events.is_empty() || self.commands_ready || self.interrupts_ready {
+        if !self.events.is_empty()
+            || self.interrupts_ready
+            || !self.spawn_requests.is_empty()
+            || self.ids_arrived
+        {
             return true;
         }
         let throttled = self.throttled();
@@ -326,33 +656,18 @@ impl Broker {
         }
     }
 
-    /// Sleeps in `epoll_wait` (not at all with a zero timeout) and notes what became ready;
-    /// queued writes are carried on at once.
-    fn wait(&mut self, timeout: Option<Duration>) {
-        let mut ready = std::mem::take(&mut self.ready);
-        ready.clear();
-        let timeout = timeout.map(timespec);
-        match epoll::wait(&self.epoll, rustix::buffer::spare_capacity(&mut ready), timeout.as_ref()) {
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => {
-                tracing::error!("epoll_wait failed: {e}");
-                // Never spin on a persistent failure.
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-        for event in &ready {
-            let (flags, token) = (event.flags, event.data.u64());
-            self.ready(token, flags);
-        }
-        self.ready = ready;
-    }
-
+    /// Notes what epoll reported ready; queued writes are carried on at once.
     fn ready(&mut self, token: u64, flags: epoll::EventFlags) {
         match (token & TAG_MASK, token) {
-            (_, TOKEN_COMMANDS) => {
-                self.commands.reset();
-                self.commands_ready = true;
+            (_, TOKEN_POKE) => {
+                self.poked = false;
+                self.pokes_unread += 1;
+                if self.pokes_unread >= DRAIN_POKES_EVERY {
+                    let mut buf = [0u8; 8];
+                    // Nothing to read (EAGAIN) is fine.
+                    let _ = rustix::io::read(&*self.poke, &mut buf);
+                    self.pokes_unread = 0;
+                }
             }
             (_, TOKEN_INTERRUPTS) => self.interrupts_ready = true,
             (TAG_STREAM, _) => {
@@ -423,35 +738,10 @@ impl Broker {
         self.events.push_back(Event::Closed(id));
     }
 
-    /// One turn: feeds the node everything that is ready (reads, commands, events, the
-    /// deadline).
-    fn turn(&mut self) {
-        let now = clock::now();
+    /// One turn: feeds the node everything that is ready (reads, events, spawn requests, the
+    /// deadline). Only service threads take turns (they may fork).
+    fn turn(&mut self, now: Instant) {
         self.read_streams(now);
-        if self.commands_ready {
-            // The budget may run out with commands left: then look again next turn (without
-            // sleeping). Otherwise the queue was found empty, and the next command writes the
-            // eventfd.
-            self.commands_ready = true;
-            for _ in 0..RECEIVES_PER_TURN {
-                match self.commands.try_recv() {
-                    Recv::Item(command) => self.command(now, command),
-                    Recv::Empty => {
-                        self.commands_ready = false;
-                        break;
-                    }
-                    Recv::Closed => {
-                        self.commands_ready = false;
-                        if std::mem::take(&mut self.commands_open) {
-                            // Every handle on this context is gone: nobody can ask for anything
-                            // again.
-                            self.begin_shutdown(now);
-                        }
-                        break;
-                    }
-                }
-            }
-        }
         for _ in 0..RECEIVES_PER_TURN {
             match self.events.pop_front() {
                 Some(event) => self.event(now, event),
@@ -460,6 +750,17 @@ impl Broker {
         }
         if std::mem::take(&mut self.interrupts_ready) {
             self.read_interrupts(now);
+        }
+        if std::mem::take(&mut self.ids_arrived) {
+            for (options, reply) in std::mem::take(&mut self.spawns_waiting) {
+                self.spawn(now, options, reply);
+            }
+        }
+        for _ in 0..RECEIVES_PER_TURN {
+            match self.spawn_requests.pop_front() {
+                Some((options, reply)) => self.spawn(now, options, reply),
+                None => break,
+            }
         }
         let polled: Vec<u32> =
             self.reapers.iter().filter(|(_, r)| r.pidfd.is_none()).map(|(&pid, _)| pid).collect();
@@ -578,32 +879,6 @@ impl Broker {
         self.node.shutdown(now);
     }
 
-    fn command(&mut self, now: Instant, command: Command) {
-        match command {
-            Command::Call { target, function, args, reply } => {
-                match self.node.call(now, target, &function, args) {
-                    Ok(call) => {
-                        self.calls.insert(call, reply);
-                    }
-                    Err(e) => {
-                        reply.send(Err(e));
-                    }
-                }
-            }
-            Command::CallNoReply { target, function, args, reply } => {
-                let result = self.node.call_no_reply(now, target, &function, args);
-                reply.send(result.map(|()| bytes::Bytes::new()));
-            }
-            Command::Spawn { options, reply } => self.spawn(now, options, reply),
-            Command::Finished { job, result } => self.input(now, Input::CallFinished { job, result }),
-            Command::Shutdown => self.begin_shutdown(now),
-            Command::ForceShutdown => {
-                self.shutdown_began.get_or_insert_with(std::time::Instant::now);
-                self.node.force_shutdown(now);
-            }
-        }
-    }
-
     fn event(&mut self, now: Instant, event: Event) {
         match event {
             Event::Broken(stream) => self.input(now, Input::StreamClosed { stream }),
@@ -620,45 +895,19 @@ impl Broker {
         }
     }
 
-    /// Carries out every output, in order; returns how to exit once the node says so.
-    fn carry_out(&mut self) -> Option<ExitKind> {
-        loop {
-            let (finished_late, ids_arrived) = match self.carry_out_queued() {
-                Ok(deferred) => deferred,
-                Err(how) => return Some(how),
-            };
-            if finished_late.is_empty() && !ids_arrived {
-                return None;
-            }
-            // Inputs that outputs gave rise to; their own outputs are drained next time round.
-            let now = clock::now();
-            for (job, result) in finished_late {
-                self.input(now, Input::CallFinished { job, result });
-            }
-            if ids_arrived {
-                for (options, reply) in std::mem::take(&mut self.spawns_waiting) {
-                    self.spawn(now, options, reply);
-                }
-            }
-        }
-    }
-
-    /// Drains the node's output queue; returns what must be fed back in, or how to exit.
-    #[allow(clippy::type_complexity)]
-    fn carry_out_queued(&mut self) -> Result<(Vec<(JobId, CallResult)>, bool), ExitKind> {
-        let mut finished_late = Vec::new();
-        let mut ids_arrived = false;
-        while let Some(output) = self.node.poll_output() {
+    /// Carries out every output, in order, until the node has none left or says `Exit`.
+    fn carry_out(&mut self) {
+        while self.exited.is_none() {
+            let Some(output) = self.node.poll_output() else { return };
             match output {
                 Output::Transmit { stream, frame } => {
-                    if let Some(Stream { sock, kind: Kind::Framed(writer), want_write, .. }) =
-                        self.streams.get_mut(&stream)
-                    {
-                        // A writer that already broke has reported the stream broken.
-                        if writer.send(sock, frame) {
-                            self.events.push_back(Event::Broken(stream));
+                    if let Some(Stream { kind: Kind::Framed(writer), .. }) = self.streams.get_mut(&stream) {
+                        // Written when the broker is let go of; a writer that already broke
+                        // has reported the stream broken and drops it.
+                        if writer.idle() {
+                            self.dirty.push(stream);
                         }
-                        sync_write_interest(&self.epoll, stream, sock, writer, want_write);
+                        writer.push(frame);
                     }
                 }
                 Output::ShutdownWrite { stream } => {
@@ -671,26 +920,22 @@ impl Broker {
                 Output::Close { stream } => self.close(stream),
                 Output::Signal { pid, signal } => kill(pid, signal),
                 Output::RunCall { job, request, .. } => {
-                    let sent = self.jobs.as_ref().map(|jobs| jobs.send(Job { id: job, request }));
-                    if matches!(sent, Some(Ok(()))) {
-                        self.spin_for_command = true;
+                    if self.calls_open {
+                        self.jobs.push_back(Job { id: job, request });
                     } else {
                         let e = CallError::new(
                             CallErrorKind::ShuttingDown,
-                            "the thread running calls is gone",
+                            "calls to this context are closed",
                             self.node.config().name.clone(),
                         );
-                        finished_late.push((job, Err(e)));
+                        let now = clock::now();
+                        self.input(now, Input::CallFinished { job, result: Err(e) });
                     }
                 }
-                Output::CallsClosed => self.jobs = None,
+                Output::CallsClosed => self.calls_open = false,
                 Output::CallReturned { call, result } => {
                     if let Some(reply) = self.calls.remove(&call) {
-                        reply.send(result);
-                        if self.calls.is_empty() {
-                            // The caller may well call again at once.
-                            self.spin_for_command = true;
-                        }
+                        self.answers.push((reply, result));
                     }
                 }
                 Output::LogLine(line) => {
@@ -701,25 +946,11 @@ impl Broker {
                         None => logs::emit(&record),
                     }
                 }
-                Output::IdsAvailable => ids_arrived = true,
+                Output::IdsAvailable => self.ids_arrived = true,
                 Output::Diagnostic(d) => diagnostic(&d),
-                Output::Exit { how } => return Err(how),
+                Output::Exit { how } => self.exited = Some(how),
             }
         }
-        Ok((finished_late, ids_arrived))
-    }
-
-    /// After `Exit`: let the last frames reach the parent (bounded), then report.
-    fn finish(mut self, how: ExitKind) -> Finished {
-        let until = std::time::Instant::now() + FINAL_FLUSH;
-        while !self.closing.is_empty() {
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            self.wait(Some(left));
-        }
-        Finished { how, shutdown_began: self.shutdown_began, reaped: std::mem::take(&mut self.reaped) }
     }
 
     fn take_stream_id(&mut self) -> StreamId {
@@ -776,7 +1007,10 @@ impl Broker {
             Some(Stream { sock, kind: Kind::Framed(writer), mut want_write, .. }) => {
                 // Tell the node once the queued bytes are out: a child waits for this on its
                 // parent stream before it exits (docs/shutdown.md "Closing and exit").
-                let closing = Closing { sock, writer };
+                let mut closing = Closing { sock, writer };
+                if closing.writer.flush(&closing.sock) {
+                    self.events.push_back(Event::Broken(stream));
+                }
                 if closing.writer.idle() {
                     self.closed(stream, closing);
                 } else {

@@ -1,19 +1,19 @@
 //! The API other threads use to talk to their context's broker: typed calls and spawning.
 //!
-//! Every method sends a [`Command`] to the IO thread and waits on a one-shot channel, so it is
-//! safe from any thread except the IO thread itself (which never runs user code).
+//! A call is encoded and written by the calling thread itself (it holds the context's broker
+//! for as long as that takes) and its answer awaited on a one-shot channel; a spawn is carried
+//! out by one of the context's service threads. Every method is safe from any thread.
 
 use std::marker::PhantomData;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use arbor_core::call::{CallError, CallErrorKind, CallResult};
 use arbor_core::ids::ContextId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::broker::Command;
+use crate::broker::Shared;
 use crate::error::SpawnError;
-use crate::mailbox;
 use crate::oneshot;
 use crate::spawn::{ChildInfo, SpawnOptions};
 
@@ -33,8 +33,13 @@ pub(crate) fn current() -> Option<Context> {
 #[derive(Clone, Debug)]
 pub struct Context {
     id: ContextId,
-    name: String,
-    commands: mailbox::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("name", &self.name()).finish_non_exhaustive()
+    }
 }
 
 /// A call in flight: [`PendingCall::wait`] blocks for the answer, [`PendingCall::recv`] awaits
@@ -73,8 +78,8 @@ fn gone(context: &str) -> CallError {
 }
 
 impl Context {
-    pub(crate) fn new(id: ContextId, name: String, commands: mailbox::Sender<Command>) -> Context {
-        Context { id, name, commands }
+    pub(crate) fn new(id: ContextId, shared: Arc<Shared>) -> Context {
+        Context { id, shared }
     }
 
     /// This context's id.
@@ -97,13 +102,8 @@ impl Context {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let answer = self.encode(args).and_then(|args| {
-            let (reply, answer) = oneshot::channel();
-            let command = Command::Call { target, function: function.to_string(), args, reply };
-            self.commands.send(command).map_err(|_| gone(&self.name))?;
-            Ok(answer)
-        });
-        PendingCall { answer, context: self.name.clone(), _result: PhantomData }
+        let answer = self.encode(args).and_then(|args| self.shared.call(target, function, args));
+        PendingCall { answer, context: self.shared.name().to_string(), _result: PhantomData }
     }
 
     /// Sends a call that wants no answer: `Ok` once it is on its way (docs/shutdown.md
@@ -113,32 +113,33 @@ impl Context {
         A: Serialize + ?Sized,
     {
         let args = self.encode(args)?;
-        let (reply, answer) = oneshot::channel();
-        let command = Command::CallNoReply { target, function: function.to_string(), args, reply };
-        self.commands.send(command).map_err(|_| gone(&self.name))?;
-        answer.wait().ok_or_else(|| gone(&self.name))?.map(|_| ())
+        self.shared.call_no_reply(target, function, args)
     }
 
     /// Starts a child context of this context and waits until it is connected.
     pub fn spawn(&self, options: SpawnOptions) -> Result<ChildInfo, SpawnError> {
         let (reply, answer) = async_channel::bounded(1);
-        self.commands.send(Command::Spawn { options, reply }).map_err(|_| SpawnError::ShuttingDown)?;
+        self.shared.spawn(options, reply);
         answer.recv_blocking().map_err(|_| SpawnError::ShuttingDown)?
     }
 
     /// Starts a graceful shutdown of this context and everything below it; returns at once.
     pub fn request_shutdown(&self) {
-        let _ = self.commands.send(Command::Shutdown);
+        self.shared.shutdown();
     }
 
     /// Skips the grace period: disconnects and kills what is left (a second Ctrl-C).
     pub fn force_shutdown(&self) {
-        let _ = self.commands.send(Command::ForceShutdown);
+        self.shared.force_shutdown();
     }
 
     fn encode<A: Serialize + ?Sized>(&self, args: &A) -> Result<Vec<u8>, CallError> {
         postcard::to_allocvec(args).map_err(|e| {
-            CallError::new(CallErrorKind::Malformed, format!("the arguments do not encode: {e}"), &self.name)
+            CallError::new(
+                CallErrorKind::Malformed,
+                format!("the arguments do not encode: {e}"),
+                self.shared.name(),
+            )
         })
     }
 }

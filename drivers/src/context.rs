@@ -9,12 +9,12 @@ use arbor_core::lines::LogSource;
 use arbor_core::node::NodeConfig;
 use rustix::process::{getppid, set_parent_process_death_signal, Signal};
 
-use crate::broker::{self, Command, Setup};
+use crate::broker::{Setup, Shared};
 use crate::child_env::ChildEnv;
 use crate::client::{self, Context};
 use crate::logger::{Capture, CaptureWrite};
 use crate::registry::Functions;
-use crate::{clock, exit, logs, mailbox, runner};
+use crate::{clock, exit, logs};
 
 /// Exit code of a child that could not start (its parent sees the stream close).
 const START_FAILED: i32 = 70;
@@ -41,33 +41,25 @@ pub(crate) fn run_child(env: ChildEnv, functions: Functions) -> ! {
     if !env.name.is_empty() {
         config.name = env.name;
     }
-    let name = config.name.clone();
-    let (commands_tx, commands) = match mailbox::channel::<Command>() {
-        Ok(channel) => channel,
-        Err(e) => fail(&format!("cannot make the command queue: {e}")),
+    let setup = Setup { config, parent: Some(parent), captures, interrupts: None, on_log: None };
+    let shared = match Shared::new(setup) {
+        Ok(shared) => shared,
+        Err(e) => fail(&format!("cannot set the context up: {e}")),
     };
-    let (jobs_tx, jobs) = runner::jobs();
-    let setup = Setup {
-        config,
-        parent: Some(parent),
-        captures,
-        commands,
-        jobs: jobs_tx,
-        interrupts: None,
-        on_log: None,
-    };
+    let io_shared = shared.clone();
     let io = thread::Builder::new().name("arbor-io".into()).spawn(move || {
         // Whatever happens on the IO thread — exit, or a bug that panics — the process ends
         // here, never leaving a main thread behind with no one to serve its streams.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || broker::run(setup)));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || io_shared.serve_io()));
         exit::sigterm_self()
     });
     if let Err(e) = io {
         fail(&format!("cannot start the IO thread: {e}"));
     }
-    client::set_current(Some(Context::new(env.id, name.clone(), commands_tx.clone())));
-    runner::serve(&functions, jobs, &commands_tx, &name);
-    // The call channel is closed; the IO thread ends the process when the context is done.
+    client::set_current(Some(Context::new(env.id, shared.clone())));
+    // The main thread runs calls (and serves IO while it has none) until the context exits;
+    // the IO thread then ends the process.
+    shared.serve_calls(&functions);
     loop {
         thread::park();
     }

@@ -2,11 +2,12 @@
 //!
 //! Every context is a process running the same binary: [`init`] at the top of `main` decides
 //! whether this process is the root (it returns a [`Launcher`]) or a child spawned by another
-//! context (it takes over and never returns). Each context runs one IO ("broker") thread that
-//! owns the core [`Node`](arbor_core::node::Node) and carries out its outputs
-//! (docs/embedding.md), and runs calls on its main thread, so a hung user function blocks calls
-//! only — never IO or shutdown. The process model (fds, environment, signals, reaping) is in
-//! docs/driver.md.
+//! context (it takes over and never returns). Each context's core
+//! [`Node`](arbor_core::node::Node) is driven by two threads in turn (docs/embedding.md): an IO
+//! thread, and the thread that runs calls (a child's main thread), which serves IO itself while
+//! it has no call to run — so a call costs no hand-off between threads, and a hung user function
+//! blocks calls only, never IO or shutdown. The process model (fds, environment, signals,
+//! reaping) is in docs/driver.md.
 //!
 //! ```no_run
 //! use arbor::{ContextId, Functions, SpawnOptions};
@@ -35,15 +36,12 @@ mod exit;
 pub mod faults;
 mod logger;
 mod logs;
-mod mailbox;
 mod oneshot;
 mod reap;
 mod registry;
 mod root;
-mod runner;
 mod signals;
 mod spawn;
-mod spin;
 mod streams;
 
 pub use arbor_core::call::{CallError, CallErrorKind};

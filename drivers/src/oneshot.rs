@@ -1,18 +1,17 @@
 //! A one-shot channel for call answers: one value, one receiver that either blocks its thread
 //! (`wait`, with `std::thread::park`: one futex wait and one wake per answer) or awaits it.
 //! Lighter than a bounded async-channel, whose blocking receive parks on a mutex and condvar.
-//! A blocking receiver first spins briefly (when more than one CPU is available), so an answer
-//! that comes back within microseconds costs no sleep and wake.
+//!
+//! It does not spin before it sleeps: measured on two CPUs, a caller spinning for its answer
+//! keeps a CPU busy that the callee and the thread reading the answer then have to share or
+//! reach by a cross-CPU wake-up, and the median round trip doubled (docs/benchmarks.md).
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::thread::{self, Thread};
-
-use crate::spin;
 
 enum Waiter {
     None,
@@ -29,8 +28,6 @@ struct State<T> {
 
 struct Inner<T> {
     state: Mutex<State<T>>,
-    /// `state.done`, readable without the lock (a hint for spinning; the state decides).
-    done: AtomicBool,
 }
 
 type Shared<T> = Arc<Inner<T>>;
@@ -46,10 +43,8 @@ pub(crate) struct Sender<T>(Shared<T>);
 pub(crate) struct Receiver<T>(Shared<T>);
 
 pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
-    let shared = Arc::new(Inner {
-        state: Mutex::new(State { value: None, done: false, waiter: Waiter::None }),
-        done: AtomicBool::new(false),
-    });
+    let shared =
+        Arc::new(Inner { state: Mutex::new(State { value: None, done: false, waiter: Waiter::None }) });
     (Sender(shared.clone()), Receiver(shared))
 }
 
@@ -65,7 +60,6 @@ impl<T> Drop for Sender<T> {
         let waiter = {
             let mut state = lock(&self.0);
             state.done = true;
-            self.0.done.store(true, Ordering::Release);
             std::mem::replace(&mut state.waiter, Waiter::None)
         };
         match waiter {
@@ -79,7 +73,6 @@ impl<T> Drop for Sender<T> {
 impl<T> Receiver<T> {
     /// Blocks this thread until the value (or the sender's end) arrives.
     pub fn wait(self) -> Option<T> {
-        spin::until(|| self.0.done.load(Ordering::Acquire));
         loop {
             {
                 let mut state = lock(&self.0);

@@ -7,14 +7,14 @@ use std::time::Duration;
 use arbor_core::node::{NodeConfig, DEFAULT_GRACE};
 
 pub use crate::broker::Reaped;
-use crate::broker::{self, Command, LogHandler, Setup};
+use crate::broker::{LogHandler, Setup, Shared};
 use crate::child_env::ChildEnv;
 use crate::client::{self, Context};
 use crate::error::StartError;
 use crate::logs::LogRecord;
 use crate::registry::Functions;
 use crate::signals::Interrupts;
-use crate::{clock, context, mailbox, runner};
+use crate::{clock, context};
 
 /// Set while a root runs in this process.
 static ROOT_RUNNING: AtomicBool = AtomicBool::new(false);
@@ -94,19 +94,12 @@ impl Launcher {
         let mut config = NodeConfig::root();
         config.grace = self.grace;
         config.name = "root".to_string();
-        let (commands_tx, commands) = mailbox::channel::<Command>()?;
-        let (jobs_tx, jobs) = runner::jobs();
-        let setup = Setup {
-            config,
-            parent: None,
-            captures: Vec::new(),
-            commands,
-            jobs: jobs_tx,
-            interrupts: wakeups,
-            on_log: self.on_log,
-        };
+        let setup =
+            Setup { config, parent: None, captures: Vec::new(), interrupts: wakeups, on_log: self.on_log };
+        let shared = Shared::new(setup)?;
+        let io_shared = shared.clone();
         let io = thread::Builder::new().name("arbor-io".into()).spawn(move || {
-            let finished = broker::run(setup);
+            let finished = io_shared.serve_io();
             debug_assert_eq!(finished.how, arbor_core::shutdown::ExitKind::Clean, "a root exits cleanly");
             drop(interrupts);
             client::set_current(None);
@@ -114,13 +107,13 @@ impl Launcher {
             let took = finished.shutdown_began.map(|t| t.elapsed()).unwrap_or_default();
             ShutdownReport { took, reaped: finished.reaped }
         })?;
-        let done = commands_tx.clone();
+        let calls_shared = shared.clone();
         let functions = self.functions;
         // Calls made *to* the root run here; a hung one blocks only later calls to the root.
         thread::Builder::new()
             .name("arbor-calls".into())
-            .spawn(move || runner::serve(&functions, jobs, &done, "root"))?;
-        let context = Context::new(arbor_core::ids::ContextId::ROOT, "root".into(), commands_tx);
+            .spawn(move || calls_shared.serve_calls(&functions))?;
+        let context = Context::new(arbor_core::ids::ContextId::ROOT, shared);
         client::set_current(Some(context.clone()));
         Ok(Root { context, io: Some(io) })
     }
