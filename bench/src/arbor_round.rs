@@ -49,8 +49,14 @@ fn ms(d: Duration) -> f64 {
 
 /// Runs the round; `only_rtt` keeps to the round trips (the pinned run), `only_calls` to the
 /// round trips and the pipelined calls (a quick look at call latency while tuning the driver).
-pub fn run(only_rtt: bool, only_calls: bool) -> Result<(), RoundError> {
+pub fn run(only_rtt: bool, only_calls: bool, only_bulk: bool) -> Result<(), RoundError> {
     let root = start()?;
+    if only_bulk {
+        let child = spawn(&root)?;
+        bulk(&root, child.id)?;
+        root.shutdown();
+        return Ok(());
+    }
     if only_calls {
         rtt(&root, false, true)?;
         root.shutdown();
@@ -102,12 +108,17 @@ fn rtt(root: &Root, only_rtt: bool, only_calls: bool) -> Result<(), RoundError> 
     if only_calls {
         return Ok(());
     }
+    bulk(root, child.id)
+}
 
+/// The 16 MiB argument and the 1 MiB result.
+fn bulk(root: &Root, child: ContextId) -> Result<(), RoundError> {
+    let ctx = root.context();
     let arg = Blob(vec![0xa5; 16 * MIB]);
     let mut samples = Vec::new();
     for round in 0..6 {
         let t = Instant::now();
-        let n: u64 = ctx.call(child.id, "length", &arg)?;
+        let n: u64 = ctx.call(child, "length", &arg)?;
         let took = t.elapsed();
         if n != arg.0.len() as u64 {
             return Err(RoundError::Wrong(format!("length {n}")));
@@ -121,7 +132,7 @@ fn rtt(root: &Root, only_rtt: bool, only_calls: bool) -> Result<(), RoundError> 
     let mut samples = Vec::new();
     for round in 0..11 {
         let t = Instant::now();
-        let out: Blob = ctx.call(child.id, "make", &(MIB as u64))?;
+        let out: Blob = ctx.call(child, "make", &(MIB as u64))?;
         let took = t.elapsed();
         if out.0.len() != MIB {
             return Err(RoundError::Wrong(format!("{} bytes made", out.0.len())));

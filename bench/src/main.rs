@@ -25,6 +25,7 @@ const USAGE: &str = "\
 usage: arbor-bench run [--rounds N] [--python PATH] [--script PATH] [--out PATH] [--command TEXT]
        arbor-bench arbor-round|floor-round [--only rtt]
        arbor-bench arbor-round --only calls   (round trips and 100 pipelined calls only)
+       arbor-bench arbor-round --only bulk    (the 16 MiB argument and 1 MiB result only)
 (bench/run.sh is the documented way to run it)";
 
 fn main() -> ExitCode {
@@ -35,9 +36,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let only_rtt = args.windows(2).any(|w| w[0] == "--only" && w[1] == "rtt");
     let only_calls = args.windows(2).any(|w| w[0] == "--only" && w[1] == "calls");
+    let only_bulk = args.windows(2).any(|w| w[0] == "--only" && w[1] == "bulk");
     let result: Result<(), String> = match args.first().map(String::as_str) {
         Some("run") => run_options(&args[1..]).and_then(|o| report::run(&o).map_err(|e| e.to_string())),
-        Some("arbor-round") => arbor_round::run(only_rtt, only_calls).map_err(|e| e.to_string()),
+        Some("arbor-round") => arbor_round::run(only_rtt, only_calls, only_bulk).map_err(|e| e.to_string()),
         Some("floor-round") => floor::run(only_rtt).map_err(|e| e.to_string()),
         Some("floor-echo") => floor::echo().map_err(|e| e.to_string()),
         Some("floor-relay") => floor::relay().map_err(|e| e.to_string()),

@@ -407,10 +407,12 @@ impl Shared {
     }
 
     /// Serves the context as the IO thread until the node exits, then lets the last frames
-    /// reach the parent (bounded) and reports.
-    pub fn serve_io(&self) -> Finished {
+    /// reach the parent (bounded) and reports. With `wait_for_calls` (the root, whose process
+    /// lives on) it then waits briefly for the calls thread to let go of the context; a child
+    /// ends its process at once.
+    pub fn serve_io(&self, wait_for_calls: bool) -> Finished {
         let broker = self.serve(Role::Io, None);
-        self.finish(broker)
+        self.finish(broker, wait_for_calls)
     }
 
     /// Serves the context as its calls thread — running every call made to it — until the
@@ -465,7 +467,7 @@ impl Shared {
     }
 
     /// After `Exit`: let the last frames reach the parent (bounded), then report.
-    fn finish<'a>(&'a self, mut broker: MutexGuard<'a, Broker>) -> Finished {
+    fn finish<'a>(&'a self, mut broker: MutexGuard<'a, Broker>, wait_for_calls: bool) -> Finished {
         let me = Role::Io.index();
         let until = std::time::Instant::now() + FINAL_FLUSH;
         let mut ready: Vec<epoll::Event> = Vec::with_capacity(EVENTS_PER_WAIT);
@@ -489,7 +491,7 @@ impl Shared {
         // returns no thread of the context is left holding its sockets and epoll. One running a
         // user function that hangs keeps them until it returns.
         let calls = Role::Calls.index();
-        if matches!(broker.workers[calls], Worker::Awake | Worker::Asleep(_)) {
+        if wait_for_calls && matches!(broker.workers[calls], Worker::Awake | Worker::Asleep(_)) {
             broker.poked = false;
             self.unlock(broker);
             self.calls_left.wait(FINAL_FLUSH);

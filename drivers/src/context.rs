@@ -50,7 +50,7 @@ pub(crate) fn run_child(env: ChildEnv, functions: Functions) -> ! {
     let io = thread::Builder::new().name("arbor-io".into()).spawn(move || {
         // Whatever happens on the IO thread — exit, or a bug that panics — the process ends
         // here, never leaving a main thread behind with no one to serve its streams.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || io_shared.serve_io()));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || io_shared.serve_io(false)));
         exit::sigterm_self()
     });
     if let Err(e) = io {

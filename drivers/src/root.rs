@@ -99,7 +99,7 @@ impl Launcher {
         let shared = Shared::new(setup)?;
         let io_shared = shared.clone();
         let io = thread::Builder::new().name("arbor-io".into()).spawn(move || {
-            let finished = io_shared.serve_io();
+            let finished = io_shared.serve_io(true);
             debug_assert_eq!(finished.how, arbor_core::shutdown::ExitKind::Clean, "a root exits cleanly");
             drop(interrupts);
             client::set_current(None);
