@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use crate::call::{
     decode_result, encode_result, BodyError, CallError, CallErrorKind, CallId, CallRequest, CallResult,
-    Dispatcher, JobId, Pending, PendingCalls,
+    Dispatcher, JobId, Pending, PendingCalls, RequestBody,
 };
 use crate::frame::{DecodeError, Encoding, Frame, Message, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::handle::{Handle, ReplyHandles};
@@ -540,15 +540,27 @@ impl Node {
         args: impl Into<Bytes>,
     ) -> Result<CallId, CallError> {
         self.check_can_call(function)?;
+        self.call_body(now, target, CallRequest::body(function, &args.into()))
+    }
+
+    /// [`Node::call`] with a body built beforehand, for example by
+    /// [`CallRequest::encode_args`], which serializes large arguments without a copy.
+    pub fn call_body(
+        &mut self,
+        now: Instant,
+        target: ContextId,
+        body: RequestBody,
+    ) -> Result<CallId, CallError> {
+        self.check_can_call(body.function())?;
+        self.check_size(body.len())?;
         let handle =
             self.reply_handles.allocate().map_err(|e| self.local_error(CallErrorKind::Undeliverable, e))?;
         let call = CallId(self.next_call);
         self.next_call += 1;
-        let body = CallRequest::encode_parts(function, &args.into());
-        self.check_size(&body)?;
         self.pending.insert(handle, Pending { call, target });
-        let msg = Message::new(target, self.id(), Handle::CALL_FUNCTION, Encoding::Postcard, body)
-            .with_reply_to(handle);
+        let msg =
+            Message::new(target, self.id(), Handle::CALL_FUNCTION, Encoding::Postcard, body.into_bytes())
+                .with_reply_to(handle);
         self.send(now, msg);
         self.settle(now);
         Ok(call)
@@ -564,9 +576,21 @@ impl Node {
         args: impl Into<Bytes>,
     ) -> Result<(), CallError> {
         self.check_can_call(function)?;
-        let body = CallRequest::encode_parts(function, &args.into());
-        self.check_size(&body)?;
-        self.send(now, Message::new(target, self.id(), Handle::CALL_FUNCTION, Encoding::Postcard, body));
+        self.call_no_reply_body(now, target, CallRequest::body(function, &args.into()))
+    }
+
+    /// [`Node::call_no_reply`] with a body built beforehand.
+    pub fn call_no_reply_body(
+        &mut self,
+        now: Instant,
+        target: ContextId,
+        body: RequestBody,
+    ) -> Result<(), CallError> {
+        self.check_can_call(body.function())?;
+        self.check_size(body.len())?;
+        let msg =
+            Message::new(target, self.id(), Handle::CALL_FUNCTION, Encoding::Postcard, body.into_bytes());
+        self.send(now, msg);
         self.settle(now);
         Ok(())
     }
@@ -1045,14 +1069,13 @@ impl Node {
         Ok(())
     }
 
-    fn check_size(&self, body: &Bytes) -> Result<(), CallError> {
-        if body.len() > self.config.max_message_size as usize {
+    fn check_size(&self, len: usize) -> Result<(), CallError> {
+        if len > self.config.max_message_size as usize {
             return Err(self.local_error(
                 CallErrorKind::TooLarge,
                 format!(
                     "call of {} bytes exceeds the maximum message size {}",
-                    body.len(),
-                    self.config.max_message_size
+                    len, self.config.max_message_size
                 ),
             ));
         }

@@ -26,7 +26,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use arbor_core::call::{CallError, CallErrorKind, CallId, CallRequest, CallResult, JobId};
+use arbor_core::call::{CallError, CallErrorKind, CallId, CallRequest, CallResult, JobId, RequestBody};
 use arbor_core::ids::{ContextId, IdError};
 use arbor_core::node::{Diagnostic, Input, Node, NodeConfig, Output, StreamKind};
 use arbor_core::reaper::{ExitStatus, Pid, Signal};
@@ -352,14 +352,13 @@ impl Shared {
     pub fn call(
         &self,
         target: ContextId,
-        function: &str,
-        args: Vec<u8>,
+        body: RequestBody,
     ) -> Result<oneshot::Receiver<CallResult>, CallError> {
         self.with(|b, now| {
             if b.exited.is_some() {
                 return Err(gone(&self.name));
             }
-            let call = b.node.call(now, target, function, args)?;
+            let call = b.node.call_body(now, target, body)?;
             let (reply, answer) = oneshot::channel();
             b.calls.insert(call, reply);
             Ok(answer)
@@ -367,12 +366,12 @@ impl Shared {
     }
 
     /// Sends a call that wants no answer.
-    pub fn call_no_reply(&self, target: ContextId, function: &str, args: Vec<u8>) -> Result<(), CallError> {
+    pub fn call_no_reply(&self, target: ContextId, body: RequestBody) -> Result<(), CallError> {
         self.with(|b, now| {
             if b.exited.is_some() {
                 return Err(gone(&self.name));
             }
-            b.node.call_no_reply(now, target, function, args)
+            b.node.call_no_reply_body(now, target, body)
         })
     }
 

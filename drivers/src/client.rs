@@ -7,7 +7,7 @@
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
-use arbor_core::call::{CallError, CallErrorKind, CallResult};
+use arbor_core::call::{CallError, CallErrorKind, CallRequest, CallResult, RequestBody};
 use arbor_core::ids::ContextId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -102,7 +102,7 @@ impl Context {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let answer = self.encode(args).and_then(|args| self.shared.call(target, function, args));
+        let answer = self.encode(function, args).and_then(|body| self.shared.call(target, body));
         PendingCall { answer, context: self.shared.name().to_string(), _result: PhantomData }
     }
 
@@ -112,8 +112,8 @@ impl Context {
     where
         A: Serialize + ?Sized,
     {
-        let args = self.encode(args)?;
-        self.shared.call_no_reply(target, function, args)
+        let body = self.encode(function, args)?;
+        self.shared.call_no_reply(target, body)
     }
 
     /// Starts a child context of this context and waits until it is connected.
@@ -133,8 +133,9 @@ impl Context {
         self.shared.force_shutdown();
     }
 
-    fn encode<A: Serialize + ?Sized>(&self, args: &A) -> Result<Vec<u8>, CallError> {
-        postcard::to_allocvec(args).map_err(|e| {
+    /// The request body, with the arguments serialized straight into it (no copy of them).
+    fn encode<A: Serialize + ?Sized>(&self, function: &str, args: &A) -> Result<RequestBody, CallError> {
+        CallRequest::encode_args(function, args).map_err(|e| {
             CallError::new(
                 CallErrorKind::Malformed,
                 format!("the arguments do not encode: {e}"),
