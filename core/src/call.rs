@@ -445,6 +445,11 @@ impl Dispatcher {
         }
     }
 
+    /// Calls waiting behind the one running.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// The next call to hand to the main thread, if it is idle and the channel open. The
     /// request moves to the host; the dispatcher keeps who to answer.
     pub fn start_next(&mut self) -> Option<Job> {

@@ -442,6 +442,12 @@ impl Node {
         self.phase
     }
 
+    /// Calls received and waiting for the one handed out with [`Output::RunCall`] to finish: a
+    /// host may use it to write answers in batches while more calls are about to run.
+    pub fn calls_waiting(&self) -> usize {
+        self.dispatcher.queued()
+    }
+
     /// The router (read-only), for inspection.
     pub fn router(&self) -> &Router {
         &self.router

@@ -23,7 +23,8 @@ use std::io::{self, Read};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use arbor_core::call::{CallError, CallErrorKind, CallId, CallRequest, CallResult, JobId, RequestBody};
@@ -187,9 +188,26 @@ struct Job {
     request: CallRequest,
 }
 
+/// A call handed to the thread holding the broker.
+struct HandedCall {
+    target: ContextId,
+    body: RequestBody,
+    reply: oneshot::Sender<CallResult>,
+}
+
 /// A context: its broker, and what threads need to reach it without holding it.
 pub(crate) struct Shared {
     broker: Mutex<Broker>,
+    /// Calls made while another thread held the broker, for that thread to send before it lets
+    /// go (or for the caller, if it takes the broker after all): a caller never queues on the
+    /// mutex behind a thread reading answers, and calls made meanwhile leave together, in one
+    /// write.
+    handed: Mutex<VecDeque<HandedCall>>,
+    /// `handed` may hold something.
+    any_handed: AtomicBool,
+    /// A call was sent without being written out (see [`Shared::call`]) and no flush has run
+    /// since: a caller about to wait must flush first.
+    unflushed: AtomicBool,
     /// Opened once the calls thread has stopped serving and let go of the context.
     calls_left: Arc<Gate>,
     epoll: Arc<OwnedFd>,
@@ -305,7 +323,16 @@ impl Shared {
                 Err(e) => tracing::warn!("cannot watch SIGINT/SIGTERM: {e}"),
             }
         }
-        Ok(Arc::new(Shared { broker: Mutex::new(broker), calls_left: Arc::default(), epoll, poke, name }))
+        Ok(Arc::new(Shared {
+            broker: Mutex::new(broker),
+            handed: Mutex::new(VecDeque::new()),
+            any_handed: AtomicBool::new(false),
+            unflushed: AtomicBool::new(false),
+            calls_left: Arc::default(),
+            epoll,
+            poke,
+            name,
+        }))
     }
 
     /// This context's name.
@@ -320,49 +347,117 @@ impl Shared {
     /// Lets go of the broker: writes out the frames queued meanwhile and, if a sleeping
     /// service thread must look, pokes one — after unlocking, so the thread woken does not
     /// find the broker still held.
-    fn unlock<'a>(&'a self, mut broker: MutexGuard<'a, Broker>) {
-        broker.flush_dirty();
-        let poke = broker.wants_poke();
-        if poke {
-            broker.poked = true;
+    fn unlock<'a>(&'a self, broker: MutexGuard<'a, Broker>) {
+        self.unlock_flushing(broker, true);
+    }
+
+    /// [`Shared::unlock`]; without `flush`, frames queued meanwhile are left for the IO thread
+    /// (poked if asleep) to write.
+    fn unlock_flushing<'a>(&'a self, mut broker: MutexGuard<'a, Broker>, mut flush: bool) {
+        loop {
+            self.send_handed(&mut broker);
+            if std::mem::replace(&mut flush, true) {
+                self.unflushed.store(false, Ordering::SeqCst);
+                broker.flush_dirty();
+            } else {
+                self.unflushed.store(true, Ordering::SeqCst);
+            }
+            let poke = broker.wants_poke();
+            if poke {
+                broker.poked = true;
+            }
+            let answers =
+                if broker.answers.is_empty() { Vec::new() } else { std::mem::take(&mut broker.answers) };
+            drop(broker);
+            if poke {
+                // Only EAGAIN (the counter is full, so a waiter wakes anyway) can fail.
+                let _ = rustix::io::write(&*self.poke, &1u64.to_ne_bytes());
+            }
+            for (reply, result) in answers {
+                reply.send(result);
+            }
+            // A call handed over after the last look: send it, unless another thread holds the
+            // broker now (it looks before it lets go).
+            if !self.any_handed.load(Ordering::SeqCst) {
+                return;
+            }
+            broker = match self.broker.try_lock() {
+                Ok(broker) => broker,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            };
         }
-        let answers =
-            if broker.answers.is_empty() { Vec::new() } else { std::mem::take(&mut broker.answers) };
-        drop(broker);
-        if poke {
-            // Only EAGAIN (the counter is full, so a waiter wakes anyway) can fail.
-            let _ = rustix::io::write(&*self.poke, &1u64.to_ne_bytes());
+    }
+
+    /// Sends the calls other threads handed over, in the order they were handed.
+    fn send_handed(&self, broker: &mut Broker) {
+        if !self.any_handed.swap(false, Ordering::SeqCst) {
+            return;
         }
-        for (reply, result) in answers {
-            reply.send(result);
+        let handed = std::mem::take(&mut *self.handed.lock().unwrap_or_else(PoisonError::into_inner));
+        let now = clock::now();
+        for HandedCall { target, body, reply } in handed {
+            broker.send_call(now, target, body, reply, &self.name);
         }
+        broker.carry_out();
     }
 
     /// Runs `f` on the broker from a thread that is not serving it, then carries out what it
     /// caused.
     fn with<R>(&self, f: impl FnOnce(&mut Broker, Instant) -> R) -> R {
         let mut broker = self.lock();
+        // Calls handed over earlier (perhaps by this thread) go first.
+        self.send_handed(&mut broker);
         let result = f(&mut broker, clock::now());
         broker.carry_out();
         self.unlock(broker);
         result
     }
 
-    /// Sends a call; its answer arrives on the returned one-shot.
-    pub fn call(
-        &self,
-        target: ContextId,
-        body: RequestBody,
-    ) -> Result<oneshot::Receiver<CallResult>, CallError> {
-        self.with(|b, now| {
-            if b.exited.is_some() {
-                return Err(gone(&self.name));
+    /// Sends a call; its answer arrives on the returned one-shot. If another thread holds the
+    /// broker, the call is handed to it rather than waited for.
+    ///
+    /// Without `flush` the call's frame may be left for a service thread to write (poked if
+    /// asleep) together with others sent meanwhile — the pipelined case; whoever waits for an
+    /// answer calls [`Shared::flush`] first, so waiting never depends on that.
+    pub fn call(&self, target: ContextId, body: RequestBody, flush: bool) -> oneshot::Receiver<CallResult> {
+        let (reply, answer) = oneshot::channel();
+        let broker = match self.broker.try_lock() {
+            Ok(broker) => Some(broker),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => {
+                self.handed.lock().unwrap_or_else(PoisonError::into_inner).push_back(HandedCall {
+                    target,
+                    body,
+                    reply,
+                });
+                self.any_handed.store(true, Ordering::SeqCst);
+                // The holder may have let go before it could see the flag: look again.
+                match self.broker.try_lock() {
+                    Ok(broker) => self.unlock(broker),
+                    Err(TryLockError::Poisoned(p)) => self.unlock(p.into_inner()),
+                    Err(TryLockError::WouldBlock) => {}
+                }
+                return answer;
             }
-            let call = b.node.call_body(now, target, body)?;
-            let (reply, answer) = oneshot::channel();
-            b.calls.insert(call, reply);
-            Ok(answer)
-        })
+        };
+        if let Some(mut broker) = broker {
+            // Calls handed over earlier (by this thread too) go first.
+            self.send_handed(&mut broker);
+            broker.send_call(clock::now(), target, body, reply, &self.name);
+            broker.carry_out();
+            self.unlock_flushing(broker, flush);
+        }
+        answer
+    }
+
+    /// Writes out whatever frames are queued, if a call was sent without flushing since the
+    /// last flush.
+    pub fn flush(&self) {
+        if self.unflushed.load(Ordering::SeqCst) {
+            let broker = self.lock();
+            self.unlock(broker);
+        }
     }
 
     /// Sends a call that wants no answer.
@@ -445,7 +540,14 @@ impl Shared {
             if let Some(functions) = functions {
                 if let Some(job) = broker.jobs.pop_front() {
                     broker.workers[me] = Worker::Running;
-                    self.unlock(broker);
+                    // Answers to earlier calls are written now, unless more calls are queued
+                    // behind this one and the IO thread can write them meanwhile: then a burst
+                    // of calls is answered in a few writes rather than one each, and an answer
+                    // waits at most for the IO thread's wake-up, never for the next function.
+                    let io = broker.workers[Role::Io.index()];
+                    let more = !broker.jobs.is_empty() || broker.node.calls_waiting() > 0;
+                    let flush = !more || !matches!(io, Worker::Awake | Worker::Asleep(_));
+                    self.unlock_flushing(broker, flush);
                     let result = functions.run(&job.request, &self.name);
                     broker = self.lock();
                     broker.workers[me] = Worker::Awake;
@@ -588,7 +690,12 @@ impl Broker {
         if !self.workers.iter().any(asleep) {
             return false;
         }
-        if self.has_work() || !self.spawn_requests.is_empty() || self.ids_arrived || self.exited.is_some() {
+        if self.has_work()
+            || !self.dirty.is_empty()
+            || !self.spawn_requests.is_empty()
+            || self.ids_arrived
+            || self.exited.is_some()
+        {
             return true;
         }
         let Some(deadline) = self.node.poll_timeout().map(clock::to_std) else { return false };
@@ -858,6 +965,27 @@ impl Broker {
         } else {
             tracing::warn!("interrupted again: forcing the shutdown");
             self.node.force_shutdown(now);
+        }
+    }
+
+    /// Sends one call; its answer, or why it could not be sent, goes to `reply`.
+    fn send_call(
+        &mut self,
+        now: Instant,
+        target: ContextId,
+        body: RequestBody,
+        reply: oneshot::Sender<CallResult>,
+        context: &str,
+    ) {
+        if self.exited.is_some() {
+            reply.send(Err(gone(context)));
+            return;
+        }
+        match self.node.call_body(now, target, body) {
+            Ok(call) => {
+                self.calls.insert(call, reply);
+            }
+            Err(e) => reply.send(Err(e)),
         }
     }
 

@@ -48,26 +48,33 @@ impl std::fmt::Debug for Shared {
 #[must_use = "a call's answer, or its error, arrives here"]
 pub struct PendingCall<R> {
     answer: Result<oneshot::Receiver<CallResult>, CallError>,
-    context: String,
+    shared: Arc<Shared>,
     _result: PhantomData<fn() -> R>,
 }
 
 impl<R: DeserializeOwned> PendingCall<R> {
     /// Waits for the answer, blocking this thread.
     pub fn wait(self) -> Result<R, CallError> {
-        let answer = self.answer?.wait();
-        decode(answer, self.context)
+        let answer = self.answer?;
+        if !answer.ready() {
+            // The call may still sit with others sent since: out with them before sleeping.
+            self.shared.flush();
+        }
+        decode(answer.wait(), self.shared.name())
     }
 
     /// The answer, asynchronously.
     pub async fn recv(self) -> Result<R, CallError> {
-        let answer = self.answer?.await;
-        decode(answer, self.context)
+        let answer = self.answer?;
+        if !answer.ready() {
+            self.shared.flush();
+        }
+        decode(answer.await, self.shared.name())
     }
 }
 
-fn decode<R: DeserializeOwned>(answer: Option<CallResult>, context: String) -> Result<R, CallError> {
-    let bytes = answer.ok_or_else(|| gone(&context))??;
+fn decode<R: DeserializeOwned>(answer: Option<CallResult>, context: &str) -> Result<R, CallError> {
+    let bytes = answer.ok_or_else(|| gone(context))??;
     postcard::from_bytes(&bytes).map_err(|e| {
         CallError::new(CallErrorKind::Malformed, format!("the result does not decode: {e}"), context)
     })
@@ -93,17 +100,30 @@ impl Context {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        self.call_async(target, function, args).wait()
+        self.send(target, function, args, true).wait()
     }
 
     /// Sends a call and returns at once; the answer arrives in the [`PendingCall`].
+    ///
+    /// Calls sent this way in a burst leave together: the call may wait to be written until a
+    /// service thread of this context wakes up for it (microseconds), or until any pending call
+    /// is waited for, whichever comes first — so a hundred pipelined calls cost a few writes,
+    /// not a hundred.
     pub fn call_async<A, R>(&self, target: ContextId, function: &str, args: &A) -> PendingCall<R>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let answer = self.encode(function, args).and_then(|body| self.shared.call(target, body));
-        PendingCall { answer, context: self.shared.name().to_string(), _result: PhantomData }
+        self.send(target, function, args, false)
+    }
+
+    fn send<A, R>(&self, target: ContextId, function: &str, args: &A, flush: bool) -> PendingCall<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let answer = self.encode(function, args).map(|body| self.shared.call(target, body, flush));
+        PendingCall { answer, shared: self.shared.clone(), _result: PhantomData }
     }
 
     /// Sends a call that wants no answer: `Ok` once it is on its way (docs/shutdown.md

@@ -71,6 +71,11 @@ impl<T> Drop for Sender<T> {
 }
 
 impl<T> Receiver<T> {
+    /// The value (or the sender's end) has arrived: waiting would not block.
+    pub fn ready(&self) -> bool {
+        lock(&self.0).done
+    }
+
     /// Blocks this thread until the value (or the sender's end) arrives.
     pub fn wait(self) -> Option<T> {
         loop {

@@ -202,3 +202,14 @@ fn s17_a_sigkilled_root_leaves_no_descendant_alive() {
     assert!(took < Duration::from_secs(2), "descendants took {took:?} to die");
     eprintln!("s17: every descendant gone {took:?} after the root was SIGKILLed");
 }
+
+/// A thousand calls in flight from one thread, and bursts from four threads at once, are each
+/// answered exactly once with the right result; a call sent with `call_async` and never waited
+/// for still reaches its callee (it is written by a service thread, not only by a waiter).
+#[test]
+fn pipelined_calls_are_all_answered_and_an_unwaited_one_still_runs() {
+    let out = run("pipelined");
+    assert_eq!(get(&out, "one_thread_ok"), "true", "{out:?}");
+    assert_eq!(get(&out, "threads_ok"), "true", "{out:?}");
+    assert_eq!(get(&out, "unwaited_ran"), "true", "{out:?}");
+}
