@@ -22,7 +22,7 @@ const START_FAILED: i32 = 70;
 /// Runs this process as the child context `env` describes, until the context exits.
 pub(crate) fn run_child(env: ChildEnv, functions: Functions) -> ! {
     clock::now();
-    // Die with the thread that spawned us (the parent's IO thread) — and if the parent died
+    // Die with the thread that spawned us (a service thread of the parent) — and if the parent died
     // before this line, PDEATHSIG will never fire: we are already someone else's child.
     if let Err(e) = set_parent_process_death_signal(Some(Signal::KILL)) {
         fail(&format!("cannot set the parent-death signal: {e}"));

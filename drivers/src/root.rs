@@ -67,7 +67,8 @@ impl Launcher {
     }
 
     /// Handles the tree's output lines instead of re-emitting them as `tracing` events. Runs on
-    /// the IO thread: it must not block.
+    /// whichever of the root's threads is driving it at the time, with the root held: it must
+    /// not block, nor call into the root.
     pub fn on_log(mut self, handler: impl Fn(&LogRecord) + Send + 'static) -> Launcher {
         self.on_log = Some(Box::new(handler));
         self

@@ -1,6 +1,6 @@
 //! The root's SIGINT and SIGTERM: the first starts a graceful shutdown of the whole tree, the
-//! second forces it. The handlers only write a byte to a socket the IO thread reads (the
-//! self-pipe trick), so all the work happens in the broker loop.
+//! second forces it. The handlers only write a byte to a socket the service threads watch
+//! (the self-pipe trick), so all the work happens in the broker loop.
 
 use std::io;
 use std::os::unix::net::UnixStream;

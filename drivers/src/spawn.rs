@@ -1,9 +1,10 @@
 //! Starting a child context: a re-exec of our own binary with its parent stream on fd 0 and its
 //! configuration in the environment (docs/driver.md "Spawning").
 //!
-//! Spawning happens on the IO thread only. PR_SET_PDEATHSIG, which the child sets in
-//! [`crate::init`], fires when the *thread* that forked the child exits; the IO thread lives
-//! until the context's process ends, so the signal means exactly "the parent context died".
+//! Spawning happens on a context's service threads only (the IO thread and the calls thread).
+//! PR_SET_PDEATHSIG, which the child sets in [`crate::init`], fires when the *thread* that
+//! forked the child exits; both live until the context has exited (a child context's until its
+//! process ends), so the signal means exactly "the parent context died".
 
 use std::io;
 use std::os::fd::OwnedFd;
