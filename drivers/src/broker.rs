@@ -57,6 +57,10 @@ const RECEIVES_PER_TURN: usize = 64;
 const EVENTS_PER_WAIT: usize = 64;
 /// The longest single sleep (a deadline further off is slept towards in steps).
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
+/// How long frames may be left for a poked service thread to write before the thread leaving
+/// them writes them itself: a bound on what batching pipelined calls and answers may add to an
+/// answer's latency when the thread poked does not get a CPU at once.
+const LONGEST_UNWRITTEN: Duration = Duration::from_micros(50);
 /// How many pokes may go by before the eventfd's counter is read down (every write to it is a
 /// new edge, and it would take 2^64 writes to fill, so it need not be read each time).
 const DRAIN_POKES_EVERY: u32 = 1 << 20;
@@ -231,6 +235,8 @@ struct Broker {
     streams: BTreeMap<StreamId, Stream>,
     /// Framed streams with frames queued since the broker was last let go of.
     dirty: Vec<StreamId>,
+    /// Since when frames have been left unwritten for a service thread to write.
+    unwritten_since: Option<std::time::Instant>,
     closing: BTreeMap<StreamId, Closing>,
     next_stream: u32,
     parent: Option<StreamId>,
@@ -284,6 +290,7 @@ impl Shared {
             events: VecDeque::new(),
             streams: BTreeMap::new(),
             dirty: Vec::new(),
+            unwritten_since: None,
             closing: BTreeMap::new(),
             next_stream: 0,
             parent: None,
@@ -351,16 +358,24 @@ impl Shared {
         self.unlock_flushing(broker, true);
     }
 
-    /// [`Shared::unlock`]; without `flush`, frames queued meanwhile are left for the IO thread
-    /// (poked if asleep) to write.
+    /// [`Shared::unlock`]; without `flush`, frames queued meanwhile are left for a service
+    /// thread (poked if asleep) to write — unless frames have waited for that longer than
+    /// [`LONGEST_UNWRITTEN`] already (the thread poked may not have had a CPU yet).
     fn unlock_flushing<'a>(&'a self, mut broker: MutexGuard<'a, Broker>, mut flush: bool) {
         loop {
             self.send_handed(&mut broker);
+            let now = std::time::Instant::now;
+            if !flush && broker.unwritten_since.is_some_and(|t| now().duration_since(t) > LONGEST_UNWRITTEN) {
+                flush = true;
+            }
             if std::mem::replace(&mut flush, true) {
                 self.unflushed.store(false, Ordering::SeqCst);
                 broker.flush_dirty();
             } else {
                 self.unflushed.store(true, Ordering::SeqCst);
+                if !broker.dirty.is_empty() {
+                    broker.unwritten_since.get_or_insert_with(now);
+                }
             }
             let poke = broker.wants_poke();
             if poke {
@@ -557,9 +572,15 @@ impl Shared {
                     continue;
                 }
             }
-            let timeout = if broker.has_work() { Some(Duration::ZERO) } else { broker.sleep_for() };
-            let until = timeout.map(|t| std::time::Instant::now() + t.min(LONGEST_SLEEP));
-            broker.workers[me] = Worker::Asleep(until);
+            let timeout = if broker.has_work() {
+                // Back at once (after a look at the epoll): still awake, nobody need be poked.
+                Some(Duration::ZERO)
+            } else {
+                let timeout = broker.sleep_for();
+                let until = timeout.map(|t| std::time::Instant::now() + t.min(LONGEST_SLEEP));
+                broker.workers[me] = Worker::Asleep(until);
+                timeout
+            };
             self.unlock(broker);
             wait(&self.epoll, &mut ready, timeout);
             broker = self.lock();
@@ -719,6 +740,7 @@ impl Broker {
 
     /// Writes out every framed stream that had frames queued since the last time.
     fn flush_dirty(&mut self) {
+        self.unwritten_since = None;
         for id in std::mem::take(&mut self.dirty) {
             if let Some(Stream { sock, kind: Kind::Framed(writer), want_write, .. }) =
                 self.streams.get_mut(&id)
