@@ -609,11 +609,12 @@ impl Shared {
             broker.workers[me] = Worker::Awake;
         }
         broker.workers[me] = Worker::Off;
-        // Wait (briefly) for the calls thread to stop serving, so that once the root's shutdown
-        // returns no thread of the context is left holding its sockets and epoll. One running a
-        // user function that hangs keeps them until it returns.
+        // Wait (briefly) for the calls thread to stop serving and let go of the context (it
+        // opens the gate after it dropped its handle: seen `Off`, it may still hold one), so that
+        // once the root's shutdown returns no thread of the context is left holding its sockets
+        // and epoll. One running a user function that hangs keeps them until it returns.
         let calls = Role::Calls.index();
-        if wait_for_calls && matches!(broker.workers[calls], Worker::Awake | Worker::Asleep(_)) {
+        if wait_for_calls && broker.workers[calls] != Worker::Running {
             broker.poked = false;
             self.unlock(broker);
             self.calls_left.wait(FINAL_FLUSH);
