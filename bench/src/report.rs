@@ -330,7 +330,7 @@ fn markdown(opts: &RunOptions, m: &Machine, table: &str, targets: &str) -> Strin
          {table}\n\
          ## Targets\n\n{targets}\n\
          ## How it is measured\n\n{method}\n\
-         ## Where arbor falls short, and why\n\n{why}",
+         ## What limits arbor, and why\n\n{why}",
         command = opts.command,
         cpus = m.cpus,
         cpu = m.cpu_model,
@@ -375,35 +375,37 @@ then a 1-byte ack, 1 MiB read back, spawn + first ping, the peer's own RSS, and 
 close the sockets, time until every peer has exited (pidfd, as above).
 ";
 
-/// What profiling (perf, strace -c; see the issue 7 note) found behind the targets not met. It is
-/// about mechanisms, not figures: the figures are the tables above.
+/// What profiling (perf, strace -c, perf sched; see the issue 7 note) found behind the figures.
+/// It is about mechanisms, not figures: the figures are the tables above.
 const WHY: &str = "\
-- **Call round trip (and pipelined calls).** The floor is two processes and two context switches \
-per round trip. An arbor call crosses two threads in each process: the caller's thread hands the \
-call to the root's `arbor-io` thread, the child's `arbor-io` thread hands it to the child's main \
-thread (where user functions run, so that a hung function never blocks IO or shutdown), and the \
-answer comes back the same way. The IO thread now reads its sockets itself until they would \
-block, writes frames directly when the socket takes them, arms a timer only when the node's \
-deadline moves, and answers callers through a one-shot; that cut the syscalls per call from about \
-76 to 44 and the pinned round trip by about 28%. The IO thread then dropped async-io's reactor \
-(which re-armed its timerfd and one-shot registrations with `epoll_ctl` on every wait) for an \
-epoll loop of its own: registrations made once, edge-triggered, write interest only while frames \
-are queued, the node's deadline as `epoll_wait`'s timeout, and an eventfd written only when the \
-IO thread has not been told yet; that cut the syscalls per call round trip from about 44 to 26 \
-and the pinned round trip by a further 15-20%. Last, jobs reach the calls thread through a queue \
-that wakes it only when it sleeps, the command queue's eventfd is written after its lock is \
-released, and a waiting thread spins up to 20 µs before it sleeps when more than one CPU is \
-available (never when pinned to one): pipelined calls went from about 67 k to 176 k calls/s on two \
-CPUs. What remains, pinned, is the six context switches the design requires (two thread \
-crossings in each process per direction) plus about 14 syscalls. The core's decode, route and node step are not visible in the profile (about 0.5 µs per call round trip in memory). A 20× target \
-over mitogen for 100 pipelined calls also lies above this machine's socketpair floor for 100 \
-one-byte pings.
-- **Bulk transfers.** A body is copied by the client's serialization, by the kernel twice, into \
-the decoder's buffer, and by the function's own decoding of its argument. The core encodes call \
-bodies into vectors sized up front and, once an eighth of a large body has arrived, reserves \
-room for the rest in one step (never for a length merely claimed), and serializes byte strings \
-with one copy rather than byte by byte; the driver feeds reads to the decoder without an \
-intermediate copy. The first transfer of each round runs on freshly mapped pages.
+- **Call round trip.** The floor is two processes, two context switches and four syscalls per \
+round trip. An arbor context's node sits in one broker behind a mutex that any thread may drive; \
+its two service threads (the IO thread and the thread that runs calls, in a child its main \
+thread) both sleep in `epoll_wait` on one epoll, and Linux wakes the most recent waiter first. So \
+the root's caller encodes its call and writes it itself, the child's main thread — back in \
+`epoll_wait` after its last call — reads the call, runs it and writes the answer itself, and the \
+root's service thread that reads the answer hands it to the caller's one-shot after letting go of \
+the broker: three context switches and eight syscalls per round trip, where the first design \
+(every call handed from thread to thread through an IO thread in each process) had six switches \
+and, before its own epoll loop replaced async-io's reactor, 76 syscalls. Unpinned, the figures \
+depend on where the scheduler puts five threads on two CPUs; nothing spins (a caller spinning for \
+its answer kept a CPU busy that the callee then had to reach with a cross-CPU wake-up, which \
+doubled the median).
+- **Pipelined calls.** `call_async` leaves its frame for a service thread (poked if asleep) or the \
+first caller that waits, whichever comes first; a caller finding the broker held hands its call \
+to the holder instead of queueing on the mutex; and the callee's calls thread, with more calls \
+waiting, leaves its answers for the IO thread to write (at most 50 µs, never for the next \
+function). A burst of 100 calls then leaves in a few writes and its answers come back in a few; \
+at best a batch of 100 takes about 130 µs (770 k calls/s). The spread between batches is the \
+machine's: with both vCPUs busy, this VM loses a CPU for 1-4 ms a few times a second (measured \
+with a bare spinning loop on each CPU), and a batch that meets one takes that long.
+- **Bulk transfers.** A 16 MiB argument is serialized straight into the call's body (one \
+allocation of the exact size, no second copy), written by the kernel in socket-buffer-sized \
+pieces, copied by the kernel into a 64 KiB read buffer and from there into the decoder's buffer \
+(reused from one message to the next once the last body was dropped), and copied once more by \
+the function's own decoding of its argument: five passes over the bytes where the floor makes \
+two. Most of the rest is page faults: a fresh 16 MiB buffer costs about 4 000 of them, so the \
+first transfers of a round, before the allocator reuses its memory, are the slow tail of the row.
 - **Idle RSS.** Most of a child's VmRSS is the executable's and libc's pages it has touched, \
 shared with its parent; the anonymous part is the row below it.
 ";
