@@ -35,6 +35,9 @@ use arbor_core::router::StreamId;
 use arbor_core::shutdown::{ExitKind, Phase};
 use arbor_core::time::Instant;
 use rustix::event::{epoll, eventfd, EventfdFlags, Timespec};
+use rustix::time::{
+    timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags,
+};
 
 use crate::clock;
 use crate::error::SpawnError;
@@ -60,7 +63,7 @@ const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 /// How long frames may be left for a poked service thread to write before the thread leaving
 /// them writes them itself: a bound on what batching pipelined calls and answers may add to an
 /// answer's latency when the thread poked does not get a CPU at once.
-const LONGEST_UNWRITTEN: Duration = Duration::from_micros(50);
+const LONGEST_UNWRITTEN: Duration = Duration::from_micros(20);
 /// How many pokes may go by before the eventfd's counter is read down (every write to it is a
 /// new edge, and it would take 2^64 writes to fill, so it need not be read each time).
 const DRAIN_POKES_EVERY: u32 = 1 << 20;
@@ -72,10 +75,11 @@ const PARENT_HIGH_WATER: usize = 8 * 1024 * 1024;
 /// reach the parent before the process ends regardless.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
-/// epoll tokens: the poke eventfd, the interrupt socket, a stream (tag | stream id), a child's
+/// epoll tokens: the poke eventfd, the interrupt socket, the unwritten-answers timer, a stream (tag | stream id), a child's
 /// pidfd (tag | pid).
 const TOKEN_POKE: u64 = 0;
 const TOKEN_INTERRUPTS: u64 = 1;
+const TOKEN_UNWRITTEN: u64 = 2;
 const TAG_STREAM: u64 = 1 << 32;
 const TAG_CHILD: u64 = 2 << 32;
 const TAG_MASK: u64 = !0 << 32;
@@ -237,6 +241,11 @@ struct Broker {
     dirty: Vec<StreamId>,
     /// Since when frames have been left unwritten for a service thread to write.
     unwritten_since: Option<std::time::Instant>,
+    /// A timer that wakes a service thread [`LONGEST_UNWRITTEN`] after the calls thread left
+    /// answers unwritten (`None` if it could not be made: the calls thread then pokes).
+    unwritten_timer: Option<OwnedFd>,
+    /// The timer is armed and has not fired yet: frames left unwritten are covered.
+    unwritten_timer_armed: bool,
     closing: BTreeMap<StreamId, Closing>,
     next_stream: u32,
     parent: Option<StreamId>,
@@ -291,6 +300,8 @@ impl Shared {
             streams: BTreeMap::new(),
             dirty: Vec::new(),
             unwritten_since: None,
+            unwritten_timer: None,
+            unwritten_timer_armed: false,
             closing: BTreeMap::new(),
             next_stream: 0,
             parent: None,
@@ -312,6 +323,14 @@ impl Shared {
             buf: vec![0u8; READ_CHUNK],
         };
         broker.watch(poke.as_fd(), TOKEN_POKE, false)?;
+        let timer = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK);
+        match timer
+            .map_err(io::Error::from)
+            .and_then(|t| broker.watch(t.as_fd(), TOKEN_UNWRITTEN, false).map(|()| t))
+        {
+            Ok(timer) => broker.unwritten_timer = Some(timer),
+            Err(e) => tracing::debug!("no timer for unwritten answers (poking instead): {e}"),
+        }
         let now = clock::now();
         if let Some(fd) = setup.parent {
             broker.open_framed(now, fd, StreamKind::Parent);
@@ -562,6 +581,9 @@ impl Shared {
                     let io = broker.workers[Role::Io.index()];
                     let more = !broker.jobs.is_empty() || broker.node.calls_waiting() > 0;
                     let flush = !more || !matches!(io, Worker::Awake | Worker::Asleep(_));
+                    if !flush {
+                        broker.arm_unwritten_timer();
+                    }
                     self.unlock_flushing(broker, flush);
                     let result = functions.run(&job.request, &self.name);
                     broker = self.lock();
@@ -713,7 +735,7 @@ impl Broker {
             return false;
         }
         if self.has_work()
-            || !self.dirty.is_empty()
+            || (!self.dirty.is_empty() && !self.unwritten_timer_armed)
             || !self.spawn_requests.is_empty()
             || self.ids_arrived
             || self.exited.is_some()
@@ -737,6 +759,21 @@ impl Broker {
             })
             .flatten();
         earliest.is_none_or(|until| deadline < until)
+    }
+
+    /// Arms the unwritten-answers timer if frames are queued and it is not armed: a service
+    /// thread then writes them [`LONGEST_UNWRITTEN`] from now unless the calls thread has by then
+    /// — one timer per batch of answers rather than a poke, a wake-up and the broker's mutex
+    /// changing hands every few answers.
+    fn arm_unwritten_timer(&mut self) {
+        if self.dirty.is_empty() || self.unwritten_timer_armed {
+            return;
+        }
+        let Some(timer) = &self.unwritten_timer else { return };
+        let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
+        let at = Itimerspec { it_interval: zero, it_value: timespec(LONGEST_UNWRITTEN) };
+        // Unarmed, the frames are covered by a poke instead (wants_poke).
+        self.unwritten_timer_armed = timerfd_settime(timer, TimerfdTimerFlags::empty(), &at).is_ok();
     }
 
     /// Writes out every framed stream that had frames queued since the last time.
@@ -801,6 +838,14 @@ impl Broker {
                 }
             }
             (_, TOKEN_INTERRUPTS) => self.interrupts_ready = true,
+            (_, TOKEN_UNWRITTEN) => {
+                self.unwritten_timer_armed = false;
+                if let Some(timer) = &self.unwritten_timer {
+                    let mut buf = [0u8; 8];
+                    // Reads the expiration count down; nothing to read (EAGAIN) is fine.
+                    let _ = rustix::io::read(timer, &mut buf);
+                }
+            }
             (TAG_STREAM, _) => {
                 let id = StreamId(token as u32);
                 let writable = flags

@@ -205,11 +205,16 @@ fn s17_a_sigkilled_root_leaves_no_descendant_alive() {
 
 /// A thousand calls in flight from one thread, and bursts from four threads at once, are each
 /// answered exactly once with the right result; a call sent with `call_async` and never waited
-/// for still reaches its callee (it is written by a service thread, not only by a waiter).
+/// for still reaches its callee (it is written by a service thread, not only by a waiter); and a
+/// quick call's answer is not held back by a hung call queued behind it.
 #[test]
 fn pipelined_calls_are_all_answered_and_an_unwaited_one_still_runs() {
     let out = run("pipelined");
     assert_eq!(get(&out, "one_thread_ok"), "true", "{out:?}");
     assert_eq!(get(&out, "threads_ok"), "true", "{out:?}");
     assert_eq!(get(&out, "unwaited_ran"), "true", "{out:?}");
+    // Its answer is written by the IO thread within microseconds; a second would mean it waited
+    // for the hung call (which would be forever).
+    assert_eq!(get(&out, "quick_behind_hang"), "Ok", "{out:?}");
+    assert!(ms(&out, "quick_behind_hang_ms") < 1000.0, "{out:?}");
 }
