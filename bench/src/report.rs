@@ -394,8 +394,8 @@ doubled the median).
 - **Pipelined calls.** `call_async` leaves its frame for a service thread (poked if asleep) or the \
 first caller that waits, whichever comes first; a caller finding the broker held hands its call \
 to the holder instead of queueing on the mutex; and the callee's calls thread, with more calls \
-waiting, leaves its answers for the IO thread to write (at most 50 µs, never for the next \
-function). A burst of 100 calls then leaves in a few writes and its answers come back in a few; \
+waiting, leaves its answers unwritten for at most 20 µs (a timer then wakes the IO thread to \
+write them; never until the next function ends). A burst of 100 calls then leaves in a few writes and its answers come back in a few; \
 at best a batch of 100 takes about 130 µs (770 k calls/s). The spread between batches is the \
 machine's: with both vCPUs busy, this VM loses a CPU for 1-4 ms a few times a second (measured \
 with a bare spinning loop on each CPU), and a batch that meets one takes that long.

@@ -16,7 +16,8 @@
 //! thread letting go of the broker writes out the frames queued meanwhile (one vectored write
 //! per stream) and pokes a sleeping service thread if something needs one that none would
 //! otherwise notice: work left for it, a job for the calls thread, or a deadline earlier than
-//! any sleeper's timeout.
+//! any sleeper's timeout. Frames may be left unwritten for a few microseconds so that a burst
+//! leaves in one write (docs/driver.md "Pipelined calls leave together").
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read};
@@ -60,9 +61,10 @@ const RECEIVES_PER_TURN: usize = 64;
 const EVENTS_PER_WAIT: usize = 64;
 /// The longest single sleep (a deadline further off is slept towards in steps).
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
-/// How long frames may be left for a poked service thread to write before the thread leaving
-/// them writes them itself: a bound on what batching pipelined calls and answers may add to an
-/// answer's latency when the thread poked does not get a CPU at once.
+/// How long frames may be left unwritten to batch them (pipelined calls, answers to calls
+/// queued behind one another): the thread leaving them writes them itself at its next turn
+/// after this long, and the calls thread arms a timer for it, so a quick answer never waits for
+/// the next function to end.
 const LONGEST_UNWRITTEN: Duration = Duration::from_micros(20);
 /// How many pokes may go by before the eventfd's counter is read down (every write to it is a
 /// new edge, and it would take 2^64 writes to fill, so it need not be read each time).
@@ -577,7 +579,8 @@ impl Shared {
                     // Answers to earlier calls are written now, unless more calls are queued
                     // behind this one and the IO thread can write them meanwhile: then a burst
                     // of calls is answered in a few writes rather than one each, and an answer
-                    // waits at most for the IO thread's wake-up, never for the next function.
+                    // waits at most LONGEST_UNWRITTEN (a timer then wakes the IO thread), never
+                    // for the next function.
                     let io = broker.workers[Role::Io.index()];
                     let more = !broker.jobs.is_empty() || broker.node.calls_waiting() > 0;
                     let flush = !more || !matches!(io, Worker::Awake | Worker::Asleep(_));
