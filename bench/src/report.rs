@@ -387,10 +387,11 @@ the root's caller encodes its call and writes it itself, the child's main thread
 root's service thread that reads the answer hands it to the caller's one-shot after letting go of \
 the broker: three context switches and eight syscalls per round trip, where the first design \
 (every call handed from thread to thread through an IO thread in each process) had six switches \
-and, before its own epoll loop replaced async-io's reactor, 76 syscalls. Unpinned, the figures \
-depend on where the scheduler puts five threads on two CPUs; nothing spins (a caller spinning for \
-its answer kept a CPU busy that the callee then had to reach with a cross-CPU wake-up, which \
-doubled the median).
+and, before its own epoll loop replaced async-io's reactor, 76 syscalls. Unpinned, waking a \
+thread on an idle vCPU costs the host's rescheduling of that vCPU, so the thread to be woken next \
+(the caller on its answer, a running context's service thread on the epoll) first polls for up \
+to 50 µs, yielding the CPU between looks: on an idle machine that took the child round trip from \
+43-57 µs to 12-24 µs.
 - **Pipelined calls.** `call_async` leaves its frame for a service thread (poked if asleep) or the \
 first caller that waits, whichever comes first; a caller finding the broker held hands its call \
 to the holder instead of queueing on the mutex; and the callee's calls thread, with more calls \

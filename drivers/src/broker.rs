@@ -48,6 +48,7 @@ use crate::oneshot;
 use crate::reap::{self, Reaper};
 use crate::registry::Functions;
 use crate::spawn::{self, ChildInfo, SpawnOptions};
+use crate::spin;
 use crate::streams::Writer;
 
 /// How much one read takes at most.
@@ -597,6 +598,9 @@ impl Shared {
                     continue;
                 }
             }
+            // Only a running context polls: one shutting down wants no latency from it, and
+            // many children polling at once would slow the tree's exit.
+            let poll = broker.node.phase() == Phase::Running;
             let timeout = if broker.has_work() {
                 // Back at once (after a look at the epoll): still awake, nobody need be poked.
                 Some(Duration::ZERO)
@@ -607,7 +611,17 @@ impl Shared {
                 timeout
             };
             self.unlock(broker);
-            wait(&self.epoll, &mut ready, timeout);
+            if poll && timeout != Some(Duration::ZERO) {
+                // Poll the epoll briefly before sleeping in it (spin.rs): the next call or
+                // answer then finds this thread awake on its CPU.
+                spin::until(|| {
+                    wait(&self.epoll, &mut ready, Some(Duration::ZERO));
+                    !ready.is_empty()
+                });
+            }
+            if ready.is_empty() {
+                wait(&self.epoll, &mut ready, timeout);
+            }
             broker = self.lock();
             broker.workers[me] = Worker::Awake;
         }

@@ -42,6 +42,7 @@ mod registry;
 mod root;
 mod signals;
 mod spawn;
+mod spin;
 mod streams;
 
 pub use arbor_core::call::{CallError, CallErrorKind};
