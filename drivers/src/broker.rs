@@ -221,6 +221,10 @@ pub(crate) struct Shared {
     unflushed: AtomicBool,
     /// Opened once the calls thread has stopped serving and let go of the context.
     calls_left: Arc<Gate>,
+    /// Opened once the IO thread has seen the context out (every child reaped). The root's calls
+    /// thread, which may have forked children, outlives them: a child's PR_SET_PDEATHSIG fires
+    /// when the *thread* that forked it ends.
+    io_done: Arc<Gate>,
     epoll: Arc<OwnedFd>,
     poke: Arc<OwnedFd>,
     /// This context's name, for errors made without the broker.
@@ -358,6 +362,7 @@ impl Shared {
             any_handed: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
             calls_left: Arc::default(),
+            io_done: Arc::default(),
             epoll,
             poke,
             name,
@@ -543,18 +548,42 @@ impl Shared {
     /// ends its process at once.
     pub fn serve_io(&self, wait_for_calls: bool) -> Finished {
         let broker = self.serve(Role::Io, None);
-        self.finish(broker, wait_for_calls)
+        let finished = self.finish(broker, Role::Io, wait_for_calls);
+        self.io_done.open();
+        finished
     }
 
-    /// Serves the context as its calls thread — running every call made to it — until the
-    /// node exits.
+    /// A child context's main thread: serves as the calls thread until calls are closed (then
+    /// it leaves the rest to the IO thread and parks) or the node exits (then it sees the
+    /// context out and ends the process itself, as the IO thread would: whichever gets there
+    /// first ends it).
+    pub fn serve_calls_then_exit(&self, functions: &Functions) -> ! {
+        let mut broker = self.serve(Role::Calls, Some(functions));
+        if broker.exited.is_some() {
+            self.finish(broker, Role::Calls, false);
+            crate::exit::sigterm_self()
+        }
+        // Calls are closed: the IO thread ends the process when the context is done.
+        broker.workers[Role::Calls.index()] = Worker::Off;
+        self.unlock(broker);
+        loop {
+            std::thread::park();
+        }
+    }
+
+    /// Serves the context as its calls thread — running every call made to it, and IO while it
+    /// has none — until calls are closed (shutdown began) or the node exits.
+    ///
+    /// The thread then lives on until the IO thread has seen the context out: children it forked
+    /// would otherwise get their parent-death signal the moment it ends.
     pub fn serve_calls(self: Arc<Self>, functions: &Functions) {
         let mut broker = self.serve(Role::Calls, Some(functions));
         broker.workers[Role::Calls.index()] = Worker::Off;
         self.unlock(broker);
-        let left = self.calls_left.clone();
+        let (left, io_done) = (self.calls_left.clone(), self.io_done.clone());
         drop(self);
         left.open();
+        io_done.wait(None);
     }
 
     /// The service loop: take what is ready, feed it to the node, carry out its outputs, run a
@@ -572,6 +601,12 @@ impl Shared {
             broker.turn(clock::now());
             broker.carry_out();
             if broker.exited.is_some() {
+                return broker;
+            }
+            if functions.is_some() && !broker.calls_open && broker.jobs.is_empty() {
+                // No call will come again: the IO thread sees the rest of the shutdown through
+                // alone (two threads taking turns at the broker would only pass it back and
+                // forth as each of many children's streams and exits wakes one of them).
                 return broker;
             }
             if let Some(functions) = functions {
@@ -605,10 +640,7 @@ impl Shared {
                 // Back at once (after a look at the epoll): still awake, nobody need be poked.
                 Some(Duration::ZERO)
             } else {
-                let timeout = broker.sleep_for();
-                let until = timeout.map(|t| std::time::Instant::now() + t.min(LONGEST_SLEEP));
-                broker.workers[me] = Worker::Asleep(until);
-                timeout
+                broker.fall_asleep(role)
             };
             self.unlock(broker);
             if poll && timeout != Some(Duration::ZERO) {
@@ -628,8 +660,13 @@ impl Shared {
     }
 
     /// After `Exit`: let the last frames reach the parent (bounded), then report.
-    fn finish<'a>(&'a self, mut broker: MutexGuard<'a, Broker>, wait_for_calls: bool) -> Finished {
-        let me = Role::Io.index();
+    fn finish<'a>(
+        &'a self,
+        mut broker: MutexGuard<'a, Broker>,
+        role: Role,
+        wait_for_calls: bool,
+    ) -> Finished {
+        let me = role.index();
         let until = std::time::Instant::now() + FINAL_FLUSH;
         let mut ready: Vec<epoll::Event> = Vec::with_capacity(EVENTS_PER_WAIT);
         loop {
@@ -656,7 +693,7 @@ impl Shared {
         if wait_for_calls && broker.workers[calls] != Worker::Running {
             broker.poked = false;
             self.unlock(broker);
-            self.calls_left.wait(FINAL_FLUSH);
+            self.calls_left.wait(Some(FINAL_FLUSH));
             broker = self.lock();
         }
         let finished = Finished {
@@ -682,9 +719,13 @@ impl Gate {
         self.opened.notify_all();
     }
 
-    fn wait(&self, at_most: Duration) {
+    /// Waits until the gate is open, or `at_most` (`None`: for good).
+    fn wait(&self, at_most: Option<Duration>) {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let _ = self.opened.wait_timeout_while(open, at_most, |open| !*open);
+        match at_most {
+            Some(at_most) => drop(self.opened.wait_timeout_while(open, at_most, |open| !*open)),
+            None => drop(self.opened.wait_while(open, |open| !*open)),
+        }
     }
 }
 
@@ -827,18 +868,28 @@ impl Broker {
             .any(|s| s.open && s.readable && !(throttled && matches!(s.kind, Kind::Logger(_))))
     }
 
-    /// How long to sleep at most: until the node's deadline (and, for children without a
-    /// pidfd, until it is time to poll them).
-    fn sleep_for(&self) -> Option<Duration> {
-        let deadline = self
-            .node
-            .poll_timeout()
-            .map(|at| clock::to_std(at).saturating_duration_since(std::time::Instant::now()));
+    /// When to wake at the latest: the node's deadline (and, for children without a pidfd, the
+    /// time to poll them). Kept as an instant, not a duration, so that the deadline a sleeper
+    /// records is the node's own: a thread letting go of the broker compares the two, and one
+    /// recomputed from a duration would land a little after the deadline and poke the sleeper
+    /// for nothing (the sleeper being, at worst, itself — over and over until the deadline).
+    fn sleep_until(&self) -> Option<std::time::Instant> {
+        let deadline = self.node.poll_timeout().map(clock::to_std);
         if self.reapers.values().any(|r| r.pidfd.is_none()) {
-            Some(deadline.map_or(reap::POLL_WITHOUT_PIDFD, |d| d.min(reap::POLL_WITHOUT_PIDFD)))
+            let poll = std::time::Instant::now() + reap::POLL_WITHOUT_PIDFD;
+            Some(deadline.map_or(poll, |d| d.min(poll)))
         } else {
             deadline
         }
+    }
+
+    /// Records `role` as asleep until the node's deadline (see [`Broker::sleep_until`]) and
+    /// returns how long to wait in `epoll_wait`.
+    fn fall_asleep(&mut self, role: Role) -> Option<Duration> {
+        let now = std::time::Instant::now();
+        let until = self.sleep_until().map(|u| u.min(now + LONGEST_SLEEP));
+        self.workers[role.index()] = Worker::Asleep(until);
+        until.map(|u| u.saturating_duration_since(now))
     }
 
     /// Notes what epoll reported ready; queued writes are carried on at once.
@@ -1314,5 +1365,59 @@ fn diagnostic(d: &Diagnostic) {
             tracing::warn!(diagnostic = ?d, "arbor")
         }
         _ => tracing::debug!(diagnostic = ?d, "arbor"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A root with one child stream (a socketpair, no process) that has begun its shutdown: the
+    /// node now has a deadline (the grace period) and waits for the child.
+    fn shutting_down_root() -> (Arc<Shared>, UnixStream) {
+        let setup = Setup {
+            config: NodeConfig::root(),
+            parent: None,
+            captures: Vec::new(),
+            interrupts: None,
+            on_log: None,
+        };
+        let shared = Shared::new(setup).expect("a context");
+        let (ours, theirs) = UnixStream::pair().expect("a socketpair");
+        {
+            let mut b = shared.lock();
+            let now = clock::now();
+            let kind = StreamKind::Child { id: ContextId(1), pid: None, name: None };
+            b.open_framed(now, OwnedFd::from(ours), kind);
+            b.begin_shutdown(now);
+            b.carry_out();
+            b.flush_dirty();
+            // Read what is ready (nothing: the child has not written), as a service thread would.
+            b.turn(now);
+            b.carry_out();
+            b.flush_dirty();
+        }
+        (shared, theirs)
+    }
+
+    /// A service thread that goes to sleep until the node's deadline needs no poke for that
+    /// deadline — in particular not from itself, which used to happen when the deadline it
+    /// recorded was recomputed from a duration and landed a few nanoseconds late: the thread
+    /// then poked itself awake at once, again and again, busy until the deadline.
+    #[test]
+    fn a_thread_asleep_until_the_deadline_is_not_poked_for_it() {
+        let (shared, _child) = shutting_down_root();
+        let mut b = shared.lock();
+        assert!(b.node.poll_timeout().is_some(), "the grace period runs");
+        assert!(!b.has_work());
+        let timeout = b.fall_asleep(Role::Io);
+        assert!(timeout.is_some_and(|t| t > Duration::from_secs(1)), "asleep for the grace period");
+        assert!(!b.wants_poke());
+        // A sleeper due to wake later than the deadline is poked, once.
+        let late = b.sleep_until().map(|d| d + Duration::from_millis(1));
+        b.workers[Role::Io.index()] = Worker::Asleep(late);
+        assert!(b.wants_poke());
+        b.poked = true;
+        assert!(!b.wants_poke(), "a poke is on its way");
     }
 }

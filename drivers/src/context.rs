@@ -57,12 +57,9 @@ pub(crate) fn run_child(env: ChildEnv, functions: Functions) -> ! {
         fail(&format!("cannot start the IO thread: {e}"));
     }
     client::set_current(Some(Context::new(env.id, shared.clone())));
-    // The main thread runs calls (and serves IO while it has none) until the context exits;
-    // the IO thread then ends the process.
-    shared.serve_calls(&functions);
-    loop {
-        thread::park();
-    }
+    // The main thread runs calls (and serves IO while it has none) until the context exits,
+    // then ends the process (unless the IO thread got there first).
+    shared.serve_calls_then_exit(&functions)
 }
 
 /// Moves the parent stream off fd 0 (to a close-on-exec fd), puts /dev/null on fd 0, and
