@@ -201,6 +201,30 @@ struct Job {
     request: CallRequest,
 }
 
+/// Something to log, kept until the broker is let go of: in a child, `tracing` writes to fd 2,
+/// a capture socket only this broker drains, so a thread logging while it holds the broker could
+/// block on a full socket (or on stderr's lock, held by a user thread blocked on it) with no one
+/// left to drain it.
+enum Note {
+    Diagnostic(Diagnostic),
+    Warn(String),
+    Error(String),
+    Info(String),
+    Debug(String),
+}
+
+impl Note {
+    fn emit(self) {
+        match self {
+            Note::Diagnostic(d) => diagnostic(&d),
+            Note::Warn(m) => tracing::warn!("{m}"),
+            Note::Error(m) => tracing::error!("{m}"),
+            Note::Info(m) => tracing::info!("{m}"),
+            Note::Debug(m) => tracing::debug!("{m}"),
+        }
+    }
+}
+
 /// A call handed to the thread holding the broker.
 struct HandedCall {
     target: ContextId,
@@ -262,6 +286,8 @@ struct Broker {
     /// Answers to hand to their callers once the broker is let go of (a caller woken while the
     /// broker is still held would only find it held when it calls again).
     answers: Vec<(oneshot::Sender<CallResult>, CallResult)>,
+    /// What to log once the broker is let go of.
+    notes: Vec<Note>,
     /// Calls for the calls thread (the core hands out one at a time).
     jobs: VecDeque<Job>,
     /// `Output::CallsClosed` has not come yet.
@@ -316,6 +342,7 @@ impl Shared {
             parent: None,
             calls: BTreeMap::new(),
             answers: Vec::new(),
+            notes: Vec::new(),
             jobs: VecDeque::new(),
             calls_open: true,
             spawn_requests: VecDeque::new(),
@@ -412,7 +439,14 @@ impl Shared {
             }
             let answers =
                 if broker.answers.is_empty() { Vec::new() } else { std::mem::take(&mut broker.answers) };
+            let notes = if broker.notes.is_empty() { Vec::new() } else { std::mem::take(&mut broker.notes) };
             drop(broker);
+            // Pairs with the fence in `call`: a caller that handed a call over and found the
+            // broker held, and this thread, cannot both miss each other.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            for note in notes {
+                note.emit();
+            }
             if poke {
                 // Only EAGAIN (the counter is full, so a waiter wakes anyway) can fail.
                 let _ = rustix::io::write(&*self.poke, &1u64.to_ne_bytes());
@@ -476,6 +510,8 @@ impl Shared {
                     reply,
                 });
                 self.any_handed.store(true, Ordering::SeqCst);
+                // Pairs with the fence after the holder lets go (`unlock_flushing`).
+                std::sync::atomic::fence(Ordering::SeqCst);
                 // The holder may have let go before it could see the flag: look again.
                 match self.broker.try_lock() {
                     Ok(broker) => self.unlock(broker),
@@ -498,7 +534,7 @@ impl Shared {
     /// Writes out whatever frames are queued, if a call was sent without flushing since the
     /// last flush.
     pub fn flush(&self) {
-        if self.unflushed.load(Ordering::SeqCst) {
+        if self.unflushed.load(Ordering::SeqCst) || self.any_handed.load(Ordering::SeqCst) {
             let broker = self.lock();
             self.unlock(broker);
         }
@@ -549,10 +585,10 @@ impl Shared {
     /// lives on) it then waits briefly for the calls thread to let go of the context; a child
     /// ends its process at once.
     pub fn serve_io(&self, wait_for_calls: bool) -> Finished {
+        // Opened however this ends, a panic included: the root's calls thread waits for it.
+        let _done = OpenOnDrop(&self.io_done);
         let broker = self.serve(Role::Io, None);
-        let finished = self.finish(broker, Role::Io, wait_for_calls);
-        self.io_done.open();
-        finished
+        self.finish(broker, Role::Io, wait_for_calls)
     }
 
     /// A child context's main thread: serves as the calls thread until calls are closed (then
@@ -637,7 +673,9 @@ impl Shared {
             }
             // Only a running context polls: one shutting down wants no latency from it, and
             // many children polling at once would slow the tree's exit.
-            let poll = broker.node.phase() == Phase::Running;
+            // Nor right after queueing a call for the calls thread: polling, this thread would
+            // likely collect the very poke meant to wake that one.
+            let poll = broker.node.phase() == Phase::Running && broker.jobs.is_empty();
             let timeout = if broker.has_work() {
                 // Back at once (after a look at the epoll): still awake, nobody need be poked.
                 Some(Duration::ZERO)
@@ -680,11 +718,13 @@ impl Shared {
             if broker.closing.is_empty() || left.is_zero() {
                 break;
             }
-            broker.workers[me] = Worker::Asleep(Some(until));
+            // Not `Asleep`: a thread seeing the context out needs no poke (its own timeout and
+            // the streams' writability wake it), and counted as a sleeper it would be poked for
+            // the exit it is handling — by itself, again and again.
+            broker.workers[me] = Worker::Off;
             self.unlock(broker);
             wait(&self.epoll, &mut ready, Some(left));
             broker = self.lock();
-            broker.workers[me] = Worker::Awake;
         }
         broker.workers[me] = Worker::Off;
         // Wait (briefly) for the calls thread to stop serving and let go of the context (it
@@ -705,6 +745,15 @@ impl Shared {
         };
         self.unlock(broker);
         finished
+    }
+}
+
+/// Opens a gate when dropped.
+struct OpenOnDrop<'a>(&'a Gate);
+
+impl Drop for OpenOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.open();
     }
 }
 
@@ -755,13 +804,20 @@ fn interest(write: bool) -> epoll::EventFlags {
 }
 
 /// Registers a framed stream for writability exactly while it has frames queued.
-fn sync_write_interest(epoll: &OwnedFd, id: StreamId, sock: &UnixStream, writer: &Writer, want: &mut bool) {
+fn sync_write_interest(
+    epoll: &OwnedFd,
+    id: StreamId,
+    sock: &UnixStream,
+    writer: &Writer,
+    want: &mut bool,
+    notes: &mut Vec<Note>,
+) {
     let need = !writer.idle();
     if need != *want {
         let data = epoll::EventData::new_u64(TAG_STREAM | u64::from(id.0));
         match epoll::modify(epoll, sock, data, interest(need)) {
             Ok(()) => *want = need,
-            Err(e) => tracing::error!("cannot change what epoll watches a stream for: {e}"),
+            Err(e) => notes.push(Note::Error(format!("cannot change what epoll watches a stream for: {e}"))),
         }
     }
 }
@@ -846,7 +902,7 @@ impl Broker {
                 if writer.flush(sock) {
                     self.events.push_back(Event::Broken(id));
                 }
-                sync_write_interest(&self.epoll, id, sock, writer, want_write);
+                sync_write_interest(&self.epoll, id, sock, writer, want_write, &mut self.notes);
             }
         }
     }
@@ -935,7 +991,7 @@ impl Broker {
                             if writer.flush(sock) {
                                 self.events.push_back(Event::Broken(id));
                             }
-                            sync_write_interest(&self.epoll, id, sock, writer, want_write);
+                            sync_write_interest(&self.epoll, id, sock, writer, want_write, &mut self.notes);
                         }
                     }
                 } else if writable {
@@ -1098,10 +1154,10 @@ impl Broker {
     fn interrupted(&mut self, now: Instant) {
         self.interrupts += 1;
         if self.interrupts == 1 {
-            tracing::info!("interrupted: shutting the tree down (again to force)");
+            self.notes.push(Note::Info("interrupted: shutting the tree down (again to force)".into()));
             self.begin_shutdown(now);
         } else {
-            tracing::warn!("interrupted again: forcing the shutdown");
+            self.notes.push(Note::Warn("interrupted again: forcing the shutdown".into()));
             self.node.force_shutdown(now);
         }
     }
@@ -1115,15 +1171,16 @@ impl Broker {
         reply: oneshot::Sender<CallResult>,
         context: &str,
     ) {
+        // Refusals are answered once the broker is let go of, like every answer.
         if self.exited.is_some() {
-            reply.send(Err(gone(context)));
+            self.answers.push((reply, Err(gone(context))));
             return;
         }
         match self.node.call_body(now, target, body) {
             Ok(call) => {
                 self.calls.insert(call, reply);
             }
-            Err(e) => reply.send(Err(e)),
+            Err(e) => self.answers.push((reply, Err(e))),
         }
     }
 
@@ -1137,7 +1194,7 @@ impl Broker {
     fn input(&mut self, now: Instant, input: Input<'_>) {
         if let Err(e) = self.node.handle_input(now, input) {
             // Only a host mistake gets here (docs/embedding.md): say so loudly, keep going.
-            tracing::error!("arbor driver bug: {e}");
+            self.notes.push(Note::Error(format!("arbor driver bug: {e}")));
         }
     }
 
@@ -1154,7 +1211,10 @@ impl Broker {
                 if let Some(info) = self.children.remove(&pid) {
                     let since = self.shutdown_began.unwrap_or(self.started);
                     let after = since.elapsed();
-                    tracing::debug!(%pid, id = info.id.0, ?status, ?after, "child reaped");
+                    self.notes.push(Note::Debug(format!(
+                        "child {pid} (context {}) reaped: {status:?} after {after:?}",
+                        info.id.0
+                    )));
                     self.reaped.push(Reaped { id: info.id, name: info.name, pid, status, after });
                 }
                 self.input(now, Input::ChildExited { pid, status });
@@ -1180,12 +1240,12 @@ impl Broker {
                 Output::ShutdownWrite { stream } => {
                     if let Some(Stream { kind: Kind::Logger(capture), .. }) = self.streams.get_mut(&stream) {
                         if let Some(Err(e)) = capture.take().map(CaptureWrite::shut) {
-                            tracing::warn!("cannot shut the output capture down: {e}");
+                            self.notes.push(Note::Warn(format!("cannot shut the output capture down: {e}")));
                         }
                     }
                 }
                 Output::Close { stream } => self.close(stream),
-                Output::Signal { pid, signal } => kill(pid, signal),
+                Output::Signal { pid, signal } => self.notes.extend(kill(pid, signal)),
                 Output::RunCall { job, request, .. } => {
                     if self.calls_open {
                         self.jobs.push_back(Job { id: job, request });
@@ -1214,7 +1274,7 @@ impl Broker {
                     }
                 }
                 Output::IdsAvailable => self.ids_arrived = true,
-                Output::Diagnostic(d) => diagnostic(&d),
+                Output::Diagnostic(d) => self.notes.push(Note::Diagnostic(d)),
                 Output::Exit { how } => self.exited = Some(how),
             }
         }
@@ -1234,7 +1294,7 @@ impl Broker {
         // actually queued, so an idle stream costs nothing; failure only leaves the default.
         let _ = rustix::net::sockopt::set_socket_send_buffer_size(&sock, FRAMED_SEND_BUFFER);
         if let Err(e) = self.watch_stream(stream, &sock) {
-            tracing::error!("cannot watch a stream: {e}");
+            self.notes.push(Note::Error(format!("cannot watch a stream: {e}")));
             return None;
         }
         if kind == StreamKind::Parent {
@@ -1254,7 +1314,7 @@ impl Broker {
         let stream = self.take_stream_id();
         let sock = UnixStream::from(read);
         if let Err(e) = self.watch_stream(stream, &sock) {
-            tracing::error!("cannot watch the output capture: {e}");
+            self.notes.push(Note::Error(format!("cannot watch the output capture: {e}")));
             return;
         }
         let logger = Kind::Logger(Some(capture));
@@ -1286,7 +1346,14 @@ impl Broker {
                 if closing.writer.idle() {
                     self.closed(stream, closing);
                 } else {
-                    sync_write_interest(&self.epoll, stream, &closing.sock, &closing.writer, &mut want_write);
+                    sync_write_interest(
+                        &self.epoll,
+                        stream,
+                        &closing.sock,
+                        &closing.writer,
+                        &mut want_write,
+                        &mut self.notes,
+                    );
                     self.closing.insert(stream, closing);
                 }
             }
@@ -1296,7 +1363,7 @@ impl Broker {
                 // Closed without a SHUT_WR first (a forced disconnect): still move fds 1 and 2
                 // off the socket, so a late print cannot fail.
                 if let Some(Err(e)) = capture.map(CaptureWrite::shut) {
-                    tracing::warn!("cannot shut the output capture down: {e}");
+                    self.notes.push(Note::Warn(format!("cannot shut the output capture down: {e}")));
                 }
             }
             None => {}
@@ -1339,7 +1406,10 @@ impl Broker {
         let mut reaper = Reaper::new(started.child);
         if let Some(pidfd) = &reaper.pidfd {
             if let Err(e) = self.watch(pidfd.as_fd(), TAG_CHILD | u64::from(info.pid.0), false) {
-                tracing::warn!(pid = %info.pid, "cannot watch the child's pidfd, polling it: {e}");
+                self.notes.push(Note::Warn(format!(
+                    "cannot watch the pidfd of child {}, polling it: {e}",
+                    info.pid
+                )));
                 reaper.pidfd = None;
             }
         }
@@ -1350,18 +1420,16 @@ impl Broker {
     }
 }
 
-fn kill(pid: Pid, signal: Signal) {
+fn kill(pid: Pid, signal: Signal) -> Option<Note> {
     let sig = match signal {
         Signal::Term => rustix::process::Signal::TERM,
         Signal::Kill => rustix::process::Signal::KILL,
     };
-    let Some(target) = i32::try_from(pid.0).ok().and_then(rustix::process::Pid::from_raw) else {
-        return;
-    };
+    let target = i32::try_from(pid.0).ok().and_then(rustix::process::Pid::from_raw)?;
     // The child is not reaped before the core hears of it, so the pid is still ours to signal.
-    if let Err(e) = rustix::process::kill_process(target, sig) {
-        tracing::warn!(%pid, "cannot signal child: {e}");
-    }
+    rustix::process::kill_process(target, sig)
+        .err()
+        .map(|e| Note::Warn(format!("cannot signal child {pid}: {e}")))
 }
 
 fn diagnostic(d: &Diagnostic) {
