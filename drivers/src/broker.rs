@@ -311,7 +311,8 @@ struct Broker {
     buf: Vec<u8>,
 }
 
-fn gone(context: &str) -> CallError {
+/// The error for a call to or from a context that has exited.
+pub(crate) fn gone(context: &str) -> CallError {
     CallError::new(CallErrorKind::ShuttingDown, "the context has exited", context)
 }
 

@@ -12,7 +12,7 @@ use arbor_core::ids::ContextId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::broker::Shared;
+use crate::broker::{gone, Shared};
 use crate::error::SpawnError;
 use crate::oneshot;
 use crate::spawn::{ChildInfo, SpawnOptions};
@@ -78,10 +78,6 @@ fn decode<R: DeserializeOwned>(answer: Option<CallResult>, context: &str) -> Res
     postcard::from_bytes(&bytes).map_err(|e| {
         CallError::new(CallErrorKind::Malformed, format!("the result does not decode: {e}"), context)
     })
-}
-
-fn gone(context: &str) -> CallError {
-    CallError::new(CallErrorKind::ShuttingDown, "the context has exited", context)
 }
 
 impl Context {
