@@ -564,12 +564,17 @@ impl Node {
         let call = CallId(self.next_call);
         self.next_call += 1;
         self.pending.insert(handle, Pending { call, target });
+        self.send_request(now, target, body, handle);
+        Ok(call)
+    }
+
+    /// Sends a checked CALL_FUNCTION body; the answer, if any, goes to `reply_to`.
+    fn send_request(&mut self, now: Instant, target: ContextId, body: RequestBody, reply_to: Handle) {
         let msg =
             Message::new(target, self.id(), Handle::CALL_FUNCTION, Encoding::Postcard, body.into_bytes())
-                .with_reply_to(handle);
+                .with_reply_to(reply_to);
         self.send(now, msg);
         self.settle(now);
-        Ok(call)
     }
 
     /// Calls `function` in `target` without wanting an answer. See docs/shutdown.md
@@ -594,10 +599,7 @@ impl Node {
     ) -> Result<(), CallError> {
         self.check_can_call(body.function())?;
         self.check_size(body.len())?;
-        let msg =
-            Message::new(target, self.id(), Handle::CALL_FUNCTION, Encoding::Postcard, body.into_bytes());
-        self.send(now, msg);
-        self.settle(now);
+        self.send_request(now, target, body, Handle::NONE);
         Ok(())
     }
 
