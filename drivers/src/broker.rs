@@ -257,6 +257,12 @@ pub(crate) struct Shared {
     name: String,
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
 struct Broker {
     node: Node,
     epoll: Arc<OwnedFd>,

@@ -1,8 +1,10 @@
 //! The API other threads use to talk to their context's broker: typed calls and spawning.
 //!
-//! A call is encoded and written by the calling thread itself (it holds the context's broker
-//! for as long as that takes) and its answer awaited on a one-shot channel; a spawn is carried
-//! out by one of the context's service threads. Every method is safe from any thread.
+//! A call is encoded by the calling thread and written by it too (holding the context's broker
+//! for as long as that takes), or handed to whichever thread holds the broker at the moment; its
+//! answer is awaited on a one-shot channel. A spawn is carried out by one of the context's
+//! service threads. Every method is safe from any thread, except from inside a
+//! `Launcher::on_log` handler (which runs with the broker held).
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
@@ -34,12 +36,6 @@ pub(crate) fn current() -> Option<Context> {
 pub struct Context {
     id: ContextId,
     shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("name", &self.name()).finish_non_exhaustive()
-    }
 }
 
 /// A call in flight: [`PendingCall::wait`] blocks for the answer, [`PendingCall::recv`] awaits
