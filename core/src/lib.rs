@@ -31,6 +31,7 @@ extern crate alloc;
 pub mod call;
 pub mod frame;
 pub mod handle;
+pub mod host;
 pub mod ids;
 pub mod lines;
 pub mod node;
