@@ -6,7 +6,8 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use arbor::{CallError, ChildInfo, ContextId, Root, SpawnError, SpawnOptions, StartError};
+use arbor::blocking::Root;
+use arbor::{CallError, ChildInfo, ContextId, SpawnError, SpawnOptions, StartError};
 
 use crate::blob::Blob;
 use crate::exited::ExitWatch;
@@ -32,7 +33,7 @@ pub enum RoundError {
 
 fn start() -> Result<Root, RoundError> {
     // No signal handlers: a Ctrl-C kills the bench, and PDEATHSIG its children.
-    Ok(arbor::init(functions()).handle_signals(false).start()?)
+    Ok(arbor::init(functions()).handle_signals(false).start_blocking()?)
 }
 
 fn spawn(root: &Root) -> Result<ChildInfo, RoundError> {

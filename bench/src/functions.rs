@@ -18,7 +18,7 @@ pub fn functions() -> Functions {
         .register("ignore_sigterm", arbor::faults::ignore_sigterm)
         .register("spawn_child", |(): ()| {
             // Runs in a child: starts a grandchild below it and hands back its id.
-            let ctx = arbor::context().ok_or("no context")?;
+            let ctx = arbor::blocking::context().ok_or("no context")?;
             let child = ctx.spawn(SpawnOptions::named("grandchild")).map_err(|e| e.to_string())?;
             Ok::<_, String>(child.id.0)
         })

@@ -12,7 +12,7 @@ fn functions() -> Functions {
         })
         .register("delegate", |text: String| {
             // Runs in the child: spawn a grandchild and pass the work down.
-            let ctx = arbor::context().ok_or("no context")?;
+            let ctx = arbor::blocking::context().ok_or("no context")?;
             let grandchild = ctx.spawn(SpawnOptions::named("grandchild")).map_err(|e| e.to_string())?;
             ctx.call::<_, ()>(grandchild.id, "shout", &text).map_err(|e| e.to_string())?;
             Ok::<_, String>(grandchild.id.0)
@@ -22,7 +22,7 @@ fn functions() -> Functions {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let launcher = arbor::init(functions());
     tracing_subscriber::fmt().without_time().init();
-    let root = launcher.start()?;
+    let root = launcher.start_blocking()?;
     let child = root.context().spawn(SpawnOptions::named("child"))?;
     let grandchild: u32 = root.context().call(child.id, "delegate", "from the root, via the child")?;
     // Ids are tree-wide: the root can call the grandchild directly.

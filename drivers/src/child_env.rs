@@ -21,21 +21,30 @@ const PARENT_PID: &str = "ARBOR_PARENT_PID";
 const GRACE_MS: &str = "ARBOR_GRACE_MS";
 /// The context's human name.
 const NAME: &str = "ARBOR_CONTEXT_NAME";
+/// The runtime the parent runs on (`smol`, `tokio`); the child runs on the same.
+const RUNTIME: &str = "ARBOR_RUNTIME_NAME";
 
 /// A child's configuration as its parent handed it over.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ChildEnv {
+pub struct ChildEnv {
+    /// The child's context id.
     pub id: ContextId,
+    /// Its ancestors, nearest first.
     pub ancestors: Vec<ContextId>,
+    /// The pid of the process that spawned it.
     pub parent_pid: u32,
+    /// Its grace period.
     pub grace: Duration,
+    /// Its name (empty: the default, `context <id>`).
     pub name: String,
+    /// The runtime its parent runs on.
+    pub runtime: String,
 }
 
 /// A malformed arbor environment variable (a bug or tampering: the child refuses to start).
 #[derive(Debug, thiserror::Error)]
 #[error("bad value for {var}: {value:?}")]
-pub(crate) struct BadEnv {
+pub struct BadEnv {
     var: &'static str,
     value: String,
 }
@@ -48,7 +57,8 @@ impl ChildEnv {
             .env(ANCESTORS, ancestors.join(","))
             .env(PARENT_PID, self.parent_pid.to_string())
             .env(GRACE_MS, self.grace.as_millis().to_string())
-            .env(NAME, &self.name);
+            .env(NAME, &self.name)
+            .env(RUNTIME, &self.runtime);
     }
 
     /// Reads and removes the variables: `Ok(None)` in a process that is not an arbor child.
@@ -70,9 +80,10 @@ impl ChildEnv {
         let parent_pid = get(PARENT_PID).parse().map_err(|_| bad(PARENT_PID))?;
         let grace = get(GRACE_MS).parse().map(Duration::from_millis).map_err(|_| bad(GRACE_MS))?;
         let name = get(NAME);
-        for var in [ID, ANCESTORS, PARENT_PID, GRACE_MS, NAME] {
+        let runtime = get(RUNTIME);
+        for var in [ID, ANCESTORS, PARENT_PID, GRACE_MS, NAME, RUNTIME] {
             env::remove_var(var);
         }
-        Ok(Some(ChildEnv { id, ancestors, parent_pid, grace, name }))
+        Ok(Some(ChildEnv { id, ancestors, parent_pid, grace, name, runtime }))
     }
 }

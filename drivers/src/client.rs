@@ -1,23 +1,26 @@
-//! The API other threads use to talk to their context's broker: typed calls and spawning.
+//! The async API: a [`Context`] handle to spawn, call and shut down, usable from any thread and
+//! awaited from any task of any runtime (its futures wake through plain wakers; nothing here
+//! needs the runtime the context's IO thread runs on).
 //!
-//! A call is encoded by the calling thread and written by it too (holding the context's broker
-//! for as long as that takes), or handed to whichever thread holds the broker at the moment; its
-//! answer is awaited on a one-shot channel. A spawn is carried out by one of the context's
-//! service threads. Every method is safe from any thread, except from inside a
-//! `Launcher::on_log` handler (which runs with the broker held).
+//! A call is sent when it is made, not when it is first polled: `let a = ctx.call(..); let b =
+//! ctx.call(..);` puts both on the wire before either answer is awaited (pipelined calls), and
+//! the thread making it writes it itself when the socket takes it.
 
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 
 use arbor_core::call::{CallError, CallErrorKind, CallRequest, CallResult, RequestBody};
 use arbor_core::ids::ContextId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::broker::{gone, Shared};
 use crate::error::SpawnError;
 use crate::oneshot;
 use crate::spawn::{ChildInfo, SpawnOptions};
+use crate::state::{gone, Shared};
 
 static CURRENT: Mutex<Option<Context>> = Mutex::new(None);
 
@@ -27,45 +30,68 @@ pub(crate) fn set_current(context: Option<Context>) {
     }
 }
 
-pub(crate) fn current() -> Option<Context> {
+/// The context this process runs, once it runs one: set in a child by [`crate::init`], in the
+/// root by [`crate::Launcher::start`]. Functions use it to spawn and call further.
+pub fn context() -> Option<Context> {
     CURRENT.lock().ok().and_then(|c| c.clone())
 }
 
 /// A handle on a running context (this process's), cheap to clone and usable from any thread.
 #[derive(Clone, Debug)]
 pub struct Context {
-    id: ContextId,
     shared: Arc<Shared>,
 }
 
-/// A call in flight: [`PendingCall::wait`] blocks for the answer, [`PendingCall::recv`] awaits
-/// it. Any number may be in flight at once (pipelined); each resolves exactly once.
+/// A call in flight: await it for the answer. Any number may be in flight at once (pipelined);
+/// each resolves exactly once.
 #[derive(Debug)]
 #[must_use = "a call's answer, or its error, arrives here"]
 pub struct PendingCall<R> {
-    answer: Result<oneshot::Receiver<CallResult>, CallError>,
+    answer: Result<oneshot::Receiver<CallResult>, Option<CallError>>,
     shared: Arc<Shared>,
     _result: PhantomData<fn() -> R>,
 }
 
 impl<R: DeserializeOwned> PendingCall<R> {
     /// Waits for the answer, blocking this thread.
-    pub fn wait(self) -> Result<R, CallError> {
-        let answer = self.answer?;
-        if !answer.ready() {
-            // The call may still sit with others sent since: out with them before sleeping.
-            self.shared.flush();
+    pub(crate) fn wait(self) -> Result<R, CallError> {
+        match self.answer {
+            Ok(answer) => decode(answer.wait(), &self.shared.name),
+            Err(e) => Err(e.unwrap_or_else(|| gone(&self.shared.name))),
         }
-        decode(answer.wait(), self.shared.name())
     }
+}
 
-    /// The answer, asynchronously.
-    pub async fn recv(self) -> Result<R, CallError> {
-        let answer = self.answer?;
-        if !answer.ready() {
-            self.shared.flush();
+impl<R: DeserializeOwned> Future for PendingCall<R> {
+    type Output = Result<R, CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        match &mut this.answer {
+            Ok(answer) => Pin::new(answer).poll(cx).map(|a| decode(a, &this.shared.name)),
+            Err(e) => Poll::Ready(Err(e.take().unwrap_or_else(|| gone(&this.shared.name)))),
         }
-        decode(answer.await, self.shared.name())
+    }
+}
+
+/// A spawn in flight: await it for the child, once it is connected.
+#[derive(Debug)]
+#[must_use = "the child, or why it could not start, arrives here"]
+pub struct PendingSpawn {
+    answer: oneshot::Receiver<Result<ChildInfo, SpawnError>>,
+}
+
+impl PendingSpawn {
+    pub(crate) fn wait(self) -> Result<ChildInfo, SpawnError> {
+        self.answer.wait().unwrap_or(Err(SpawnError::ShuttingDown))
+    }
+}
+
+impl Future for PendingSpawn {
+    type Output = Result<ChildInfo, SpawnError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.answer).poll(cx).map(|a| a.unwrap_or(Err(SpawnError::ShuttingDown)))
     }
 }
 
@@ -77,44 +103,26 @@ fn decode<R: DeserializeOwned>(answer: Option<CallResult>, context: &str) -> Res
 }
 
 impl Context {
-    pub(crate) fn new(id: ContextId, shared: Arc<Shared>) -> Context {
-        Context { id, shared }
+    pub(crate) fn new(shared: Arc<Shared>) -> Context {
+        Context { shared }
     }
 
     /// This context's id.
     pub fn id(&self) -> ContextId {
-        self.id
+        self.shared.id
     }
 
-    /// Calls `function` in context `target` and waits for its answer.
-    pub fn call<A, R>(&self, target: ContextId, function: &str, args: &A) -> Result<R, CallError>
+    /// Calls `function` in context `target`; the call is sent now, the answer arrives in the
+    /// returned future.
+    pub fn call<A, R>(&self, target: ContextId, function: &str, args: &A) -> PendingCall<R>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        self.send(target, function, args, true).wait()
-    }
-
-    /// Sends a call and returns at once; the answer arrives in the [`PendingCall`].
-    ///
-    /// Calls sent this way in a burst leave together: the call may wait to be written until a
-    /// service thread of this context wakes up for it (microseconds), or until any pending call
-    /// is waited for, whichever comes first — so a hundred pipelined calls cost a few writes,
-    /// not a hundred.
-    pub fn call_async<A, R>(&self, target: ContextId, function: &str, args: &A) -> PendingCall<R>
-    where
-        A: Serialize + ?Sized,
-        R: DeserializeOwned,
-    {
-        self.send(target, function, args, false)
-    }
-
-    fn send<A, R>(&self, target: ContextId, function: &str, args: &A, flush: bool) -> PendingCall<R>
-    where
-        A: Serialize + ?Sized,
-        R: DeserializeOwned,
-    {
-        let answer = self.encode(function, args).map(|body| self.shared.call(target, body, flush));
+        let answer = match self.encode(function, args) {
+            Ok(body) => Ok(self.shared.call(target, body)),
+            Err(e) => Err(Some(e)),
+        };
         PendingCall { answer, shared: self.shared.clone(), _result: PhantomData }
     }
 
@@ -125,14 +133,19 @@ impl Context {
         A: Serialize + ?Sized,
     {
         let body = self.encode(function, args)?;
-        self.shared.call_no_reply(target, body)
+        self.shared.with(|state, now| {
+            if state.exited.is_some() {
+                return Err(gone(&self.shared.name));
+            }
+            state.host.call_no_reply_body(now, target, body)
+        })
     }
 
-    /// Starts a child context of this context and waits until it is connected.
-    pub fn spawn(&self, options: SpawnOptions) -> Result<ChildInfo, SpawnError> {
-        let (reply, answer) = async_channel::bounded(1);
-        self.shared.spawn(options, reply);
-        answer.recv_blocking().map_err(|_| SpawnError::ShuttingDown)?
+    /// Starts a child context of this context; the future resolves once it is connected. A
+    /// spawn not carried out when shutdown begins fails with [`SpawnError::ShuttingDown`] or
+    /// [`SpawnError::Refused`].
+    pub fn spawn(&self, options: SpawnOptions) -> PendingSpawn {
+        PendingSpawn { answer: self.shared.spawn(options) }
     }
 
     /// Starts a graceful shutdown of this context and everything below it; returns at once.
@@ -151,7 +164,7 @@ impl Context {
             CallError::new(
                 CallErrorKind::Malformed,
                 format!("the arguments do not encode: {e}"),
-                self.shared.name(),
+                &self.shared.name,
             )
         })
     }

@@ -1,82 +1,64 @@
 //! A child context taking over its process: what [`crate::init`] does in a process that a parent
 //! context spawned (docs/driver.md "A child's start").
+//!
+//! Two threads: the IO thread runs the context's driver on the runtime its parent runs on (and
+//! spawns grandchildren, so PR_SET_PDEATHSIG ties them to a thread that lives as long as the
+//! process), and the main thread runs blocking calls, one at a time, until calls are closed.
+//! The IO thread ends the process once the context exits, whatever the main thread is doing.
 
-use std::fs::File;
-use std::os::fd::AsFd;
+use std::sync::mpsc;
 use std::thread;
 
-use arbor_core::lines::LogSource;
-use arbor_core::node::NodeConfig;
-use rustix::process::{getppid, set_parent_process_death_signal, Signal};
+use arbor_core::host::{Host, HostConfig};
+use arbor_core::node::{Node, NodeConfig};
 
-use crate::broker::{Setup, Shared};
-use crate::child_env::ChildEnv;
+use crate::bootstrap::{self, Bootstrap};
 use crate::client::{self, Context};
-use crate::logger::{Capture, CaptureWrite};
+use crate::driver::{self, Setup};
 use crate::registry::Functions;
+use crate::runtime;
+use crate::state::Shared;
 use crate::{clock, exit, logs};
 
-/// Exit code of a child that could not start (its parent sees the stream close).
-const START_FAILED: i32 = 70;
-
-/// Runs this process as the child context `env` describes, until the context exits.
-pub(crate) fn run_child(env: ChildEnv, functions: Functions) -> ! {
+/// Runs this process as the child context `boot` describes, until the context exits.
+pub(crate) fn run_child(boot: Bootstrap, functions: Functions) -> ! {
     clock::now();
-    // Die with the thread that spawned us (a service thread of the parent) — and if the parent died
-    // before this line, PDEATHSIG will never fire: we are already someone else's child.
-    if let Err(e) = set_parent_process_death_signal(Some(Signal::KILL)) {
-        fail(&format!("cannot set the parent-death signal: {e}"));
-    }
-    if getppid().map(|p| p.as_raw_nonzero().get() as u32) != Some(env.parent_pid) {
-        fail("the parent context died before the child started");
-    }
-    let (parent, captures) = match rewire_fds() {
-        Ok(fds) => fds,
-        Err(e) => fail(&format!("cannot set up the child's file descriptors: {e}")),
-    };
+    let Bootstrap { env, parent, captures } = boot;
     logs::install_child_subscriber(tracing::level_filters::LevelFilter::INFO);
-
+    let runtime = runtime::by_name(&env.runtime).unwrap_or_else(|| {
+        bootstrap::fail(&format_args!(
+            "this build has no {:?} runtime (it has {:?})",
+            env.runtime,
+            runtime::available()
+        ))
+    });
     let mut config = NodeConfig::child(env.id, env.ancestors);
     config.grace = env.grace;
     if !env.name.is_empty() {
         config.name = env.name;
     }
-    let setup = Setup { config, parent: Some(parent), captures, interrupts: None, on_log: None };
-    let shared = match Shared::new(setup) {
-        Ok(shared) => shared,
-        Err(e) => fail(&format!("cannot set the context up: {e}")),
-    };
+    let (jobs, calls) = mpsc::channel();
+    let host = Host::new(Node::new(config), HostConfig::default());
+    let shared = Shared::new(host, runtime, functions, None, jobs);
     let io_shared = shared.clone();
+    let setup = Setup { parent: Some(parent), captures, interrupts: None };
     let io = thread::Builder::new().name("arbor-io".into()).spawn(move || {
         // Whatever happens on the IO thread — exit, or a bug that panics — the process ends
         // here, never leaving a main thread behind with no one to serve its streams.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || io_shared.serve_io(false)));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || driver::run(io_shared, setup)));
         exit::sigterm_self()
     });
     if let Err(e) = io {
-        fail(&format!("cannot start the IO thread: {e}"));
+        bootstrap::fail(&format_args!("cannot start the IO thread: {e}"));
     }
-    client::set_current(Some(Context::new(env.id, shared.clone())));
-    // The main thread runs calls (and serves IO while it has none) until the context exits,
-    // then ends the process (unless the IO thread got there first).
-    shared.serve_calls_then_exit(&functions)
-}
-
-/// Moves the parent stream off fd 0 (to a close-on-exec fd), puts /dev/null on fd 0, and
-/// installs the stdout and stderr capture sockets on fds 1 and 2.
-fn rewire_fds() -> std::io::Result<(std::os::fd::OwnedFd, Vec<(CaptureWrite, std::os::fd::OwnedFd)>)> {
-    let parent = rustix::io::fcntl_dupfd_cloexec(std::io::stdin().as_fd(), 3)?;
-    let null = File::open("/dev/null")?;
-    rustix::stdio::dup2_stdin(&null)?;
-    let mut captures = Vec::new();
-    for source in [LogSource::Stdout, LogSource::Stderr] {
-        let (write, read) = CaptureWrite::split(Capture::install(source)?);
-        captures.push((write, read));
+    client::set_current(Some(Context::new(shared.clone())));
+    // The main thread runs blocking calls until calls are closed; the IO thread ends the process.
+    for job in calls {
+        let result = shared.functions.run(&job.request, &shared.name);
+        shared.call_finished(job.id, result);
     }
-    Ok((parent, captures))
-}
-
-fn fail(why: &str) -> ! {
-    eprintln!("arbor child: {why}");
-    signal_hook::low_level::exit(START_FAILED)
+    drop(shared);
+    loop {
+        thread::park();
+    }
 }

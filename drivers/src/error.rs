@@ -8,9 +8,10 @@ pub enum SpawnError {
     /// The context is shutting down (or has exited) and spawns nothing more.
     #[error("the context is shutting down")]
     ShuttingDown,
-    /// The root has handed out every context id.
-    #[error("context ids exhausted")]
-    IdsExhausted,
+    /// The host contract refused it: shutdown began before it could be carried out (a spawn
+    /// waiting for a block of ids included), or the root has handed out every id.
+    #[error("{0}")]
+    Refused(#[from] arbor_core::host::SpawnRefused),
     /// Creating the socketpair, finding our own executable or starting the process failed.
     #[error("cannot start the child process: {0}")]
     Io(#[from] io::Error),
@@ -22,6 +23,9 @@ pub enum StartError {
     /// A root already runs in this process (the node and its signal handlers are per process).
     #[error("a root context already runs in this process")]
     AlreadyStarted,
+    /// `ARBOR_RUNTIME` names a runtime this build does not have.
+    #[error("unknown runtime {0:?} (this build has {available:?})", available = crate::runtime::available())]
+    UnknownRuntime(String),
     /// Creating the IO thread or the signal pipe failed.
     #[error("cannot start the root context: {0}")]
     Io(#[from] io::Error),

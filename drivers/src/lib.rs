@@ -3,62 +3,64 @@
 //! Every context is a process running the same binary: [`init`] at the top of `main` decides
 //! whether this process is the root (it returns a [`Launcher`]) or a child spawned by another
 //! context (it takes over and never returns). Each context's core
-//! [`Node`](arbor_core::node::Node) is driven by two threads in turn (docs/embedding.md): an IO
-//! thread, and the thread that runs calls (a child's main thread), which serves IO itself while
-//! it has no call to run — so a call costs no hand-off between threads, and a hung user function
-//! blocks calls only, never IO or shutdown. The process model (fds, environment, signals,
-//! reaping) is in docs/driver.md.
+//! [`Host`](arbor_core::host::Host) — the shared host contract around its `Node` — is driven by
+//! one future on an IO thread, on a small runtime seam ([`runtime`]): smol by default, tokio
+//! behind the `tokio` feature. Blocking functions run on the context's calls thread (a child's
+//! main thread), so a hung one blocks calls only, never IO or shutdown; async functions run as
+//! tasks on the IO thread. The process model (fds, environment, signals, reaping) is in
+//! docs/driver.md.
+//!
+//! The API is async first ([`Context`], [`Root`]: futures usable from any smol or tokio task),
+//! with a thin blocking layer in [`blocking`]:
 //!
 //! ```no_run
-//! use arbor::{ContextId, Functions, SpawnOptions};
+//! use arbor::{Functions, SpawnOptions};
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let functions = Functions::new()
 //!         .register("add", |(a, b): (i32, i32)| Ok::<_, String>(a + b));
 //!     let root = arbor::init(functions).start()?; // a child never gets past init()
-//!     let child = root.context().spawn(SpawnOptions::named("worker"))?;
-//!     let sum: i32 = root.context().call(child.id, "add", &(2, 3))?;
-//!     assert_eq!(sum, 5);
-//!     let report = root.shutdown();
-//!     println!("tree gone in {:?}", report.took);
-//!     Ok(())
+//!     smol::block_on(async {
+//!         let child = root.context().spawn(SpawnOptions::named("worker")).await?;
+//!         let sum: i32 = root.context().call(child.id, "add", &(2, 3)).await?;
+//!         assert_eq!(sum, 5);
+//!         let report = root.shutdown().await;
+//!         println!("tree gone in {:?}", report.took);
+//!         Ok(())
+//!     })
 //! }
-//! # let _ = ContextId::ROOT;
 //! ```
 
-mod broker;
+pub mod blocking;
+pub mod bootstrap;
+mod capture;
 mod child_env;
 mod client;
 mod clock;
 mod context;
+mod driver;
 mod error;
 mod exit;
 pub mod faults;
-mod logger;
+mod groups;
 mod logs;
 mod oneshot;
-mod reap;
 mod registry;
 mod root;
+pub mod runtime;
 mod signals;
 mod spawn;
-mod spin;
-mod streams;
+mod state;
 
 pub use arbor_core::call::{CallError, CallErrorKind};
 pub use arbor_core::ids::ContextId;
 pub use arbor_core::lines::LogSource;
 pub use arbor_core::reaper::{ExitStatus, Pid};
 
-pub use client::{Context, PendingCall};
+pub use client::{context, Context, PendingCall, PendingSpawn};
 pub use error::{SpawnError, StartError};
 pub use logs::LogRecord;
 pub use registry::Functions;
-pub use root::{init, Launcher, Reaped, Root, ShutdownReport};
+pub use root::{init, Launcher, Root, ShutdownReport, RUNTIME_VAR};
 pub use spawn::{ChildInfo, SpawnOptions};
-
-/// The context this process runs, once it runs one: set in a child by [`init`], in the root by
-/// [`Launcher::start`]. Functions running on the main thread use it to spawn and call further.
-pub fn context() -> Option<Context> {
-    client::current()
-}
+pub use state::Reaped;

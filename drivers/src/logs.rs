@@ -8,8 +8,24 @@
 //! the child's formatter starts one (`<LEVEL> <target>: …`) keeps its level.
 
 use arbor_core::ids::ContextId;
-use arbor_core::node::LogLine;
+use arbor_core::node::{Diagnostic, LogLine};
 use tracing::Level;
+
+/// How log records reaching the root are handled (instead of [`emit`]).
+pub(crate) type LogHandler = Box<dyn Fn(&LogRecord) + Send + Sync>;
+
+/// A core diagnostic as a `tracing` event: what means something went wrong at `warn`, the
+/// rest at `debug`.
+pub(crate) fn diagnostic(d: &Diagnostic) {
+    match d {
+        Diagnostic::StreamFailed { .. }
+        | Diagnostic::ChildAbandoned(_)
+        | Diagnostic::BadCallRequest { .. } => {
+            tracing::warn!(diagnostic = ?d, "arbor")
+        }
+        _ => tracing::debug!(diagnostic = ?d, "arbor"),
+    }
+}
 
 /// One line of output from a context, as it reached the root.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use arbor::{CallError, ContextId, Functions, PendingCall, Root, SpawnOptions};
+use arbor::blocking::{PendingCall, Root};
+use arbor::{CallError, ContextId, Functions, SpawnOptions};
 
 const USAGE: &str = "\
 usage: arbor demo [--children N] [--depth D] [--lines L] [--grace-ms G] [--no-faults]
@@ -31,7 +32,7 @@ struct Demo {
 fn functions() -> Functions {
     Functions::new()
         .register("whoami", |(): ()| {
-            let ctx = arbor::context().ok_or("no context")?;
+            let ctx = arbor::blocking::context().ok_or("no context")?;
             Ok::<_, String>((ctx.id().0, std::process::id()))
         })
         .register("grow", |depth: u32| -> Result<Vec<(u32, u32, String)>, String> {
@@ -39,7 +40,7 @@ fn functions() -> Functions {
             if depth == 0 {
                 return Ok(Vec::new());
             }
-            let ctx = arbor::context().ok_or("no context")?;
+            let ctx = arbor::blocking::context().ok_or("no context")?;
             let name = format!("below-{}", ctx.id());
             let child = ctx.spawn(SpawnOptions::named(name)).map_err(|e| e.to_string())?;
             let mut chain = vec![(child.id.0, child.pid.0, child.name)];
@@ -49,7 +50,7 @@ fn functions() -> Functions {
             Ok(chain)
         })
         .register("print", |lines: u32| {
-            let id = arbor::context().map(|c| c.id().0).unwrap_or_default();
+            let id = arbor::blocking::context().map(|c| c.id().0).unwrap_or_default();
             for i in 1..=lines {
                 println!("hello from context {id} (line {i} of {lines})");
             }
@@ -72,7 +73,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let root = match launcher.grace(demo.grace).start() {
+    let root = match launcher.grace(demo.grace).start_blocking() {
         Ok(root) => root,
         Err(e) => {
             eprintln!("arbor: {e}");

@@ -1,14 +1,11 @@
 //! A one-shot channel for call answers: one value, one receiver that either blocks its thread
-//! (`wait`, with `std::thread::park`: one futex wait and one wake per answer) or awaits it.
-//! Lighter than a bounded async-channel, whose blocking receive parks on a mutex and condvar.
-//! A blocking receiver first polls briefly, yielding between looks (spin.rs), when more than
-//! one CPU is available: an answer that comes back within microseconds then costs no sleep,
-//! and no wake-up of a halted vCPU.
+//! (`wait`, with `std::thread::park`: one futex wait and one wake per answer) or awaits it from
+//! any task of any runtime (a plain `Waker`). Lighter than a bounded async-channel, whose
+//! blocking receive parks on a mutex and condvar.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::thread::{self, Thread};
@@ -28,8 +25,6 @@ struct State<T> {
 
 struct Inner<T> {
     state: Mutex<State<T>>,
-    /// `state.done`, readable without the lock (a hint for polling; the state decides).
-    done: AtomicBool,
 }
 
 type Shared<T> = Arc<Inner<T>>;
@@ -45,10 +40,8 @@ pub(crate) struct Sender<T>(Shared<T>);
 pub(crate) struct Receiver<T>(Shared<T>);
 
 pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
-    let shared = Arc::new(Inner {
-        state: Mutex::new(State { value: None, done: false, waiter: Waiter::None }),
-        done: AtomicBool::new(false),
-    });
+    let shared =
+        Arc::new(Inner { state: Mutex::new(State { value: None, done: false, waiter: Waiter::None }) });
     (Sender(shared.clone()), Receiver(shared))
 }
 
@@ -64,7 +57,6 @@ impl<T> Drop for Sender<T> {
         let waiter = {
             let mut state = lock(&self.0);
             state.done = true;
-            self.0.done.store(true, Ordering::Release);
             std::mem::replace(&mut state.waiter, Waiter::None)
         };
         match waiter {
@@ -76,14 +68,8 @@ impl<T> Drop for Sender<T> {
 }
 
 impl<T> Receiver<T> {
-    /// The value (or the sender's end) has arrived: waiting would not block.
-    pub fn ready(&self) -> bool {
-        lock(&self.0).done
-    }
-
     /// Blocks this thread until the value (or the sender's end) arrives.
     pub fn wait(self) -> Option<T> {
-        crate::spin::until(|| self.0.done.load(Ordering::Acquire));
         loop {
             {
                 let mut state = lock(&self.0);

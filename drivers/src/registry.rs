@@ -2,24 +2,47 @@
 //! results (docs/shutdown.md "Calls").
 //!
 //! Every process of a tree runs the same binary and builds the same [`Functions`] before
-//! [`crate::init`], so a name means the same function in every context.
+//! [`crate::init`], so a name means the same function in every context. A function registered
+//! with [`Functions::register`] blocks: it runs on the context's calls thread (a child's main
+//! thread), so a hung one blocks further calls but never IO or shutdown. One registered with
+//! [`Functions::register_async`] runs as a task on the context's IO thread; it must not block.
+//! The node hands out one call at a time either way (docs/shutdown.md "Calls").
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use arbor_core::call::{CallError, CallErrorKind, CallRequest, CallResult};
+use std::future::Future;
+use std::pin::Pin;
+
+use arbor_core::call::{CallError, CallErrorKind, CallRequest, CallResult, JobId};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 type Erased = dyn Fn(&[u8], &str) -> CallResult + Send + Sync;
+/// An async function's future.
+pub(crate) type CallFuture = Pin<Box<dyn Future<Output = CallResult> + Send + 'static>>;
+type ErasedAsync = dyn Fn(Bytes, String) -> CallFuture + Send + Sync;
+
+#[derive(Clone)]
+enum Entry {
+    Blocking(Arc<Erased>),
+    Async(Arc<ErasedAsync>),
+}
+
+/// One call handed to the calls thread.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub id: JobId,
+    pub request: CallRequest,
+}
 
 /// A registry of named functions.
 #[derive(Clone, Default)]
 pub struct Functions {
-    by_name: BTreeMap<String, Arc<Erased>>,
+    by_name: BTreeMap<String, Entry>,
 }
 
 impl fmt::Debug for Functions {
@@ -48,49 +71,121 @@ impl Functions {
     {
         let fname = name.to_string();
         let erased = move |args: &[u8], context: &str| -> CallResult {
-            let malformed = |why: String| {
-                CallError::new(CallErrorKind::Malformed, format!("arguments of {fname:?} {why}"), context)
-            };
             // postcard is not self-describing: refusing leftover bytes catches most arguments
             // meant for another signature instead of running on garbage.
-            let (args, rest) =
-                postcard::take_from_bytes::<A>(args).map_err(|e| malformed(format!("do not decode: {e}")))?;
-            if !rest.is_empty() {
-                return Err(malformed(format!("have {} bytes left over", rest.len())));
-            }
+            let args = decode_args::<A>(&fname, args, context)?;
             let value =
                 function(args).map_err(|e| CallError::new(CallErrorKind::Failed, e.to_string(), context))?;
-            postcard::to_allocvec(&value).map(Bytes::from).map_err(|e| {
-                CallError::new(
-                    CallErrorKind::Failed,
-                    format!("result of {fname:?} does not encode: {e}"),
-                    context,
-                )
-            })
+            encode_result(&fname, &value, context)
         };
-        self.by_name.insert(name.to_string(), Arc::new(erased));
+        self.by_name.insert(name.to_string(), Entry::Blocking(Arc::new(erased)));
         self
     }
 
-    /// Runs one request; `context` names this context in errors.
+    /// Adds an async `function` under `name`: it runs as a task on the context's IO thread, so
+    /// it must not block (use [`Functions::register`] for code that does). Errors and panics
+    /// are answered as for [`Functions::register`].
+    pub fn register_async<A, R, E, F, Fut>(mut self, name: &str, function: F) -> Functions
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + 'static,
+        E: fmt::Display + 'static,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+    {
+        let function = Arc::new(function);
+        let fname = name.to_string();
+        let erased = move |args: Bytes, context: String| -> CallFuture {
+            let decoded = decode_args::<A>(&fname, &args, &context);
+            let function = function.clone();
+            let fname = fname.clone();
+            Box::pin(async move {
+                let args = decoded?;
+                let run = CatchUnwind(Box::pin(async move { function(args).await }));
+                let value = match run.await {
+                    Ok(r) => r.map_err(|e| CallError::new(CallErrorKind::Failed, e.to_string(), &context))?,
+                    Err(what) => {
+                        return Err(CallError::new(
+                            CallErrorKind::Failed,
+                            format!("{fname:?} panicked: {what}"),
+                            &context,
+                        ))
+                    }
+                };
+                encode_result(&fname, &value, &context)
+            })
+        };
+        self.by_name.insert(name.to_string(), Entry::Async(Arc::new(erased)));
+        self
+    }
+
+    /// The task for `request` if it names an async function.
+    pub(crate) fn task(&self, request: &CallRequest, context: &str) -> Option<CallFuture> {
+        match self.by_name.get(&request.function) {
+            Some(Entry::Async(f)) => Some(f(request.args.clone(), context.to_string())),
+            _ => None,
+        }
+    }
+
+    /// Runs one request on this thread; `context` names this context in errors.
     pub(crate) fn run(&self, request: &CallRequest, context: &str) -> CallResult {
-        let Some(function) = self.by_name.get(&request.function) else {
-            return Err(CallError::unknown_function(&request.function, context));
+        let function = match self.by_name.get(&request.function) {
+            Some(Entry::Blocking(f)) => f,
+            Some(Entry::Async(f)) => {
+                // Only reached if a caller bypassed the IO thread: run it to completion here.
+                return smol::future::block_on(f(request.args.clone(), context.to_string()));
+            }
+            None => return Err(CallError::unknown_function(&request.function, context)),
         };
         match catch_unwind(AssertUnwindSafe(|| function(&request.args, context))) {
             Ok(result) => result,
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a non-string panic".to_string());
-                Err(CallError::new(
-                    CallErrorKind::Failed,
-                    format!("{:?} panicked: {what}", request.function),
-                    context,
-                ))
-            }
+            Err(panic) => Err(CallError::new(
+                CallErrorKind::Failed,
+                format!("{:?} panicked: {}", request.function, panic_text(&*panic)),
+                context,
+            )),
+        }
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".to_string())
+}
+
+/// Decodes arguments, refusing leftover bytes (see [`Functions::register`]).
+fn decode_args<A: DeserializeOwned>(fname: &str, args: &[u8], context: &str) -> Result<A, CallError> {
+    let malformed = |why: String| {
+        CallError::new(CallErrorKind::Malformed, format!("arguments of {fname:?} {why}"), context)
+    };
+    let (args, rest) =
+        postcard::take_from_bytes::<A>(args).map_err(|e| malformed(format!("do not decode: {e}")))?;
+    if !rest.is_empty() {
+        return Err(malformed(format!("have {} bytes left over", rest.len())));
+    }
+    Ok(args)
+}
+
+fn encode_result<R: Serialize>(fname: &str, value: &R, context: &str) -> CallResult {
+    postcard::to_allocvec(value).map(Bytes::from).map_err(|e| {
+        CallError::new(CallErrorKind::Failed, format!("result of {fname:?} does not encode: {e}"), context)
+    })
+}
+
+/// A future whose panic is caught and turned into its message.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match catch_unwind(AssertUnwindSafe(move || inner.poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(panic) => std::task::Poll::Ready(Err(panic_text(&*panic))),
         }
     }
 }

@@ -1,35 +1,43 @@
 //! The entry point ([`init`]) and the root context ([`Launcher`], [`Root`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use arbor_core::node::{NodeConfig, DEFAULT_GRACE};
+use arbor_core::host::{Host, HostConfig};
+use arbor_core::node::{Node, NodeConfig, DEFAULT_GRACE};
 
-pub use crate::broker::Reaped;
-use crate::broker::{LogHandler, Setup, Shared};
-use crate::child_env::ChildEnv;
+use crate::blocking;
+use crate::bootstrap;
 use crate::client::{self, Context};
+use crate::driver::{self, Setup};
 use crate::error::StartError;
-use crate::logs::LogRecord;
+use crate::logs::{LogHandler, LogRecord};
+use crate::oneshot;
 use crate::registry::Functions;
+use crate::runtime::{self, Runtime};
 use crate::signals::Interrupts;
+use crate::state::{Reaped, Shared};
 use crate::{clock, context};
 
 /// Set while a root runs in this process.
 static ROOT_RUNNING: AtomicBool = AtomicBool::new(false);
 
+/// The environment variable that picks the root's runtime when [`Launcher::runtime`] was not
+/// called (`smol`, or `tokio` with the `tokio` feature); children run on their parent's.
+pub const RUNTIME_VAR: &str = "ARBOR_RUNTIME";
+
 /// Call first thing in `main`, before any thread starts, with the functions this program
 /// offers. In a process spawned as a child context it runs that context and never returns; in
 /// any other process it returns a [`Launcher`] for the root.
 pub fn init(functions: Functions) -> Launcher {
-    match ChildEnv::take() {
-        Ok(None) => Launcher { functions, grace: DEFAULT_GRACE, handle_signals: true, on_log: None },
-        Ok(Some(env)) => context::run_child(env, functions),
-        Err(e) => {
-            eprintln!("arbor: refusing to start as a child context: {e}");
-            std::process::exit(2)
+    match bootstrap::take_over() {
+        Ok(None) => {
+            Launcher { functions, grace: DEFAULT_GRACE, handle_signals: true, on_log: None, runtime: None }
         }
+        Ok(Some(boot)) => context::run_child(boot, functions),
+        Err(e) => bootstrap::fail(&e),
     }
 }
 
@@ -39,6 +47,7 @@ pub struct Launcher {
     grace: Duration,
     handle_signals: bool,
     on_log: Option<LogHandler>,
+    runtime: Option<Arc<dyn Runtime>>,
 }
 
 impl std::fmt::Debug for Launcher {
@@ -47,6 +56,7 @@ impl std::fmt::Debug for Launcher {
             .field("functions", &self.functions)
             .field("grace", &self.grace)
             .field("handle_signals", &self.handle_signals)
+            .field("runtime", &self.runtime)
             .finish_non_exhaustive()
     }
 }
@@ -67,14 +77,20 @@ impl Launcher {
     }
 
     /// Handles the tree's output lines instead of re-emitting them as `tracing` events. Runs on
-    /// whichever of the root's threads is driving it at the time, with the root held: it must
-    /// not block, nor call into the root.
-    pub fn on_log(mut self, handler: impl Fn(&LogRecord) + Send + 'static) -> Launcher {
+    /// whichever thread handed the line out, with no lock held; it should be quick.
+    pub fn on_log(mut self, handler: impl Fn(&LogRecord) + Send + Sync + 'static) -> Launcher {
         self.on_log = Some(Box::new(handler));
         self
     }
 
-    /// Starts the root's IO thread (and a thread for calls made to the root).
+    /// The runtime the tree's IO threads run on (default: [`RUNTIME_VAR`], else smol).
+    pub fn runtime(mut self, runtime: impl Runtime) -> Launcher {
+        self.runtime = Some(Arc::new(runtime));
+        self
+    }
+
+    /// Starts the root: its IO thread (running the driver on the runtime) and a thread for
+    /// blocking calls made to the root. Returns at once; usable from async code.
     pub fn start(self) -> Result<Root, StartError> {
         if ROOT_RUNNING.swap(true, Ordering::SeqCst) {
             return Err(StartError::AlreadyStarted);
@@ -86,8 +102,22 @@ impl Launcher {
         started
     }
 
+    /// [`Launcher::start`], for the blocking API.
+    pub fn start_blocking(self) -> Result<blocking::Root, StartError> {
+        self.start().map(blocking::Root::new)
+    }
+
     fn start_inner(self) -> Result<Root, StartError> {
         clock::now();
+        let runtime = match self.runtime {
+            Some(r) => r,
+            None => match std::env::var(RUNTIME_VAR) {
+                Ok(name) if !name.is_empty() => {
+                    runtime::by_name(&name).ok_or(StartError::UnknownRuntime(name))?
+                }
+                _ => Arc::new(runtime::Smol::new()),
+            },
+        };
         let (interrupts, wakeups) = match self.handle_signals {
             true => Interrupts::install().map(|(i, w)| (Some(i), Some(w)))?,
             false => (None, None),
@@ -95,28 +125,34 @@ impl Launcher {
         let mut config = NodeConfig::root();
         config.grace = self.grace;
         config.name = "root".to_string();
-        let setup =
-            Setup { config, parent: None, captures: Vec::new(), interrupts: wakeups, on_log: self.on_log };
-        let shared = Shared::new(setup)?;
+        let (jobs, calls) = mpsc::channel();
+        let host = Host::new(Node::new(config), HostConfig::default());
+        let shared = Shared::new(host, runtime, self.functions, self.on_log, jobs);
+        let (report, done) = oneshot::channel();
         let io_shared = shared.clone();
+        let setup = Setup { parent: None, captures: Vec::new(), interrupts: wakeups };
         let io = thread::Builder::new().name("arbor-io".into()).spawn(move || {
-            let finished = io_shared.serve_io(true);
-            debug_assert_eq!(finished.how, arbor_core::shutdown::ExitKind::Clean, "a root exits cleanly");
+            let finished = driver::run(io_shared, setup);
             drop(interrupts);
             client::set_current(None);
             ROOT_RUNNING.store(false, Ordering::SeqCst);
-            let took = finished.shutdown_began.map(|t| t.elapsed()).unwrap_or_default();
-            ShutdownReport { took, reaped: finished.reaped }
+            let report_of = |f: driver::Finished| {
+                let took = f.shutdown_began.map(|t| t.elapsed()).unwrap_or_default();
+                ShutdownReport { took, reaped: f.reaped }
+            };
+            report.send(finished.map(report_of).unwrap_or_default());
         })?;
         let calls_shared = shared.clone();
-        let functions = self.functions;
-        // Calls made *to* the root run here; a hung one blocks only later calls to the root.
-        thread::Builder::new()
-            .name("arbor-calls".into())
-            .spawn(move || calls_shared.serve_calls(&functions))?;
-        let context = Context::new(arbor_core::ids::ContextId::ROOT, shared);
+        // Blocking calls made *to* the root run here; a hung one blocks only later calls to it.
+        thread::Builder::new().name("arbor-calls".into()).spawn(move || {
+            for job in calls {
+                let result = calls_shared.functions.run(&job.request, &calls_shared.name);
+                calls_shared.call_finished(job.id, result);
+            }
+        })?;
+        let context = Context::new(shared);
         client::set_current(Some(context.clone()));
-        Ok(Root { context, io: Some(io) })
+        Ok(Root { context, io: Some(io), done: Some(done) })
     }
 }
 
@@ -129,11 +165,12 @@ pub struct ShutdownReport {
     pub reaped: Vec<Reaped>,
 }
 
-/// The running root context. Dropping it shuts the tree down and waits.
+/// The running root context. Dropping it shuts the tree down and waits (blocking the thread).
 #[derive(Debug)]
 pub struct Root {
     context: Context,
-    io: Option<JoinHandle<ShutdownReport>>,
+    io: Option<JoinHandle<()>>,
+    done: Option<oneshot::Receiver<ShutdownReport>>,
 }
 
 impl Root {
@@ -142,23 +179,46 @@ impl Root {
         &self.context
     }
 
-    /// Shuts the whole tree down gracefully and waits until every child is reaped.
-    pub fn shutdown(mut self) -> ShutdownReport {
+    /// Shuts the whole tree down gracefully; resolves once every child is reaped.
+    pub async fn shutdown(mut self) -> ShutdownReport {
         self.context.request_shutdown();
-        self.join()
+        self.finished().await
     }
 
-    /// Waits until the tree has shut down for another reason (a signal, or
-    /// [`Context::request_shutdown`] from another thread).
-    pub fn wait(mut self) -> ShutdownReport {
-        self.join()
+    /// Resolves once the tree has shut down for another reason (a signal, or
+    /// [`Context::request_shutdown`] from elsewhere).
+    pub async fn wait(mut self) -> ShutdownReport {
+        self.finished().await
     }
 
-    fn join(&mut self) -> ShutdownReport {
-        match self.io.take().map(JoinHandle::join) {
-            Some(Ok(report)) => report,
-            Some(Err(panic)) => std::panic::resume_unwind(panic),
+    pub(crate) fn shutdown_blocking(mut self) -> ShutdownReport {
+        self.context.request_shutdown();
+        self.finished_blocking()
+    }
+
+    pub(crate) fn wait_blocking(mut self) -> ShutdownReport {
+        self.finished_blocking()
+    }
+
+    async fn finished(&mut self) -> ShutdownReport {
+        let report = match self.done.take() {
+            Some(done) => done.await.unwrap_or_default(),
             None => ShutdownReport::default(),
+        };
+        // The IO thread sent the report as its last act: joining it does not wait.
+        self.join();
+        report
+    }
+
+    fn finished_blocking(&mut self) -> ShutdownReport {
+        let report = self.done.take().and_then(oneshot::Receiver::wait).unwrap_or_default();
+        self.join();
+        report
+    }
+
+    fn join(&mut self) {
+        if let Some(Err(panic)) = self.io.take().map(JoinHandle::join) {
+            std::panic::resume_unwind(panic);
         }
     }
 }

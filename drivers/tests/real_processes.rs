@@ -1,7 +1,9 @@
-//! Real-process scenarios (../shared/SCENARIOS.md, rows marked R), run against the
-//! `arbor-fixture` binary: each test starts a fresh root process running one scenario, reads
-//! the `key=value` lines it prints, and checks that no process carrying the test's marker is
-//! left anywhere. Each test has its own processes and marker, so they run in parallel safely.
+//! Real-process scenarios (docs/scenarios.md, rows marked R), run against the `arbor-fixture`
+//! binary on every runtime this build has (smol always; tokio with the `tokio` feature, which
+//! `cargo test --workspace` turns on): each test starts a fresh root process running one
+//! scenario, reads the `key=value` lines it prints, and checks that no process carrying the
+//! test's marker is left anywhere. Each test has its own processes and marker, so they run in
+//! parallel safely.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -13,6 +15,36 @@ use std::time::{Duration, Instant};
 /// Longest any scenario may take before the test fails instead of hanging.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// One `#[test]` per scenario and runtime, so a failure names both.
+macro_rules! on_every_runtime {
+    ($($scenario:ident),* $(,)?) => {
+        mod smol {
+            $(#[test] fn $scenario() { super::$scenario("smol") })*
+        }
+        #[cfg(feature = "tokio")]
+        mod tokio {
+            $(#[test] fn $scenario() { super::$scenario("tokio") })*
+        }
+    };
+}
+
+on_every_runtime!(
+    s1_a_child_with_nothing_hung_is_gone_long_before_the_grace_period,
+    s2_a_three_level_chain_routes_calls_and_shuts_down_level_by_level,
+    s3_a_hung_call_resolves_disconnected_and_its_child_still_goes,
+    s4_a_child_ignoring_sigterm_with_a_hung_call_is_gone_within_milliseconds,
+    s5_ten_thousand_lines_arrive_in_order,
+    s6_a_final_line_without_newline_arrives,
+    s7_a_daemon_holding_stdout_does_not_delay_shutdown,
+    s21_fifty_children_go_together_not_one_after_another,
+    bad_input_is_a_typed_error_and_the_child_keeps_serving,
+    s17_a_sigkilled_root_leaves_no_descendant_alive,
+    pipelined_calls_are_all_answered_and_an_unwaited_one_still_runs,
+    s26_a_child_that_closed_fd_1_keeps_its_grandchild_stream_and_shuts_down_at_once,
+    s27_a_child_whose_parent_is_gone_exits_with_the_start_failure_code,
+    s29_a_process_user_code_left_in_the_group_does_not_outlive_the_tree,
+);
+
 static NEXT_MARKER: AtomicU32 = AtomicU32::new(0);
 
 /// An environment variable every process of one test inherits, to find leftovers by.
@@ -20,10 +52,11 @@ fn marker() -> String {
     format!("arbor-test-{}-{}", std::process::id(), NEXT_MARKER.fetch_add(1, Ordering::SeqCst))
 }
 
-fn fixture(scenario: &str, marker: &str) -> Child {
+fn fixture(scenario: &str, marker: &str, runtime: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_arbor-fixture"))
         .arg(scenario)
         .env("ARBOR_TEST_MARKER", marker)
+        .env("ARBOR_RUNTIME", runtime)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -31,10 +64,10 @@ fn fixture(scenario: &str, marker: &str) -> Child {
         .expect("the fixture starts")
 }
 
-/// Runs a scenario to completion and returns what it printed.
-fn run(scenario: &str) -> BTreeMap<String, String> {
+/// Runs a scenario to completion on `runtime` and returns what it printed.
+fn run(scenario: &str, runtime: &str) -> BTreeMap<String, String> {
     let marker = marker();
-    let mut child = fixture(scenario, &marker);
+    let mut child = fixture(scenario, &marker, runtime);
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for the fixture") {
@@ -94,72 +127,64 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-#[test]
-fn s1_a_child_with_nothing_hung_is_gone_long_before_the_grace_period() {
-    let out = run("s1");
+fn s1_a_child_with_nothing_hung_is_gone_long_before_the_grace_period(runtime: &str) {
+    let out = run("s1", runtime);
     assert_eq!(get(&out, "sum"), "5");
     assert_eq!(get(&out, "reaped"), "1");
     // G is 5 s; with nothing hung the tree must not wait for it.
     assert!(ms(&out, "shutdown_ms") < 1000.0, "{out:?}");
 }
 
-#[test]
-fn s2_a_three_level_chain_routes_calls_and_shuts_down_level_by_level() {
-    let out = run("s2");
+fn s2_a_three_level_chain_routes_calls_and_shuts_down_level_by_level(runtime: &str) {
+    let out = run("s2", runtime);
     assert_eq!(get(&out, "depth"), "3");
     assert_eq!(get(&out, "deepest_pid_matches"), "true");
     assert!(ms(&out, "shutdown_ms") < 1000.0, "{out:?}");
 }
 
-#[test]
-fn s3_a_hung_call_resolves_disconnected_and_its_child_still_goes() {
-    let out = run("s3");
+fn s3_a_hung_call_resolves_disconnected_and_its_child_still_goes(runtime: &str) {
+    let out = run("s3", runtime);
     assert_eq!(get(&out, "hang_result"), "Disconnected");
     assert!(ms(&out, "shutdown_ms") < 1000.0, "{out:?}");
 }
 
-#[test]
-fn s4_a_child_ignoring_sigterm_with_a_hung_call_is_gone_within_milliseconds() {
-    let out = run("s4");
+fn s4_a_child_ignoring_sigterm_with_a_hung_call_is_gone_within_milliseconds(runtime: &str) {
+    let out = run("s4", runtime);
     assert_eq!(get(&out, "ignoring"), "Ok");
     assert_eq!(get(&out, "hang_result"), "Disconnected");
     // mitogen needs ~1 s of parent escalation; arbor's child ends itself. Generous bound.
     assert!(ms(&out, "gone_ms") < 500.0, "{out:?}");
 }
 
-#[test]
-fn s5_ten_thousand_lines_arrive_in_order() {
-    let out = run("s5");
+fn s5_ten_thousand_lines_arrive_in_order(runtime: &str) {
+    let out = run("s5", runtime);
     assert_eq!(get(&out, "call"), "Ok");
     assert_eq!(get(&out, "stdout_lines"), "10000");
     assert_eq!(get(&out, "lines_in_order"), "true");
 }
 
-#[test]
-fn s6_a_final_line_without_newline_arrives() {
-    let out = run("s6");
+fn s6_a_final_line_without_newline_arrives(runtime: &str) {
+    let out = run("s6", runtime);
     assert_eq!(get(&out, "last_line"), "no newline at the end");
 }
 
-#[test]
-fn s7_a_daemon_holding_stdout_does_not_delay_shutdown() {
-    let out = run("s7");
-    // The daemon was still running when the child had already gone: nothing waited for it.
+fn s7_a_daemon_holding_stdout_does_not_delay_shutdown(runtime: &str) {
+    let out = run("s7", runtime);
+    // The daemon (detached: a process group of its own) was still running when the child had
+    // already gone: nothing waited for it, and nothing killed it.
     assert_eq!(get(&out, "daemon_alive"), "true");
     assert!(ms(&out, "child_gone_ms") < 1000.0, "{out:?}");
 }
 
-#[test]
-fn s21_fifty_children_go_together_not_one_after_another() {
-    let out = run("s21");
+fn s21_fifty_children_go_together_not_one_after_another(runtime: &str) {
+    let out = run("s21", runtime);
     assert_eq!(get(&out, "answers"), "50");
     assert_eq!(get(&out, "reaped"), "50");
     assert!(ms(&out, "shutdown_ms") < 2000.0, "{out:?}");
 }
 
-#[test]
-fn bad_input_is_a_typed_error_and_the_child_keeps_serving() {
-    let out = run("bad_input");
+fn bad_input_is_a_typed_error_and_the_child_keeps_serving(runtime: &str) {
+    let out = run("bad_input", runtime);
     assert_eq!(get(&out, "unknown"), "UnknownFunction");
     assert_eq!(get(&out, "panic"), "Failed");
     assert_eq!(get(&out, "bad_args"), "Malformed");
@@ -167,10 +192,9 @@ fn bad_input_is_a_typed_error_and_the_child_keeps_serving() {
     assert_eq!(get(&out, "still_serving"), "Ok");
 }
 
-#[test]
-fn s17_a_sigkilled_root_leaves_no_descendant_alive() {
+fn s17_a_sigkilled_root_leaves_no_descendant_alive(runtime: &str) {
     let marker = marker();
-    let mut root = fixture("s17", &marker);
+    let mut root = fixture("s17", &marker, runtime);
     let stdout = root.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     thread::spawn(move || {
@@ -207,9 +231,8 @@ fn s17_a_sigkilled_root_leaves_no_descendant_alive() {
 /// answered exactly once with the right result; a call sent with `call_async` and never waited
 /// for still reaches its callee (it is written by a service thread, not only by a waiter); and a
 /// quick call's answer is not held back by a hung call queued behind it.
-#[test]
-fn pipelined_calls_are_all_answered_and_an_unwaited_one_still_runs() {
-    let out = run("pipelined");
+fn pipelined_calls_are_all_answered_and_an_unwaited_one_still_runs(runtime: &str) {
+    let out = run("pipelined", runtime);
     assert_eq!(get(&out, "one_thread_ok"), "true", "{out:?}");
     assert_eq!(get(&out, "threads_ok"), "true", "{out:?}");
     assert_eq!(get(&out, "unwaited_ran"), "true", "{out:?}");
@@ -217,4 +240,52 @@ fn pipelined_calls_are_all_answered_and_an_unwaited_one_still_runs() {
     // for the hung call (which would be forever).
     assert_eq!(get(&out, "quick_behind_hang"), "Ok", "{out:?}");
     assert!(ms(&out, "quick_behind_hang_ms") < 1000.0, "{out:?}");
+}
+
+/// User code closed fd 1, then spawned a grandchild whose parent stream landed on fd 1.
+/// Shutdown must not point that fd at /dev/null (it is no longer the capture socket): the
+/// grandchild stays connected until its own shutdown, and the tree goes as fast as S1.
+fn s26_a_child_that_closed_fd_1_keeps_its_grandchild_stream_and_shuts_down_at_once(runtime: &str) {
+    let out = run("s26", runtime);
+    assert_eq!(get(&out, "stream_on_fd_1"), "true", "the scenario put the stream on fd 1: {out:?}");
+    assert_eq!(get(&out, "grandchild"), "Ok", "{out:?}");
+    assert_eq!(get(&out, "stderr_arrived"), "true", "{out:?}");
+    // The old driver waited out 3/4 of the 5 s grace here.
+    assert!(ms(&out, "gone_ms") < 1000.0, "{out:?}");
+}
+
+/// A child started by a parent that is no longer its parent (it died before the child's
+/// `init`): the child exits with the documented start-failure code — not a panic's 101 —
+/// even with its stderr on a socket nobody reads (EPIPE).
+fn s27_a_child_whose_parent_is_gone_exits_with_the_start_failure_code(runtime: &str) {
+    let (parent_end, child_end) = std::os::unix::net::UnixStream::pair().expect("a socketpair");
+    let (dead_reader, stderr) = std::os::unix::net::UnixStream::pair().expect("a socketpair");
+    drop(dead_reader);
+    let marker = marker();
+    let status = Command::new(env!("CARGO_BIN_EXE_arbor-fixture"))
+        .env("ARBOR_TEST_MARKER", &marker)
+        .env("ARBOR_CONTEXT_ID", "7")
+        .env("ARBOR_ANCESTORS", "0")
+        // Not our pid: to the child, its parent is gone.
+        .env("ARBOR_PARENT_PID", "1")
+        .env("ARBOR_GRACE_MS", "1000")
+        .env("ARBOR_CONTEXT_NAME", "orphan")
+        .env("ARBOR_RUNTIME_NAME", runtime)
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(child_end)))
+        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(stderr.try_clone().expect("dup"))))
+        .stderr(std::process::Stdio::from(std::os::fd::OwnedFd::from(stderr)))
+        .status()
+        .expect("the fixture runs");
+    drop(parent_end);
+    assert_eq!(status.code(), Some(arbor::bootstrap::START_FAILED), "{status}");
+    assert_eq!(leftovers(&marker), Vec::<u32>::new());
+}
+
+/// A `sleep 3600` that user code started with `std::process::Command` (so in the child
+/// context's process group) is ended with the context: SIGTERM when the context is reaped.
+fn s29_a_process_user_code_left_in_the_group_does_not_outlive_the_tree(runtime: &str) {
+    let out = run("s29", runtime);
+    assert_eq!(get(&out, "sleeper_alive"), "true", "it ran while the tree did: {out:?}");
+    // `run` checked `all_gone` (the sleeper included) when shutdown returned, and no leftovers.
+    assert!(ms(&out, "shutdown_ms") < 1000.0, "{out:?}");
 }

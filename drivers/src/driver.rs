@@ -1,0 +1,352 @@
+//! The IO thread's driver: one future per context, in the manner of quinn's
+//! `ConnectionDriver`. Each poll locks the state, carries out the spawns only this thread may
+//! do, reads every readable stream (within a budget), writes what the sockets take, reaps
+//! children whose pidfd became readable, takes SIGINT/SIGTERM, fires the deadline (its timer
+//! re-armed only when the deadline moves), and hands out what that caused once the lock is let
+//! go of. Every fd is the runtime's (async-io's `Async` on smol, `AsyncFd` on tokio): a
+//! readiness the driver has not asked for never wakes it, and nothing here depends on which
+//! thread the kernel wakes first.
+
+use std::future::{poll_fn, Future};
+use std::io::IoSlice;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arbor_core::node::StreamKind;
+use arbor_core::reaper::{ExitStatus, Pid};
+use arbor_core::router::StreamId;
+use arbor_core::shutdown::Phase;
+use arbor_core::time::Instant;
+use rustix::process::{pidfd_open, PidfdFlags};
+
+use crate::bootstrap::CaptureWrite;
+use crate::clock;
+use crate::error::SpawnError;
+use crate::groups::Groups;
+use crate::runtime::{AsyncFd, AsyncTimer};
+use crate::spawn;
+use crate::state::{ChildProc, Kind, Note, Reaped, Shared, State};
+
+/// How much one read takes at most.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads of one stream in one round before the others get theirs.
+const READS_PER_ROUND: usize = 16;
+/// Rounds in one poll before the driver yields to other tasks (and polls again at once).
+const ROUNDS_PER_POLL: usize = 32;
+/// Segments gathered into one vectored write at most.
+const SEGMENTS_PER_WRITE: usize = 512;
+/// How often a child is polled on kernels without pidfd (before Linux 5.3).
+const POLL_WITHOUT_PIDFD: Duration = Duration::from_millis(5);
+
+/// What a context starts from, opened on the IO thread (the runtime's reactor is there).
+pub(crate) struct Setup {
+    pub parent: Option<OwnedFd>,
+    pub captures: Vec<(CaptureWrite, OwnedFd)>,
+    pub interrupts: Option<UnixStream>,
+}
+
+/// What the driver reports once the context is done.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub shutdown_began: Option<std::time::Instant>,
+    pub reaped: Vec<Reaped>,
+}
+
+/// Drives the context until the host says `Exit` and every process group it signalled is
+/// empty (or killed).
+pub(crate) async fn drive(shared: Arc<Shared>, setup: Setup) -> Finished {
+    let mut driver =
+        Driver { shared, timer: None, timer_at: None, interrupts: None, buf: vec![0; READ_CHUNK] };
+    driver.start(setup);
+    poll_fn(|cx| driver.poll(cx)).await
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    timer: Option<Pin<Box<dyn AsyncTimer>>>,
+    timer_at: Option<std::time::Instant>,
+    interrupts: Option<Box<dyn AsyncFd>>,
+    buf: Vec<u8>,
+}
+
+impl Driver {
+    fn start(&mut self, setup: Setup) {
+        let shared = self.shared.clone();
+        let mut st = shared.lock();
+        let now = clock::now();
+        if let Some(fd) = setup.parent {
+            let _ = rustix::net::sockopt::set_socket_send_buffer_size(&fd, spawn::FRAMED_SEND_BUFFER);
+            st.open(&shared, now, fd, StreamKind::Parent, None, None);
+        }
+        for (capture, read) in setup.captures {
+            let kind = StreamKind::Logger { source: capture.source() };
+            st.open(&shared, now, read, kind, Some(capture), None);
+        }
+        if let Some(sock) = setup.interrupts {
+            match shared.runtime.wrap(sock.into()) {
+                Ok(fd) => self.interrupts = Some(fd),
+                Err(e) => st.note(Note::Warn(format!("cannot watch SIGINT/SIGTERM: {e}"))),
+            }
+        }
+        st.carry_out(&shared, true);
+        let out = st.take_deliveries();
+        drop(st);
+        shared.deliver(out);
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Finished> {
+        let shared = self.shared.clone();
+        let mut st = shared.lock();
+        if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            st.waker = Some(cx.waker().clone());
+        }
+        let mut finished = None;
+        for round in 0.. {
+            let now = clock::now();
+            let mut progress = self.spawn(&mut st, now);
+            progress |= self.read(&mut st, cx, now);
+            progress |= self.write(&mut st, cx, now);
+            progress |= self.reap(&mut st, cx, now);
+            progress |= self.interrupted(&mut st, cx, now);
+            progress |= self.timer(&mut st, cx);
+            st.carry_out(&shared, true);
+            if st.exited.is_some() && st.groups.is_empty() {
+                finished = Some(Finished {
+                    shutdown_began: st.shutdown_began,
+                    reaped: std::mem::take(&mut st.reaped),
+                });
+                break;
+            }
+            if !progress {
+                break;
+            }
+            if round + 1 == ROUNDS_PER_POLL {
+                // More may be ready: let other tasks run, then come straight back.
+                cx.waker().wake_by_ref();
+                break;
+            }
+        }
+        let out = st.take_deliveries();
+        drop(st);
+        shared.deliver(out);
+        match finished {
+            Some(f) => Poll::Ready(f),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Carries out the spawns the host handed out — unless shutdown began since (a spawn asked
+    /// for from another thread waits for this thread): then it fails "shutting down".
+    fn spawn(&mut self, st: &mut State, now: Instant) -> bool {
+        let todo = std::mem::take(&mut st.to_spawn);
+        let progress = !todo.is_empty();
+        for (ticket, id) in todo {
+            let Some((options, reply)) = st.spawn_request(ticket) else {
+                st.host.spawn_failed(now, ticket);
+                continue;
+            };
+            if st.host.node().phase() != Phase::Running || st.exited.is_some() {
+                st.host.spawn_failed(now, ticket);
+                st.spawn_answer(reply, Err(SpawnError::ShuttingDown));
+                continue;
+            }
+            let config = st.host.node().config();
+            let runtime = self.shared.runtime.name();
+            match spawn::start(id, config.id, &config.ancestors, config.grace, &options, runtime) {
+                Ok(started) => {
+                    let info = started.info.clone();
+                    let pidfd = rustix::process::Pid::from_raw(info.pid.0 as i32)
+                        .and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
+                        .and_then(|fd| self.shared.runtime.wrap(fd).ok());
+                    st.children
+                        .insert(info.pid, ChildProc { child: started.child, pidfd, info: info.clone() });
+                    let kind = StreamKind::Child { id, pid: Some(info.pid), name: Some(info.name.clone()) };
+                    st.open(&self.shared, now, started.stream, kind, None, Some(ticket));
+                    st.spawn_answer(reply, Ok(info));
+                }
+                Err(e) => {
+                    st.host.spawn_failed(now, ticket);
+                    st.spawn_answer(reply, Err(SpawnError::Io(e)));
+                }
+            }
+        }
+        progress
+    }
+
+    fn read(&mut self, st: &mut State, cx: &mut Context<'_>, now: Instant) -> bool {
+        let ids: Vec<StreamId> = st.streams.iter().filter(|(_, s)| s.reading).map(|(id, _)| *id).collect();
+        let mut progress = false;
+        for id in ids {
+            for _ in 0..READS_PER_ROUND {
+                if !st.host.may_read(id) {
+                    break; // a paused logger: its writers block until the parent queue drains
+                }
+                let Some(s) = st.streams.get_mut(&id).filter(|s| s.reading) else { break };
+                match s.fd.poll_read(cx, &mut self.buf) {
+                    Poll::Pending => break,
+                    Poll::Ready(Ok(0)) => {
+                        s.reading = false;
+                        st.host.eof(now, id);
+                    }
+                    Poll::Ready(Ok(n)) => st.host.received(now, id, &self.buf[..n]),
+                    Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Poll::Ready(Err(_)) => {
+                        s.reading = false;
+                        st.host.read_failed(now, id);
+                    }
+                }
+                progress = true;
+            }
+            st.carry_out(&self.shared, true);
+        }
+        progress
+    }
+
+    fn write(&mut self, st: &mut State, cx: &mut Context<'_>, now: Instant) -> bool {
+        let ids: Vec<StreamId> = st
+            .streams
+            .iter()
+            .filter(|(id, s)| {
+                matches!(s.kind, Kind::Framed) && st.host.write_queue(**id).is_some_and(|q| !q.is_empty())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let mut progress = false;
+        for id in ids {
+            loop {
+                let written = {
+                    let (Some(s), Some(queue)) = (st.streams.get(&id), st.host.write_queue(id)) else {
+                        break;
+                    };
+                    if queue.is_empty() {
+                        break;
+                    }
+                    let slices: Vec<IoSlice<'_>> =
+                        queue.segments(SEGMENTS_PER_WRITE).map(|seg| IoSlice::new(seg.as_slice())).collect();
+                    s.fd.poll_write_vectored(cx, &slices)
+                };
+                match written {
+                    Poll::Pending => break,
+                    Poll::Ready(Ok(n)) => st.host.wrote(now, id, n),
+                    Poll::Ready(Err(_)) => st.host.write_failed(now, id),
+                }
+                progress = true;
+            }
+        }
+        progress
+    }
+
+    /// Reaps every child whose pidfd is readable (or, without pidfd, that has exited): first
+    /// SIGTERM to what else is in its process group (the zombie still holds the group's id),
+    /// then the status, then the host.
+    fn reap(&mut self, st: &mut State, cx: &mut Context<'_>, now: Instant) -> bool {
+        let pids: Vec<Pid> = st.children.keys().copied().collect();
+        let mut progress = false;
+        for pid in pids {
+            let Some(c) = st.children.get_mut(&pid) else { continue };
+            let exited = match &c.pidfd {
+                Some(fd) => fd.poll_readable(cx).is_ready(),
+                None => true,
+            };
+            if !exited {
+                continue;
+            }
+            if c.pidfd.is_some() {
+                Groups::terminate(pid);
+            }
+            let status = match c.child.try_wait() {
+                Ok(Some(status)) => convert(status),
+                Ok(None) => continue,
+                Err(e) => {
+                    st.note(Note::Warn(format!("cannot wait for child {pid}: {e}")));
+                    ExitStatus::Code(-1)
+                }
+            };
+            st.reaped(now, pid, status);
+            progress = true;
+        }
+        progress
+    }
+
+    /// The root's SIGINT/SIGTERM: the first begins a graceful shutdown, the second forces it.
+    fn interrupted(&mut self, st: &mut State, cx: &mut Context<'_>, now: Instant) -> bool {
+        let Some(fd) = &self.interrupts else { return false };
+        let mut progress = false;
+        let mut buf = [0u8; 16];
+        while let Poll::Ready(Ok(n)) = fd.poll_read(cx, &mut buf) {
+            if n == 0 {
+                self.interrupts = None;
+                break;
+            }
+            for _ in 0..n {
+                st.interrupts += 1;
+                if st.interrupts == 1 {
+                    st.note(Note::Warn("interrupted: shutting the tree down (again to force)".into()));
+                    st.begin_shutdown(now);
+                } else {
+                    st.note(Note::Warn("interrupted again: forcing the shutdown".into()));
+                    st.host.force_shutdown(now);
+                }
+            }
+            progress = true;
+        }
+        progress
+    }
+
+    /// Moves the timer to the earliest deadline (the host's, a process group to look at, a
+    /// child to poll without pidfd) only when that moved, and fires what is due.
+    fn timer(&mut self, st: &mut State, cx: &mut Context<'_>) -> bool {
+        let poll_children = st
+            .children
+            .values()
+            .any(|c| c.pidfd.is_none())
+            .then(|| std::time::Instant::now() + POLL_WITHOUT_PIDFD);
+        let groups = st.groups.tick(std::time::Instant::now());
+        let at = [st.deadline.map(clock::to_std), groups, poll_children].into_iter().flatten().min();
+        if at != self.timer_at {
+            self.timer_at = at;
+            if let Some(at) = at {
+                match &mut self.timer {
+                    Some(timer) => timer.as_mut().reset(at),
+                    None => self.timer = Some(self.shared.runtime.timer(at)),
+                }
+            }
+        }
+        let (Some(_), Some(timer)) = (self.timer_at, &mut self.timer) else { return false };
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.timer_at = None;
+        st.host.handle_timeout(clock::now());
+        true
+    }
+}
+
+fn convert(status: std::process::ExitStatus) -> ExitStatus {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitStatus::Code(code),
+        (None, Some(signal)) => ExitStatus::Signaled(signal),
+        (None, None) => ExitStatus::Code(-1),
+    }
+}
+
+/// Runs the driver on the current thread with `shared`'s runtime, returning what it reports.
+pub(crate) fn run(shared: Arc<Shared>, setup: Setup) -> Option<Finished> {
+    let slot = Arc::new(std::sync::Mutex::new(None));
+    let out = slot.clone();
+    let runtime = shared.runtime.clone();
+    let task = async move {
+        let finished = drive(shared, setup).await;
+        if let Ok(mut out) = out.lock() {
+            *out = Some(finished);
+        }
+    };
+    runtime.block_on(Box::pin(task) as Pin<Box<dyn Future<Output = ()> + Send>>);
+    let finished = slot.lock().ok().and_then(|mut s| s.take());
+    finished
+}

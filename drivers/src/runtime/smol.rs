@@ -1,0 +1,91 @@
+//! The smol runtime: async-io's reactor and timers, an async-executor `Executor` run on the
+//! IO thread by `async_io::block_on` (which drives the reactor while the executor idles).
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use super::{try_read, try_write, AsyncFd, AsyncTimer, Runtime, Task};
+
+/// smol: the default runtime.
+#[derive(Debug, Clone, Default)]
+pub struct Smol {
+    executor: Arc<smol::Executor<'static>>,
+}
+
+impl Smol {
+    /// A runtime with its own executor.
+    pub fn new() -> Smol {
+        Smol::default()
+    }
+}
+
+impl Runtime for Smol {
+    fn name(&self) -> &'static str {
+        "smol"
+    }
+
+    fn block_on(&self, task: Task) {
+        smol::block_on(self.executor.run(task));
+    }
+
+    fn spawn(&self, task: Task) {
+        self.executor.spawn(task).detach();
+    }
+
+    fn wrap(&self, fd: OwnedFd) -> io::Result<Box<dyn AsyncFd>> {
+        Ok(Box::new(SmolFd(smol::Async::new(fd)?)))
+    }
+
+    fn timer(&self, at: Instant) -> Pin<Box<dyn AsyncTimer>> {
+        Box::pin(SmolTimer(smol::Timer::at(at)))
+    }
+}
+
+#[derive(Debug)]
+struct SmolTimer(smol::Timer);
+
+impl AsyncTimer for SmolTimer {
+    fn reset(mut self: Pin<&mut Self>, at: Instant) {
+        self.0.set_at(at);
+    }
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+#[derive(Debug)]
+struct SmolFd(smol::Async<OwnedFd>);
+
+impl AsyncFd for SmolFd {
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        loop {
+            if let Some(n) = try_read(self.fd(), buf)? {
+                return Poll::Ready(Ok(n));
+            }
+            ready!(self.0.poll_readable(cx))?;
+        }
+    }
+
+    fn poll_write_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        loop {
+            if let Some(n) = try_write(self.fd(), bufs)? {
+                return Poll::Ready(Ok(n));
+            }
+            ready!(self.0.poll_writable(cx))?;
+        }
+    }
+
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_readable(cx)
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.get_ref().as_fd()
+    }
+}

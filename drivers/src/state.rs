@@ -1,0 +1,535 @@
+//! A context's state: the core's [`Host`] (the shared host contract around the `Node`) and the
+//! real things it names — sockets, child processes, callers waiting for answers — behind one
+//! mutex, in the manner of quinn's connection state.
+//!
+//! The IO thread's driver future (driver.rs) owns readiness: it reads, waits for writability,
+//! reaps children, fires the timer and carries out what only it may (spawning: a child's
+//! PR_SET_PDEATHSIG fires when the thread that forked it ends). Any other thread — a caller, the
+//! thread that ran a blocking function — locks the state, changes it through the host, writes
+//! what became writable at once if the socket takes it (one `writev`, no hand-off), and wakes
+//! the driver for the rest. Answers, log records and diagnostics are handed out after the lock
+//! is let go of, never while it is held.
+
+use std::collections::BTreeMap;
+use std::io::IoSlice;
+use std::os::fd::OwnedFd;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
+use std::time::Duration;
+
+use arbor_core::call::{CallError, CallErrorKind, CallId, CallRequest, CallResult, JobId};
+use arbor_core::host::{Action, Host, Io, SpawnTicket};
+use arbor_core::ids::ContextId;
+use arbor_core::node::{Diagnostic, Output, StreamKind};
+use arbor_core::reaper::{ExitStatus, Pid, Signal};
+use arbor_core::router::StreamId;
+use arbor_core::shutdown::ExitKind;
+use arbor_core::time::Instant;
+
+use crate::bootstrap::CaptureWrite;
+use crate::error::SpawnError;
+use crate::groups::Groups;
+use crate::logs::{LogHandler, LogRecord};
+use crate::oneshot;
+use crate::registry::{Functions, Job};
+use crate::runtime::{try_write, AsyncFd, Runtime, Task};
+use crate::spawn::{ChildInfo, SpawnOptions};
+use crate::{clock, logs};
+
+/// Segments gathered into one vectored write at most.
+const SEGMENTS_PER_WRITE: usize = 512;
+
+/// What a stream carries, on our side.
+pub(crate) enum Kind {
+    Framed,
+    /// Our handle on the capture socket's write half, until `ShutdownWrite`.
+    Logger(Option<CaptureWrite>),
+}
+
+/// A socket the context reads (and, framed, writes).
+pub(crate) struct Stream {
+    pub fd: Box<dyn AsyncFd>,
+    pub kind: Kind,
+    /// False once EOF or a read error was reported.
+    pub reading: bool,
+}
+
+/// A child process not reaped yet.
+pub(crate) struct ChildProc {
+    pub child: std::process::Child,
+    /// Readable once the child exited; `None` without pidfd support (polled instead).
+    pub pidfd: Option<Box<dyn AsyncFd>>,
+    pub info: ChildInfo,
+}
+
+/// A child process reaped by this context, for the shutdown report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reaped {
+    /// Its context id.
+    pub id: ContextId,
+    /// Its name.
+    pub name: String,
+    /// Its pid.
+    pub pid: Pid,
+    /// How it ended.
+    pub status: ExitStatus,
+    /// When it was reaped, counted from the start of shutdown (from the context's start if it
+    /// left earlier).
+    pub after: Duration,
+}
+
+/// Something to log once the lock is let go of: in a child, `tracing` writes to fd 2, a capture
+/// socket only this context drains, so logging with the lock held could block with no one
+/// left to drain it.
+pub(crate) enum Note {
+    Diagnostic(Diagnostic),
+    Warn(String),
+    Debug(String),
+}
+
+type SpawnReply = oneshot::Sender<Result<ChildInfo, SpawnError>>;
+
+/// Everything handed out once the lock is let go of.
+#[derive(Default)]
+pub(crate) struct Deliveries {
+    answers: Vec<(oneshot::Sender<CallResult>, CallResult)>,
+    spawns: Vec<(SpawnReply, Result<ChildInfo, SpawnError>)>,
+    logs: Vec<LogRecord>,
+    notes: Vec<Note>,
+    tasks: Vec<Task>,
+    wake: Option<Waker>,
+}
+
+/// The state of one context.
+pub(crate) struct State {
+    pub host: Host,
+    pub streams: BTreeMap<StreamId, Stream>,
+    pub children: BTreeMap<Pid, ChildProc>,
+    pub groups: Groups,
+    next_stream: u32,
+    calls: BTreeMap<CallId, oneshot::Sender<CallResult>>,
+    spawns: BTreeMap<SpawnTicket, (SpawnOptions, SpawnReply)>,
+    /// Spawns the host handed out, for the IO thread to carry out.
+    pub to_spawn: Vec<(SpawnTicket, ContextId)>,
+    /// Blocking calls for the calls thread; dropped on `CallsClosed`.
+    jobs: Option<mpsc::Sender<Job>>,
+    /// The deadline the host announced last.
+    pub deadline: Option<Instant>,
+    /// The driver's waker.
+    pub waker: Option<Waker>,
+    /// The host said `Exit`.
+    pub exited: Option<ExitKind>,
+    pub reaped: Vec<Reaped>,
+    pub shutdown_began: Option<std::time::Instant>,
+    started: std::time::Instant,
+    pub interrupts: u32,
+    deliveries: Deliveries,
+}
+
+/// A context: its state, and what reaches it without the lock.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub runtime: Arc<dyn Runtime>,
+    pub functions: Functions,
+    on_log: Option<LogHandler>,
+    /// This context's name and id, for errors made without the lock.
+    pub name: String,
+    pub id: ContextId,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.name)
+            .field("runtime", &self.runtime)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The error for a call to or from a context that has exited.
+pub(crate) fn gone(context: &str) -> CallError {
+    CallError::new(CallErrorKind::ShuttingDown, "the context has exited", context)
+}
+
+impl Shared {
+    pub fn new(
+        host: Host,
+        runtime: Arc<dyn Runtime>,
+        functions: Functions,
+        on_log: Option<LogHandler>,
+        jobs: mpsc::Sender<Job>,
+    ) -> Arc<Shared> {
+        let name = host.node().config().name.clone();
+        let id = host.node().id();
+        let state = State {
+            host,
+            streams: BTreeMap::new(),
+            children: BTreeMap::new(),
+            groups: Groups::default(),
+            next_stream: 0,
+            calls: BTreeMap::new(),
+            spawns: BTreeMap::new(),
+            to_spawn: Vec::new(),
+            jobs: Some(jobs),
+            deadline: None,
+            waker: None,
+            exited: None,
+            reaped: Vec::new(),
+            shutdown_began: None,
+            started: std::time::Instant::now(),
+            interrupts: 0,
+            deliveries: Deliveries::default(),
+        };
+        Arc::new(Shared { state: Mutex::new(state), runtime, functions, on_log, name, id })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the state from any thread, carries out what it caused, lets go of the lock,
+    /// then hands out answers, records and notes (and wakes the driver if it has work).
+    pub fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut State, Instant) -> R) -> R {
+        let mut state = self.lock();
+        let r = f(&mut state, clock::now());
+        state.carry_out(self, false);
+        let out = std::mem::take(&mut state.deliveries);
+        drop(state);
+        self.deliver(out);
+        r
+    }
+
+    /// Hands out what [`State::carry_out`] gathered. Never called with the lock held.
+    pub fn deliver(&self, out: Deliveries) {
+        for note in out.notes {
+            note.emit();
+        }
+        for record in &out.logs {
+            match &self.on_log {
+                Some(handler) => handler(record),
+                None => logs::emit(record),
+            }
+        }
+        for (reply, result) in out.answers {
+            reply.send(result);
+        }
+        for (reply, result) in out.spawns {
+            reply.send(result);
+        }
+        for task in out.tasks {
+            self.runtime.spawn(task);
+        }
+        if let Some(waker) = out.wake {
+            waker.wake();
+        }
+    }
+
+    /// Sends a call; its answer arrives on the returned receiver.
+    pub fn call(
+        self: &Arc<Self>,
+        target: ContextId,
+        body: arbor_core::call::RequestBody,
+    ) -> oneshot::Receiver<CallResult> {
+        let (reply, answer) = oneshot::channel();
+        self.with(|state, now| {
+            if state.exited.is_some() {
+                state.deliveries.answers.push((reply, Err(gone(&self.name))));
+                return;
+            }
+            match state.host.call_body(now, target, body) {
+                Ok(call) => {
+                    state.calls.insert(call, reply);
+                }
+                Err(e) => state.deliveries.answers.push((reply, Err(e))),
+            }
+        });
+        answer
+    }
+
+    /// Asks for a child context; the answer arrives on the returned receiver.
+    pub fn spawn(
+        self: &Arc<Self>,
+        options: SpawnOptions,
+    ) -> oneshot::Receiver<Result<ChildInfo, SpawnError>> {
+        let (reply, answer) = oneshot::channel();
+        self.with(|state, now| {
+            if state.exited.is_some() {
+                state.deliveries.spawns.push((reply, Err(SpawnError::ShuttingDown)));
+                return;
+            }
+            let ticket = state.host.request_spawn(now);
+            state.spawns.insert(ticket, (options, reply));
+        });
+        answer
+    }
+
+    /// A blocking call finished on the calls thread.
+    pub fn call_finished(self: &Arc<Self>, job: JobId, result: CallResult) {
+        self.with(|state, now| state.host.call_finished(now, job, result));
+    }
+
+    /// Begins a graceful shutdown.
+    pub fn shutdown(self: &Arc<Self>) {
+        self.with(|state, now| state.begin_shutdown(now));
+    }
+
+    /// Skips the grace period.
+    pub fn force_shutdown(self: &Arc<Self>) {
+        self.with(|state, now| {
+            state.shutdown_began.get_or_insert_with(std::time::Instant::now);
+            state.host.force_shutdown(now);
+        });
+    }
+}
+
+impl Note {
+    fn emit(self) {
+        match self {
+            Note::Diagnostic(d) => logs::diagnostic(&d),
+            Note::Warn(m) => tracing::warn!("{m}"),
+            Note::Debug(m) => tracing::debug!("{m}"),
+        }
+    }
+}
+
+impl State {
+    pub fn begin_shutdown(&mut self, now: Instant) {
+        self.shutdown_began.get_or_insert_with(std::time::Instant::now);
+        self.host.shutdown(now);
+    }
+
+    pub fn take_stream_id(&mut self) -> StreamId {
+        self.next_stream += 1;
+        StreamId(self.next_stream)
+    }
+
+    /// Registers a socket as a stream of `kind` (on the IO thread: the reactor is there).
+    pub fn open(
+        &mut self,
+        shared: &Shared,
+        now: Instant,
+        fd: OwnedFd,
+        kind: StreamKind,
+        capture: Option<CaptureWrite>,
+        ticket: Option<SpawnTicket>,
+    ) -> Option<StreamId> {
+        let stream = self.take_stream_id();
+        let fd = match shared.runtime.wrap(fd) {
+            Ok(fd) => fd,
+            Err(e) => {
+                self.deliveries.notes.push(Note::Warn(format!("cannot watch a stream: {e}")));
+                return None;
+            }
+        };
+        let ours = match capture {
+            Some(c) => Kind::Logger(Some(c)),
+            None => Kind::Framed,
+        };
+        self.streams.insert(stream, Stream { fd, kind: ours, reading: true });
+        if let Err(e) = self.host.opened(now, stream, kind, ticket) {
+            self.deliveries.notes.push(Note::Warn(format!("arbor driver bug: {e}")));
+        }
+        Some(stream)
+    }
+
+    /// Carries out every action the host has, in order. `on_io`: the caller is the IO thread's
+    /// driver (otherwise spawns, timer changes and writes that would block are left for it and
+    /// it is woken).
+    pub fn carry_out(&mut self, shared: &Arc<Shared>, on_io: bool) {
+        let mut wake = false;
+        loop {
+            let mut dirty: Vec<StreamId> = Vec::new();
+            while let Some(action) = self.host.poll_action() {
+                match action {
+                    Action::Output(out) => self.output(shared, out),
+                    Action::Io(Io::Write { stream }) => dirty.push(stream),
+                    Action::Io(Io::ShutdownWrite { stream }) => self.shut_write(stream),
+                    Action::Io(Io::Close { stream }) => {
+                        self.streams.remove(&stream);
+                    }
+                    Action::Io(Io::Signal { pid, signal }) => self.signal(pid, signal),
+                    Action::Io(Io::Spawn { ticket, id }) => {
+                        self.to_spawn.push((ticket, id));
+                        wake = true;
+                    }
+                    Action::Io(Io::Timer(at)) => {
+                        self.deadline = at;
+                        wake = true;
+                    }
+                    Action::Io(Io::Exit { how }) => {
+                        self.exited = Some(how);
+                        self.fail_leftovers(shared);
+                        wake = true;
+                    }
+                    Action::SpawnRefused { ticket, reason } => {
+                        if let Some((_, reply)) = self.spawns.remove(&ticket) {
+                            self.deliveries.spawns.push((reply, Err(SpawnError::Refused(reason))));
+                        }
+                    }
+                    Action::Backpressure { paused, parent_queued } => {
+                        self.deliveries.notes.push(Note::Debug(format!(
+                            "output capture {} ({parent_queued} bytes queued towards the parent)",
+                            if paused { "paused" } else { "resumed" }
+                        )));
+                        wake |= !paused;
+                    }
+                }
+            }
+            if dirty.is_empty() {
+                break;
+            }
+            if !on_io {
+                // Written now if the sockets take it; what is left is the driver's.
+                for stream in dirty {
+                    wake |= !self.write_now(stream);
+                }
+            } else {
+                wake = true;
+                break;
+            }
+        }
+        if wake && !on_io {
+            self.deliveries.wake = self.waker.clone();
+        }
+    }
+
+    /// Writes the stream's queue until it is empty or the socket would block; false if
+    /// something is left.
+    fn write_now(&mut self, stream: StreamId) -> bool {
+        loop {
+            let (Some(s), Some(queue)) = (self.streams.get(&stream), self.host.write_queue(stream)) else {
+                return true;
+            };
+            if queue.is_empty() {
+                return true;
+            }
+            let slices: Vec<IoSlice<'_>> =
+                queue.segments(SEGMENTS_PER_WRITE).map(|seg| IoSlice::new(seg.as_slice())).collect();
+            let now = clock::now();
+            match try_write(s.fd.fd(), &slices) {
+                Ok(Some(n)) => {
+                    drop(slices);
+                    self.host.wrote(now, stream, n);
+                }
+                Ok(None) => return false,
+                Err(_) => {
+                    drop(slices);
+                    self.host.write_failed(now, stream);
+                }
+            }
+        }
+    }
+
+    fn output(&mut self, shared: &Arc<Shared>, out: Output) {
+        match out {
+            Output::RunCall { job, request, .. } => self.run_call(shared, job, request),
+            Output::CallsClosed => self.jobs = None,
+            Output::CallReturned { call, result } => {
+                if let Some(reply) = self.calls.remove(&call) {
+                    self.deliveries.answers.push((reply, result));
+                }
+            }
+            Output::LogLine(line) => {
+                let name = self.host.node().router().name(line.context).map(str::to_owned);
+                self.deliveries.logs.push(LogRecord::new(line, name.as_deref()));
+            }
+            Output::Diagnostic(d) => self.deliveries.notes.push(Note::Diagnostic(d)),
+            // The host has taken care of these; their primitives follow as `Io`.
+            Output::Transmit { .. }
+            | Output::ShutdownWrite { .. }
+            | Output::Close { .. }
+            | Output::Signal { .. }
+            | Output::IdsAvailable
+            | Output::Exit { .. } => {}
+        }
+    }
+
+    /// An async function runs as a task on the IO thread's executor; anything else goes to the
+    /// calls thread, which answers an unknown name too.
+    fn run_call(&mut self, shared: &Arc<Shared>, job: JobId, request: CallRequest) {
+        if let Some(task) = shared.functions.task(&request, &shared.name) {
+            let done = Arc::downgrade(shared);
+            self.deliveries.tasks.push(Box::pin(async move {
+                let result = task.await;
+                if let Some(shared) = done.upgrade() {
+                    shared.call_finished(job, result);
+                }
+            }));
+            return;
+        }
+        let refused = match &self.jobs {
+            Some(jobs) => jobs.send(Job { id: job, request }).err().map(|e| e.0.id),
+            None => Some(job),
+        };
+        if let Some(job) = refused {
+            let e =
+                CallError::new(CallErrorKind::ShuttingDown, "calls to this context are closed", &shared.name);
+            self.host.call_finished(clock::now(), job, Err(e));
+        }
+    }
+
+    fn shut_write(&mut self, stream: StreamId) {
+        if let Some(Stream { kind: Kind::Logger(capture), .. }) = self.streams.get_mut(&stream) {
+            if let Some(Err(e)) = capture.take().map(CaptureWrite::shut) {
+                self.deliveries.notes.push(Note::Warn(format!("cannot shut the output capture down: {e}")));
+            }
+        }
+    }
+
+    fn signal(&mut self, pid: Pid, signal: Signal) {
+        let sig = match signal {
+            Signal::Term => rustix::process::Signal::TERM,
+            Signal::Kill => rustix::process::Signal::KILL,
+        };
+        // The child is not reaped before the core hears of it, so the pid is still ours.
+        let Some(target) = i32::try_from(pid.0).ok().and_then(rustix::process::Pid::from_raw) else { return };
+        if let Err(e) = rustix::process::kill_process(target, sig) {
+            self.deliveries.notes.push(Note::Warn(format!("cannot signal child {pid}: {e}")));
+        }
+    }
+
+    /// A child was reaped: the report, its process group, the host.
+    pub fn reaped(&mut self, now: Instant, pid: Pid, status: ExitStatus) {
+        if let Some(c) = self.children.remove(&pid) {
+            let since = self.shutdown_began.unwrap_or(self.started);
+            let after = since.elapsed();
+            self.deliveries.notes.push(Note::Debug(format!(
+                "child {pid} (context {}) reaped: {status:?} after {after:?}",
+                c.info.id.0
+            )));
+            self.reaped.push(Reaped { id: c.info.id, name: c.info.name, pid, status, after });
+            let escalation = self.host.node().config().escalation.kill_after;
+            self.groups.watch(pid, escalation);
+        }
+        self.host.child_exited(now, pid, status);
+    }
+
+    /// Takes the spawn request for `ticket`.
+    pub fn spawn_request(&mut self, ticket: SpawnTicket) -> Option<(SpawnOptions, SpawnReply)> {
+        self.spawns.remove(&ticket)
+    }
+
+    pub fn spawn_answer(&mut self, reply: SpawnReply, result: Result<ChildInfo, SpawnError>) {
+        self.deliveries.spawns.push((reply, result));
+    }
+
+    pub fn note(&mut self, note: Note) {
+        self.deliveries.notes.push(note);
+    }
+
+    pub fn take_deliveries(&mut self) -> Deliveries {
+        std::mem::take(&mut self.deliveries)
+    }
+
+    /// After `Exit`: calls and spawns still waiting will never be answered by the node.
+    fn fail_leftovers(&mut self, shared: &Shared) {
+        for (_, reply) in std::mem::take(&mut self.calls) {
+            self.deliveries.answers.push((reply, Err(gone(&shared.name))));
+        }
+        for (_, (_, reply)) in std::mem::take(&mut self.spawns) {
+            self.deliveries.spawns.push((reply, Err(SpawnError::ShuttingDown)));
+        }
+        self.jobs = None;
+    }
+}
