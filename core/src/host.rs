@@ -450,10 +450,8 @@ impl Host {
     /// Fires what is due at `now`: the node's timers, or the end of the final flush.
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.ending {
-            Ending::Running => {
-                if self.node.poll_timeout().is_some_and(|t| t <= now) {
-                    self.node.handle_timeout(now);
-                }
+            Ending::Running if self.node.poll_timeout().is_some_and(|t| t <= now) => {
+                self.node.handle_timeout(now);
             }
             Ending::Flushing { how, until } if until <= now => self.exit(how),
             _ => {}
