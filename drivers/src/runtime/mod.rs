@@ -1,6 +1,6 @@
 //! The runtime seam, in the manner of quinn's `runtime` module: the few things the driver needs
 //! from an async runtime — readiness of a non-blocking fd, a timer, spawning a task, and running
-//! the IO thread's future to completion. smol ([`Smol`]) is the default; tokio ([`Tokio`]) sits
+//! the IO thread's future to completion. smol ([`Smol`]) is the default; tokio (`Tokio`) sits
 //! behind the `tokio` feature. Everything else in the driver is runtime-agnostic: the API's
 //! futures wake through plain [`Waker`](std::task::Waker)s and can be awaited from any task.
 
