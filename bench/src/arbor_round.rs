@@ -16,6 +16,15 @@ use crate::samples::emit;
 
 const MIB: usize = 1024 * 1024;
 
+/// The system this round reports as: arbor on the runtime `ARBOR_RUNTIME` names (the
+/// orchestrator sets it; `arbor::Launcher` reads it).
+pub fn system() -> &'static str {
+    match std::env::var(arbor::RUNTIME_VAR).as_deref() {
+        Ok("tokio") => "arbor-tokio",
+        _ => "arbor",
+    }
+}
+
 /// What stops a round.
 #[derive(Debug, thiserror::Error)]
 pub enum RoundError {
@@ -90,7 +99,7 @@ fn rtt(root: &Root, only_rtt: bool, only_calls: bool) -> Result<(), RoundError> 
             noop(root, target)?;
             samples.push(t.elapsed().as_secs_f64() * 1e6);
         }
-        emit("arbor", name, "us", samples);
+        emit(system(), name, "us", samples);
     }
     if only_rtt {
         return Ok(());
@@ -105,7 +114,7 @@ fn rtt(root: &Root, only_rtt: bool, only_calls: bool) -> Result<(), RoundError> 
         }
         samples.push(100.0 / t.elapsed().as_secs_f64());
     }
-    emit("arbor", "pipelined_100", "calls/s", samples);
+    emit(system(), "pipelined_100", "calls/s", samples);
     if only_calls {
         return Ok(());
     }
@@ -128,7 +137,7 @@ fn bulk(root: &Root, child: ContextId) -> Result<(), RoundError> {
             samples.push(arg.0.len() as f64 / took.as_secs_f64() / 1e6);
         }
     }
-    emit("arbor", "arg_16mib", "MB/s", samples);
+    emit(system(), "arg_16mib", "MB/s", samples);
 
     let mut samples = Vec::new();
     for round in 0..11 {
@@ -142,7 +151,7 @@ fn bulk(root: &Root, child: ContextId) -> Result<(), RoundError> {
             samples.push(MIB as f64 / took.as_secs_f64() / 1e6);
         }
     }
-    emit("arbor", "result_1mib", "MB/s", samples);
+    emit(system(), "result_1mib", "MB/s", samples);
     Ok(())
 }
 
@@ -156,7 +165,7 @@ fn spawn_first_answer(root: &Root) -> Result<(), RoundError> {
         noop(root, child.id)?;
         samples.push(ms(t.elapsed()));
     }
-    emit("arbor", "spawn_first_answer", "ms", samples);
+    emit(system(), "spawn_first_answer", "ms", samples);
     Ok(())
 }
 
@@ -164,8 +173,8 @@ fn idle_rss(root: &Root) -> Result<(), RoundError> {
     let child = spawn(root)?;
     let pid: u32 = root.context().call(child.id, "pid", &())?;
     thread::sleep(Duration::from_millis(300));
-    emit("arbor", "idle_rss", "MiB", vec![crate::status_kib(pid, "VmRSS")? / 1024.0]);
-    emit("arbor", "idle_rss_anon", "MiB", vec![crate::status_kib(pid, "RssAnon")? / 1024.0]);
+    emit(system(), "idle_rss", "MiB", vec![crate::status_kib(pid, "VmRSS")? / 1024.0]);
+    emit(system(), "idle_rss_anon", "MiB", vec![crate::status_kib(pid, "RssAnon")? / 1024.0]);
     Ok(())
 }
 
@@ -204,8 +213,8 @@ fn shutdown_hung(ignore_sigterm: bool) -> Result<Timing, RoundError> {
 }
 
 fn emit_timings(name: &str, exited: &str, results: &[Timing]) {
-    emit("arbor", &format!("{name}_{exited}"), "ms", results.iter().filter_map(|r| r.0).collect());
-    emit("arbor", &format!("{name}_returned"), "ms", results.iter().map(|r| r.1).collect());
+    emit(system(), &format!("{name}_{exited}"), "ms", results.iter().filter_map(|r| r.0).collect());
+    emit(system(), &format!("{name}_returned"), "ms", results.iter().map(|r| r.1).collect());
 }
 
 fn shutdowns() -> Result<(), RoundError> {
