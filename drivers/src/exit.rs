@@ -1,4 +1,4 @@
-//! Ending a child process as the core's `Exit { SigtermSelf }` asks (PROTOCOL.md §6, step 6).
+//! Ending a child process as the core's `Exit { SigtermSelf }` asks (docs/shutdown.md "Closing and exit").
 
 use rustix::process::{getpid, kill_process, Signal};
 

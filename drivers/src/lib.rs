@@ -60,7 +60,7 @@ pub use arbor_core::reaper::{ExitStatus, Pid};
 pub use client::{context, Context, PendingCall, PendingSpawn};
 pub use error::{SpawnError, StartError};
 pub use logs::LogRecord;
-pub use registry::Functions;
+pub use registry::{CallFuture, Functions};
 pub use root::{init, Launcher, Root, ShutdownReport, RUNTIME_VAR};
 pub use spawn::{ChildInfo, SpawnOptions};
 pub use state::Reaped;

@@ -22,8 +22,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 type Erased = dyn Fn(&[u8], &str) -> CallResult + Send + Sync;
-/// An async function's future.
-pub(crate) type CallFuture = Pin<Box<dyn Future<Output = CallResult> + Send + 'static>>;
+/// An async function's future, answering one call.
+pub type CallFuture = Pin<Box<dyn Future<Output = CallResult> + Send + 'static>>;
 type ErasedAsync = dyn Fn(Bytes, String) -> CallFuture + Send + Sync;
 
 #[derive(Clone)]
@@ -119,16 +119,21 @@ impl Functions {
         self
     }
 
-    /// The task for `request` if it names an async function.
-    pub(crate) fn task(&self, request: &CallRequest, context: &str) -> Option<CallFuture> {
+    /// The future for `request` if it names an async function (a host runs it as a task and
+    /// reports its result with `Input::CallFinished`); `None` for a blocking or unknown one,
+    /// which [`Functions::run`] answers.
+    pub fn task(&self, request: &CallRequest, context: &str) -> Option<CallFuture> {
         match self.by_name.get(&request.function) {
             Some(Entry::Async(f)) => Some(f(request.args.clone(), context.to_string())),
             _ => None,
         }
     }
 
-    /// Runs one request on this thread; `context` names this context in errors.
-    pub(crate) fn run(&self, request: &CallRequest, context: &str) -> CallResult {
+    /// Runs one request on this thread, as a host does with the core's `Output::RunCall`;
+    /// `context` names this context in errors. An unknown name is answered `UnknownFunction`,
+    /// arguments that do not decode `Malformed`, a panic `Failed`; an async function is run to
+    /// completion on this thread.
+    pub fn run(&self, request: &CallRequest, context: &str) -> CallResult {
         let function = match self.by_name.get(&request.function) {
             Some(Entry::Blocking(f)) => f,
             Some(Entry::Async(f)) => {
