@@ -257,7 +257,10 @@ struct Framed {
 enum Ending {
     Running,
     /// The node exited; closing streams are flushing until `until` at the latest.
-    Flushing { how: ExitKind, until: Instant },
+    Flushing {
+        how: ExitKind,
+        until: Instant,
+    },
     /// `Io::Exit` was handed out.
     Done,
 }
@@ -485,7 +488,12 @@ impl Host {
     }
 
     /// See [`Node::call_body`].
-    pub fn call_body(&mut self, now: Instant, target: ContextId, body: RequestBody) -> Result<CallId, CallError> {
+    pub fn call_body(
+        &mut self,
+        now: Instant,
+        target: ContextId,
+        body: RequestBody,
+    ) -> Result<CallId, CallError> {
         let r = self.node.call_body(now, target, body);
         self.settle(now);
         r
@@ -621,7 +629,8 @@ impl Host {
                 Err(IdError::NeedBlock) => return progressed,
                 Err(IdError::Exhausted) => {
                     self.waiting.pop_front();
-                    self.actions.push_back(Action::SpawnRefused { ticket, reason: SpawnRefused::IdsExhausted });
+                    self.actions
+                        .push_back(Action::SpawnRefused { ticket, reason: SpawnRefused::IdsExhausted });
                 }
             }
         }
@@ -669,7 +678,8 @@ impl Host {
                 }
                 self.ending = Ending::Flushing { how, until: now + self.config.final_flush };
                 for ticket in core::mem::take(&mut self.waiting) {
-                    self.actions.push_back(Action::SpawnRefused { ticket, reason: SpawnRefused::ShuttingDown });
+                    self.actions
+                        .push_back(Action::SpawnRefused { ticket, reason: SpawnRefused::ShuttingDown });
                 }
                 return;
             }
@@ -734,7 +744,9 @@ mod tests {
     }
 
     fn shutdown_frame() -> Vec<u8> {
-        Message::new(ContextId(1), ContextId::ROOT, Handle::SHUTDOWN, Encoding::Binary, "").to_frame().to_vec()
+        Message::new(ContextId(1), ContextId::ROOT, Handle::SHUTDOWN, Encoding::Binary, "")
+            .to_frame()
+            .to_vec()
     }
 
     #[test]
@@ -847,7 +859,8 @@ mod tests {
     fn after_exit_queued_bytes_get_the_final_flush_bound_and_no_more() {
         let mut host = Host::new(Node::new(NodeConfig::root()), HostConfig::default());
         let child = StreamId(5);
-        host.opened(t(0), child, StreamKind::Child { id: ContextId(1), pid: None, name: None }, None).unwrap();
+        host.opened(t(0), child, StreamKind::Child { id: ContextId(1), pid: None, name: None }, None)
+            .unwrap();
         drain(&mut host);
         host.shutdown(t(1));
         drain(&mut host);
