@@ -26,11 +26,12 @@ use rustix::process::{pidfd_open, PidfdFlags};
 
 use crate::bootstrap::CaptureWrite;
 use crate::clock;
+use crate::deliveries::Note;
 use crate::error::SpawnError;
 use crate::groups::Groups;
 use crate::runtime::{AsyncFd, AsyncTimer};
 use crate::spawn;
-use crate::state::{ChildProc, Kind, Note, Reaped, Shared, State};
+use crate::state::{ChildProc, Kind, Reaped, Shared, State};
 
 /// How much one read takes at most.
 const READ_CHUNK: usize = 64 * 1024;

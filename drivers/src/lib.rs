@@ -38,6 +38,7 @@ mod child_env;
 mod client;
 mod clock;
 mod context;
+mod deliveries;
 mod driver;
 mod error;
 mod exit;

@@ -21,21 +21,22 @@ use std::time::Duration;
 use arbor_core::call::{CallError, CallErrorKind, CallId, CallRequest, CallResult, JobId};
 use arbor_core::host::{Action, Host, Io, SpawnTicket};
 use arbor_core::ids::ContextId;
-use arbor_core::node::{Diagnostic, Output, StreamKind};
+use arbor_core::node::{Output, StreamKind};
 use arbor_core::reaper::{ExitStatus, Pid, Signal};
 use arbor_core::router::StreamId;
 use arbor_core::shutdown::ExitKind;
 use arbor_core::time::Instant;
 
 use crate::bootstrap::CaptureWrite;
+use crate::clock;
+use crate::deliveries::{Deliveries, Note, SpawnReply};
 use crate::error::SpawnError;
 use crate::groups::Groups;
 use crate::logs::{LogHandler, LogRecord};
 use crate::oneshot;
 use crate::registry::{Functions, Job};
-use crate::runtime::{try_write, AsyncFd, Runtime, Task};
+use crate::runtime::{try_write, AsyncFd, Runtime};
 use crate::spawn::{ChildInfo, SpawnOptions};
-use crate::{clock, logs};
 
 /// Segments gathered into one vectored write at most.
 const SEGMENTS_PER_WRITE: usize = 512;
@@ -77,28 +78,6 @@ pub struct Reaped {
     /// When it was reaped, counted from the start of shutdown (from the context's start if it
     /// left earlier).
     pub after: Duration,
-}
-
-/// Something to log once the lock is let go of: in a child, `tracing` writes to fd 2, a capture
-/// socket only this context drains, so logging with the lock held could block with no one
-/// left to drain it.
-pub(crate) enum Note {
-    Diagnostic(Diagnostic),
-    Warn(String),
-    Debug(String),
-}
-
-type SpawnReply = oneshot::Sender<Result<ChildInfo, SpawnError>>;
-
-/// Everything handed out once the lock is let go of.
-#[derive(Default)]
-pub(crate) struct Deliveries {
-    answers: Vec<(oneshot::Sender<CallResult>, CallResult)>,
-    spawns: Vec<(SpawnReply, Result<ChildInfo, SpawnError>)>,
-    logs: Vec<LogRecord>,
-    notes: Vec<Note>,
-    tasks: Vec<Task>,
-    wake: Option<Waker>,
 }
 
 /// The state of one context.
@@ -202,27 +181,7 @@ impl Shared {
 
     /// Hands out what [`State::carry_out`] gathered. Never called with the lock held.
     pub fn deliver(&self, out: Deliveries) {
-        for note in out.notes {
-            note.emit();
-        }
-        for record in &out.logs {
-            match &self.on_log {
-                Some(handler) => handler(record),
-                None => logs::emit(record),
-            }
-        }
-        for (reply, result) in out.answers {
-            reply.send(result);
-        }
-        for (reply, result) in out.spawns {
-            reply.send(result);
-        }
-        for task in out.tasks {
-            self.runtime.spawn(task);
-        }
-        if let Some(waker) = out.wake {
-            waker.wake();
-        }
+        out.deliver(self.on_log.as_ref(), &*self.runtime);
     }
 
     /// Sends a call; its answer arrives on the returned receiver.
@@ -280,16 +239,6 @@ impl Shared {
             state.shutdown_began.get_or_insert_with(std::time::Instant::now);
             state.host.force_shutdown(now);
         });
-    }
-}
-
-impl Note {
-    fn emit(self) {
-        match self {
-            Note::Diagnostic(d) => logs::diagnostic(&d),
-            Note::Warn(m) => tracing::warn!("{m}"),
-            Note::Debug(m) => tracing::debug!("{m}"),
-        }
     }
 }
 

@@ -1,0 +1,74 @@
+//! What a context hands out once its lock is let go of: answers to callers, spawn results, log
+//! records, diagnostics, async-function tasks, and a wake-up for the driver. Handing any of
+//! them out with the lock held could block (a caller's thread, an `on_log` handler, a write to
+//! a capture socket only this context drains) with the context stuck behind it.
+
+use arbor_core::call::CallResult;
+use arbor_core::node::Diagnostic;
+use std::task::Waker;
+
+use crate::error::SpawnError;
+use crate::logs::{self, LogHandler, LogRecord};
+use crate::oneshot;
+use crate::runtime::{Runtime, Task};
+use crate::spawn::ChildInfo;
+
+/// Something to log once the lock is let go of: in a child, `tracing` writes to fd 2, a capture
+/// socket only this context drains, so logging with the lock held could block with no one
+/// left to drain it.
+pub(crate) enum Note {
+    Diagnostic(Diagnostic),
+    Warn(String),
+    Debug(String),
+}
+
+pub(crate) type SpawnReply = oneshot::Sender<Result<ChildInfo, SpawnError>>;
+
+/// Everything handed out once the lock is let go of.
+#[derive(Default)]
+pub(crate) struct Deliveries {
+    pub answers: Vec<(oneshot::Sender<CallResult>, CallResult)>,
+    pub spawns: Vec<(SpawnReply, Result<ChildInfo, SpawnError>)>,
+    pub logs: Vec<LogRecord>,
+    pub notes: Vec<Note>,
+    pub tasks: Vec<Task>,
+    pub wake: Option<Waker>,
+}
+
+impl Note {
+    fn emit(self) {
+        match self {
+            Note::Diagnostic(d) => logs::diagnostic(&d),
+            Note::Warn(m) => tracing::warn!("{m}"),
+            Note::Debug(m) => tracing::debug!("{m}"),
+        }
+    }
+}
+
+impl Deliveries {
+    /// Hands out what [`State::carry_out`] gathered. Never called with the lock held.
+    pub fn deliver(self, on_log: Option<&LogHandler>, runtime: &dyn Runtime) {
+        let out = self;
+        for note in out.notes {
+            note.emit();
+        }
+        for record in &out.logs {
+            match on_log {
+                Some(handler) => handler(record),
+                None => logs::emit(record),
+            }
+        }
+        for (reply, result) in out.answers {
+            reply.send(result);
+        }
+        for (reply, result) in out.spawns {
+            reply.send(result);
+        }
+        for task in out.tasks {
+            runtime.spawn(task);
+        }
+        if let Some(waker) = out.wake {
+            waker.wake();
+        }
+    }
+}
