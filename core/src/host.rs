@@ -428,14 +428,16 @@ impl Host {
     }
 
     /// Writing the stream failed (EPIPE and the like): what is queued is lost.
+    ///
+    /// The node is not told: the peer is gone, but what it wrote before it went may still wait
+    /// in the socket (a child's last log lines, its DEL_ROUTEs), and the read side reaches it,
+    /// then EOF ([`Host::eof`]) or a read error ([`Host::read_failed`]), which end the stream.
+    /// Ending it here would drop those bytes unread.
     pub fn write_failed(&mut self, now: Instant, stream: StreamId) {
         let Some(f) = self.framed.get_mut(&stream) else { return };
         f.queue.clear();
-        match f.state {
-            WriteState::Closing => self.finish_close(now, stream),
-            WriteState::Open => {
-                let _ = self.node_input(now, Input::StreamClosed { stream });
-            }
+        if f.state == WriteState::Closing {
+            self.finish_close(now, stream);
         }
         self.settle(now);
     }
@@ -833,6 +835,39 @@ mod tests {
         let late = host.request_spawn(t(2));
         let acts = drain(&mut host);
         assert!(acts.contains(&Action::SpawnRefused { ticket: late, reason: SpawnRefused::ShuttingDown }));
+    }
+
+    #[test]
+    fn a_failed_write_loses_the_queue_but_not_what_the_peer_wrote_before_it_went() {
+        let mut host = Host::new(Node::new(NodeConfig::root()), HostConfig::default());
+        let child = StreamId(5);
+        let kind = StreamKind::Child { id: ContextId(1), pid: Some(Pid(9)), name: None };
+        host.opened(t(0), child, kind, None).unwrap();
+        drain(&mut host);
+        // The child wrote its last line and closed; the root's SHUTDOWN to it meets EPIPE.
+        host.shutdown(t(1));
+        drain(&mut host);
+        host.write_failed(t(1), child);
+        assert!(host.write_queue(child).is_some_and(|q| q.is_empty()));
+        assert!(!ios(&drain(&mut host)).contains(&Io::Close { stream: child }), "still to be read");
+        // The line still in the socket is read, then EOF ends the stream.
+        let last = Message::new(
+            ContextId::ROOT,
+            ContextId(1),
+            Handle::FORWARD_LOG,
+            Encoding::Binary,
+            "stdout\x0020\x00last words",
+        );
+        host.received(t(2), child, &last.to_frame().to_vec());
+        let acts = drain(&mut host);
+        assert!(
+            acts.iter().any(|a| matches!(a, Action::Output(Output::LogLine(l)) if l.text == "last words")),
+            "{acts:?}"
+        );
+        host.eof(t(2), child);
+        assert!(ios(&drain(&mut host)).contains(&Io::Close { stream: child }));
+        host.child_exited(t(3), Pid(9), ExitStatus::Code(0));
+        assert!(ios(&drain(&mut host)).contains(&Io::Exit { how: ExitKind::Clean }));
     }
 
     #[test]
