@@ -1,4 +1,4 @@
-//! Named scenarios (SCENARIOS.md), each a recipe that turns a seed into a [`Plan`].
+//! Named scenarios (docs/scenarios.md), each a recipe that turns a seed into a [`Plan`].
 //!
 //! The seed varies what the scenario leaves open — latency, buffer sizes, read sizes, call
 //! durations, when things happen — and, in `chaos`, the tree and a fault plan of up to four

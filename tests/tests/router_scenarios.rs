@@ -1,4 +1,4 @@
-//! Scenarios S8–S14, S16 and S25 of SCENARIOS.md at the router level, written as the inputs a
+//! Scenarios S8–S14, S16 and S25 of docs/scenarios.md at the router level, written as the inputs a
 //! context's router is given and the exact events it answers with (docs/protocol.md §2–§4).
 
 use arbor_core::frame::{DecodeError, Encoding, Message, HEADER_LEN};
