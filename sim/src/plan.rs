@@ -24,6 +24,9 @@ pub struct Net {
     pub call_time: Duration,
     /// Every node's grace period.
     pub grace: Duration,
+    /// Bytes queued towards its parent above which a host stops reading its own loggers
+    /// (`HostConfig::parent_high_water`).
+    pub parent_high_water: usize,
 }
 
 impl Default for Net {
@@ -34,6 +37,7 @@ impl Default for Net {
             read_size: 128 * 1024,
             call_time: Duration::from_millis(1),
             grace: arbor_core::node::DEFAULT_GRACE,
+            parent_high_water: arbor_core::host::DEFAULT_PARENT_HIGH_WATER,
         }
     }
 }
@@ -231,12 +235,13 @@ impl Plan {
         let n = &self.net;
         let _ = writeln!(
             s,
-            "net latency={} capacity={} read={} call={} grace={}",
+            "net latency={} capacity={} read={} call={} grace={} high-water={}",
             n.latency.as_nanos(),
             n.capacity,
             n.read_size,
             n.call_time.as_nanos(),
-            n.grace.as_nanos()
+            n.grace.as_nanos(),
+            n.parent_high_water
         );
         let tree: Vec<String> = self.parents.iter().map(|p| p.to_string()).collect();
         let _ = writeln!(s, "tree {}", tree.join(" "));
@@ -316,6 +321,7 @@ impl Plan {
                             "read" => plan.net.read_size = v as usize,
                             "call" => plan.net.call_time = Duration::from_nanos(v),
                             "grace" => plan.net.grace = Duration::from_nanos(v),
+                            "high-water" => plan.net.parent_high_water = v as usize,
                             _ => return Err(bad("unknown net key")),
                         }
                     }
@@ -436,7 +442,7 @@ mod tests {
         let plan = Plan {
             name: "chaos".into(),
             seed: 99,
-            net: Net { latency: Duration::from_micros(250), ..Net::default() },
+            net: Net { latency: Duration::from_micros(250), parent_high_water: 65_536, ..Net::default() },
             parents: vec![0, 0, 1],
             actions: vec![
                 (Duration::ZERO, Action::Call { from: 0, to: 3, function: "hang".into(), reply: true }),

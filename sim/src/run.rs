@@ -58,6 +58,9 @@ impl Report {
                     _ => {}
                 }
             }
+            if id.is_none() {
+                end = String::from("never born");
+            }
             let id = id.map_or("-".to_string(), |i| i.to_string());
             let _ = writeln!(s, "{p:>4}  {id:>7}  {runs:>9}  {printed:>13}  {lines:>17}  {end}");
         }

@@ -9,6 +9,7 @@ use std::fmt::{self, Write as _};
 use arbor_core::call::{CallId, JobId};
 use arbor_core::frame::Header;
 use arbor_core::handle::Handle;
+use arbor_core::host::SpawnRefused;
 use arbor_core::ids::ContextId;
 use arbor_core::node::{Diagnostic, Output};
 use arbor_core::reaper::{ExitStatus, Pid, Signal};
@@ -62,6 +63,31 @@ pub enum What {
     Died(ExitStatus),
     /// The process began its graceful shutdown on the script's request.
     ShutdownRequested,
+    /// The host stopped (`paused`) or resumed reading the process's loggers: the bytes queued
+    /// towards its parent crossed the high-water mark (`Action::Backpressure`).
+    Backpressure {
+        /// Whether loggers are now left unread.
+        paused: bool,
+        /// Bytes queued on the parent stream at that moment.
+        parent_queued: usize,
+    },
+    /// A read of one of the process's loggers left more bytes queued on its parent stream than
+    /// ever before, and more than the high-water mark (only such marks are recorded: they are
+    /// what the `parent-queue-bound` checker judges).
+    ParentQueued {
+        /// Bytes queued on the parent stream right after the read.
+        queued: usize,
+        /// How many of them that read added (the frames of the lines it completed).
+        read: usize,
+    },
+    /// A spawn the process asked for will not be carried out (`Action::SpawnRefused`): plan
+    /// process `child` is never born.
+    SpawnRefused {
+        /// The plan process that was to be spawned.
+        child: ProcId,
+        /// Why not.
+        reason: SpawnRefused,
+    },
 }
 
 /// A run's events.
@@ -120,6 +146,16 @@ fn hash_what(h: &mut Fnv, w: &What) {
             ExitStatus::Signaled(s) => 10 << 40 | u64::from(*s as u32),
         }),
         What::ShutdownRequested => h.u64(11),
+        What::Backpressure { paused, parent_queued } => {
+            h.u64(12 << 32 | u64::from(*paused));
+            h.u64(*parent_queued as u64);
+        }
+        What::ParentQueued { queued, read } => {
+            h.u64(13);
+            h.u64(*queued as u64);
+            h.u64(*read as u64);
+        }
+        What::SpawnRefused { child, reason } => h.u64(14 << 40 | (*reason as u64) << 32 | *child as u64),
     }
 }
 
@@ -408,6 +444,16 @@ impl fmt::Display for WhatText<'_> {
             What::Signalled(s) => write!(f, "receives {s:?}"),
             What::Died(s) => write!(f, "dies: {s:?}"),
             What::ShutdownRequested => f.write_str("shutdown requested"),
+            What::Backpressure { paused: true, parent_queued } => {
+                write!(f, "loggers paused: {parent_queued} bytes queued to the parent")
+            }
+            What::Backpressure { paused: false, parent_queued } => {
+                write!(f, "loggers resumed: {parent_queued} bytes queued to the parent")
+            }
+            What::ParentQueued { queued, read } => {
+                write!(f, "parent queue high mark {queued} bytes ({read} from this logger read)")
+            }
+            What::SpawnRefused { child, reason } => write!(f, "spawn of p{child} refused: {reason}"),
         }
     }
 }

@@ -1,17 +1,28 @@
-//! The world: real `arbor_core::Node`s in modelled processes joined by modelled sockets, driven
-//! by one virtual clock and one event queue.
+//! The world: real `arbor_core::Node`s, each inside the shared host contract
+//! ([`arbor_core::host::Host`]), in modelled processes joined by modelled sockets, driven by one
+//! virtual clock and one event queue.
 //!
 //! Everything that happens is an event at an instant; ties are broken by the order events were
 //! scheduled, so a run is a pure function of its [`Plan`]. The clock jumps from one event to the
-//! next (no idle ticking). Node outputs never call back into a node: they only change the
-//! modelled world and schedule events, which keeps every step small and the order explicit.
+//! next (no idle ticking).
+//!
+//! The world does for a host exactly what a real runtime does: it feeds it bytes, EOFs, timers,
+//! reaped children and finished calls, and carries out the primitives it asks for
+//! ([`Io`]: write a stream's queue, shut a logger's write half, close, signal, spawn, exit, arm
+//! the timer), reporting their completions back (`wrote`, `write_failed`, `opened`). Everything
+//! else a host must do around a node — write queues, Close-after-flush, backpressure, spawns
+//! that wait for ids, the final flush — is the host's, written once in the core, so what the
+//! simulator proves covers it too. A process's actions only change the modelled world and
+//! schedule events for other processes; the completions of its own primitives go straight back
+//! to its own host.
 //!
 //! What is modelled (docs/simulator.md): processes with a pid, a main thread that runs one call
 //! at a time for a modelled duration or forever, SIGTERM (default or ignored), SIGKILL,
 //! SIGSTOP/SIGCONT and a parent-death signal (SIGKILL); socketpairs with a buffer capacity per
-//! direction, latency, partial reads and writes, EOF after SHUT_WR or close; stdout capture
-//! sockets whose write end may be held by several processes (a daemon), where SHUT_WR reaches
-//! every holder; reaping by the parent.
+//! direction, latency, partial reads and writes, EOF after SHUT_WR or close, EPIPE once the
+//! reader is gone; stdout capture sockets whose write end may be held by several processes (a
+//! daemon), where SHUT_WR reaches every holder, and whose writers block while they are full;
+//! reaping by the parent.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -20,7 +31,8 @@ use std::time::Duration;
 use arbor_core::call::{CallError, CallId, CallRequest, JobId};
 use arbor_core::frame::{Encoding, Message, HEADER_LEN};
 use arbor_core::handle::Handle;
-use arbor_core::ids::{ContextId, IdError};
+use arbor_core::host::{Action as HostAction, Host, HostConfig, Io, Segment, SpawnRefused, SpawnTicket};
+use arbor_core::ids::ContextId;
 use arbor_core::lines::LogSource;
 use arbor_core::node::{Diagnostic, Input, Node, NodeConfig, Output, StreamKind, TestMutation};
 use arbor_core::reaper::{ExitStatus, Pid, Signal};
@@ -38,15 +50,26 @@ pub const PARENT_STREAM: StreamId = StreamId(0);
 /// A child's stdout capture stream (read end).
 pub const STDOUT_STREAM: StreamId = StreamId(1);
 
-/// How often a runaway writer writes, and how much.
+/// How often a runaway writer writes a line, and how long the line is.
 const RUNAWAY_EVERY: Duration = Duration::from_micros(50);
-const RUNAWAY_CHUNK: usize = 4096;
+const RUNAWAY_LINE_LEN: usize = 4096;
+
+/// The line a runaway writer writes again and again.
+static RUNAWAY_LINE: [u8; RUNAWAY_LINE_LEN] = runaway_line();
+
+const fn runaway_line() -> [u8; RUNAWAY_LINE_LEN] {
+    let mut line = [b'r'; RUNAWAY_LINE_LEN];
+    line[RUNAWAY_LINE_LEN - 1] = b'\n';
+    line
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
     /// The process may read from this stream.
     Read(ProcId, StreamId),
-    /// The process's node timer may be due.
+    /// The process may write more of this stream's queue: its reader made room, or went away.
+    Writable(ProcId, StreamId),
+    /// The process's host timer may be due.
     Timer(ProcId),
     /// The process's main thread finishes this call.
     CallDone(ProcId, JobId),
@@ -62,17 +85,15 @@ enum Ev {
     RootShutdown,
     /// A runaway writer writes again.
     Runaway(ProcId),
-    /// Try the pending spawns again.
+    /// Ask for the next plan process's spawn (its parent was stopped when its turn came).
     Spawn,
-    /// The host finished closing a stream (its queued bytes are written out or lost).
-    Closed(ProcId, StreamId),
 }
 
 type LinkId = usize;
 type LoggerId = usize;
 
-/// A piece of bytes in flight: a frame header kept inline (no allocation per frame), or shared
-/// bytes (a body, captured output).
+/// A piece of bytes in flight: (part of) a frame header kept inline (no allocation per frame),
+/// or shared bytes (a body, captured output).
 #[derive(Debug, Clone)]
 enum Chunk {
     Header { bytes: [u8; HEADER_LEN], start: usize },
@@ -80,6 +101,13 @@ enum Chunk {
 }
 
 impl Chunk {
+    /// (Part of) a header, right-aligned in its own array so `as_slice` sees only it.
+    fn header(part: &[u8]) -> Chunk {
+        let mut bytes = [0u8; HEADER_LEN];
+        bytes[HEADER_LEN - part.len()..].copy_from_slice(part);
+        Chunk::Header { bytes, start: HEADER_LEN - part.len() }
+    }
+
     fn as_slice(&self) -> &[u8] {
         match self {
             Chunk::Header { bytes, start } => &bytes[*start..],
@@ -95,17 +123,16 @@ impl Chunk {
     fn split_to(&mut self, n: usize) -> Chunk {
         match self {
             Chunk::Header { bytes, start } => {
-                // The piece sits right-aligned in its own array, so `as_slice` sees only it.
-                let mut piece = [0u8; HEADER_LEN];
-                piece[HEADER_LEN - n..].copy_from_slice(&bytes[*start..*start + n]);
+                let head = Chunk::header(&bytes[*start..*start + n]);
                 *start += n;
-                Chunk::Header { bytes: piece, start: HEADER_LEN - n }
+                head
             }
             Chunk::Data(b) => Chunk::Data(b.split_to(n)),
         }
     }
 
     /// Keeps the first `n` bytes and returns the rest.
+    #[cfg(test)]
     fn split_off(&mut self, n: usize) -> Chunk {
         let head = self.split_to(n);
         std::mem::replace(self, head)
@@ -121,17 +148,42 @@ struct Pipe {
     shut: bool,
 }
 
+impl Pipe {
+    /// Takes up to `max` bytes that are readable at `now`: one read.
+    fn read(&mut self, now: Instant, max: usize) -> Vec<Chunk> {
+        let mut got = Vec::new();
+        let mut n = 0;
+        while n < max {
+            let Some((at, chunk)) = self.chunks.front_mut() else { break };
+            if *at > now {
+                break;
+            }
+            let piece = if chunk.len() <= max - n {
+                match self.chunks.pop_front() {
+                    Some((_, c)) => c,
+                    None => break,
+                }
+            } else {
+                chunk.split_to(max - n)
+            };
+            n += piece.len();
+            got.push(piece);
+        }
+        self.buffered -= n;
+        got
+    }
+}
+
 #[derive(Debug)]
 struct LinkEnd {
     proc: ProcId,
     stream: StreamId,
-    /// The host still uses this end (not closed).
+    /// The process still has this end (not closed, not dead).
     open: bool,
-    /// Closed by the node: flush what is queued, then shut.
-    closing: bool,
-    /// Bytes the host has queued but the socket has not taken yet.
-    out: VecDeque<Chunk>,
     eof_reported: bool,
+    /// Forged frames a rogue process writes here behind its host's back (the spoof fault),
+    /// waiting for the host's queue to reach a frame boundary.
+    forged: VecDeque<Chunk>,
 }
 
 #[derive(Debug)]
@@ -189,27 +241,18 @@ enum Function {
     Unknown(String),
 }
 
-/// What the world must do for one node output: the few cheap values carrying it out needs, so
-/// the output itself can move into the trace without a copy.
-enum Act {
-    Transmit(StreamId, arbor_core::frame::Frame),
-    ShutdownWrite(StreamId),
-    Close(StreamId),
-    Signal(Pid, Signal),
+/// What the world's API side must do for one node output: the few cheap values acting on it
+/// needs, so the output itself can move into the trace without a copy. (The IO outputs need
+/// nothing here: their primitives follow as `Io` actions.)
+enum Api {
     RunCall(JobId, Function, Bytes),
     Returned(CallId),
-    IdsAvailable,
-    Exit(ExitKind),
     Nothing,
 }
 
-impl Act {
-    fn of(out: &Output) -> Act {
+impl Api {
+    fn of(out: &Output) -> Api {
         match out {
-            Output::Transmit { stream, frame } => Act::Transmit(*stream, frame.clone()),
-            Output::ShutdownWrite { stream } => Act::ShutdownWrite(*stream),
-            Output::Close { stream } => Act::Close(*stream),
-            Output::Signal { pid, signal } => Act::Signal(*pid, *signal),
             Output::RunCall { job, request, .. } => {
                 let function = match request.function.as_str() {
                     "echo" => Function::Echo,
@@ -218,12 +261,10 @@ impl Act {
                     "fail" => Function::Fail,
                     other => Function::Unknown(other.to_string()),
                 };
-                Act::RunCall(*job, function, request.args.clone())
+                Api::RunCall(*job, function, request.args.clone())
             }
-            Output::CallReturned { call, .. } => Act::Returned(*call),
-            Output::IdsAvailable => Act::IdsAvailable,
-            Output::Exit { how } => Act::Exit(*how),
-            Output::CallsClosed | Output::LogLine(_) | Output::Diagnostic(_) => Act::Nothing,
+            Output::CallReturned { call, .. } => Api::Returned(*call),
+            _ => Api::Nothing,
         }
     }
 }
@@ -231,8 +272,8 @@ impl Act {
 /// A modelled process.
 #[derive(Debug)]
 pub struct Process {
-    /// Its node.
-    pub node: Node,
+    /// Its host, around its node (`host.node()`).
+    pub host: Host,
     /// Its pid.
     pub pid: Pid,
     /// Its parent process.
@@ -241,19 +282,23 @@ pub struct Process {
     pub alive: bool,
     /// Stopped by SIGSTOP.
     pub frozen: bool,
+    /// The most bytes ever queued on its parent stream (measured after every input, before the
+    /// writes it led to).
+    pub parent_queue_high: usize,
+    /// The high mark as recorded in the trace (`What::ParentQueued`): after logger reads only.
+    logger_read_high: usize,
     ignore_sigterm: bool,
     pending_term: bool,
     hang_calls: bool,
     running: Option<Running>,
-    timer_at: Option<Instant>,
     streams: BTreeMap<StreamId, Endpoint>,
     next_stream: u32,
     stdout: Option<LoggerId>,
     /// Events that arrived while the process was stopped, replayed when it is thawed.
     deferred: Vec<Ev>,
     printed: u32,
-    /// Lines the main thread is blocked writing to stdout (a full socket blocks a print).
-    backlog: VecDeque<(Bytes, String)>,
+    /// Whole lines the process is blocked writing to stdout (a full socket blocks a print).
+    backlog: VecDeque<Bytes>,
 }
 
 /// A chain of sequential calls: the next is sent when the previous answers.
@@ -263,10 +308,18 @@ struct Chain {
     left: u32,
 }
 
+/// The one spawn under way: asked for and not yet carried out or refused.
+#[derive(Clone, Copy, Debug)]
+struct Spawning {
+    parent: ProcId,
+    ticket: SpawnTicket,
+    child: ProcId,
+}
+
 /// Counters for a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Frames handed from one node to another (counted when fully written into a socket).
+    /// Frames the nodes transmitted.
     pub messages: u64,
     /// Events processed.
     pub events: u64,
@@ -292,8 +345,11 @@ pub struct World {
     links: Vec<Link>,
     loggers: Vec<Logger>,
     chains: BTreeMap<(ProcId, CallId), Chain>,
-    /// Plan processes not spawned yet, in order (a parent may be waiting for an id block).
+    /// Plan processes not spawned yet, in order.
     to_spawn: VecDeque<ProcId>,
+    spawning: Option<Spawning>,
+    /// `spawn_next` is on the stack (it loops itself; nested calls return at once).
+    asking: bool,
 }
 
 impl World {
@@ -313,11 +369,13 @@ impl World {
             loggers: Vec::new(),
             chains: BTreeMap::new(),
             to_spawn: (1..plan.procs()).collect(),
+            spawning: None,
+            asking: false,
         };
         let mut root = NodeConfig::root();
         root.grace = plan.net.grace;
         w.add_process(root, None);
-        w.spawn_pending();
+        w.spawn_next();
         for (i, (at, _)) in plan.actions.iter().enumerate() {
             w.schedule(Instant::ZERO + *at, Ev::Action(i));
         }
@@ -370,17 +428,20 @@ impl World {
         let p = self.procs.len();
         let id = config.id;
         let pid = Pid(100 + p as u32);
+        let host_config =
+            HostConfig { parent_high_water: self.plan.net.parent_high_water, ..HostConfig::default() };
         self.procs.push(Process {
-            node: Node::new(config),
+            host: Host::new(Node::new(config), host_config),
             pid,
             parent,
             alive: true,
             frozen: false,
+            parent_queue_high: 0,
+            logger_read_high: 0,
             ignore_sigterm: false,
             pending_term: false,
             hang_calls: false,
             running: None,
-            timer_at: None,
             streams: BTreeMap::new(),
             next_stream: 100,
             stdout: None,
@@ -392,37 +453,45 @@ impl World {
         p
     }
 
-    /// Spawns plan processes in order until one must wait for its parent's id block (plan
-    /// indexes are process indexes, so none may overtake another).
-    fn spawn_pending(&mut self) {
-        while let Some(&child) = self.to_spawn.front() {
+    /// Asks for the front plan process's spawn, unless one is under way. Plan indexes are
+    /// process indexes, so none may overtake another: the next is asked for only once the last
+    /// was carried out or refused. (Whether it must wait for a block of ids, and whether it may
+    /// still happen at all once its parent began shutting down, is the host's to decide.)
+    fn spawn_next(&mut self) {
+        if self.asking {
+            return;
+        }
+        self.asking = true;
+        while self.spawning.is_none() {
+            let Some(&child) = self.to_spawn.front() else { break };
             let parent = self.plan.parent(child).unwrap_or(0);
             if !self.procs[parent].alive {
                 // Its parent is gone: it is never born, and neither is anything after it.
                 self.to_spawn.clear();
-                return;
+                break;
+            }
+            if self.procs[parent].frozen {
+                break; // a stopped parent asks once thawed
             }
             let now = self.now;
-            match self.procs[parent].node.allocate_id(now) {
-                Ok(id) => {
-                    self.to_spawn.pop_front();
-                    self.spawn(child, parent, id);
-                }
-                Err(IdError::NeedBlock) => {
-                    self.after_step(parent); // sends ALLOCATE_ID; IdsAvailable resumes us
-                    return;
-                }
-                Err(_) => {
-                    self.to_spawn.clear();
-                    return;
-                }
-            }
+            let ticket = self.procs[parent].host.request_spawn(now);
+            self.spawning = Some(Spawning { parent, ticket, child });
+            self.after_step(parent);
         }
+        self.asking = false;
     }
 
-    fn spawn(&mut self, child: ProcId, parent: ProcId, id: ContextId) {
-        debug_assert_eq!(self.procs.len(), child, "plan processes are spawned in order");
-        let pnode = &self.procs[parent].node;
+    /// Carries out `Io::Spawn`: the child process, its parent link and its stdout capture, then
+    /// the parent's host hears the spawn for `ticket` is done.
+    fn carry_out_spawn(&mut self, parent: ProcId, ticket: SpawnTicket, id: ContextId) {
+        let Some(s) = self.spawning.take_if(|s| s.parent == parent && s.ticket == ticket) else {
+            debug_assert!(false, "a spawn the world never asked for");
+            return;
+        };
+        debug_assert_eq!(self.to_spawn.front(), Some(&s.child), "plan processes are spawned in order");
+        self.to_spawn.pop_front();
+        debug_assert_eq!(self.procs.len(), s.child, "plan processes are spawned in order");
+        let pnode = self.procs[parent].host.node();
         let mut ancestors = vec![pnode.id()];
         ancestors.extend_from_slice(&pnode.config().ancestors);
         let mut config = NodeConfig::child(id, ancestors);
@@ -454,93 +523,82 @@ impl World {
         });
         self.procs[c].streams.insert(STDOUT_STREAM, Endpoint::Logger(lg));
         self.procs[c].stdout = Some(lg);
-        self.input(c, Input::StreamOpened { stream: PARENT_STREAM, kind: StreamKind::Parent });
-        self.input(
-            c,
-            Input::StreamOpened {
-                stream: STDOUT_STREAM,
-                kind: StreamKind::Logger { source: LogSource::Stdout },
-            },
-        );
+        self.open(c, PARENT_STREAM, StreamKind::Parent, None);
+        self.open(c, STDOUT_STREAM, StreamKind::Logger { source: LogSource::Stdout }, None);
         let pid = self.procs[c].pid;
-        self.input(
-            parent,
-            Input::StreamOpened { stream: ps, kind: StreamKind::Child { id, pid: Some(pid), name: None } },
-        );
+        self.open(parent, ps, StreamKind::Child { id, pid: Some(pid), name: None }, Some(ticket));
     }
 
-    /// Feeds one input to a live, running process's node and carries out what follows.
-    fn input(&mut self, p: ProcId, input: Input<'_>) {
-        if !self.procs[p].alive || self.procs[p].frozen {
+    /// `Action::SpawnRefused`: the plan process is never born, and (none may overtake another)
+    /// neither is anything after it; scripted actions and faults naming them do nothing.
+    fn spawn_refused(&mut self, parent: ProcId, ticket: SpawnTicket, reason: SpawnRefused) {
+        let Some(s) = self.spawning.take_if(|s| s.parent == parent && s.ticket == ticket) else { return };
+        self.record(parent, What::SpawnRefused { child: s.child, reason });
+        self.to_spawn.clear();
+    }
+
+    /// Registers a stream with a process's host.
+    fn open(&mut self, p: ProcId, stream: StreamId, kind: StreamKind, ticket: Option<SpawnTicket>) {
+        self.step(p, |w| {
+            w.record(p, What::Opened(stream));
+            let now = w.now;
+            // Host misuse is a simulator bug: there is no honest way to go on.
+            w.procs[p]
+                .host
+                .opened(now, stream, kind, ticket)
+                .expect("the simulator registers each stream once");
+        });
+    }
+
+    /// Lets live, running process `p` take one input (`f` calls its host), then carries out
+    /// what follows.
+    fn step(&mut self, p: ProcId, f: impl FnOnce(&mut World)) {
+        if !self.runnable(p) {
             return;
         }
-        if let Input::StreamOpened { stream, .. } = &input {
-            let s = *stream;
-            self.record(p, What::Opened(s));
-        }
-        let now = self.now;
-        // Host misuse is a simulator bug: there is no honest way to go on.
-        self.procs[p].node.handle_input(now, input).expect("the simulator registers each stream once");
+        f(self);
+        let queued = self.procs[p].host.parent_queued();
+        let proc = &mut self.procs[p];
+        proc.parent_queue_high = proc.parent_queue_high.max(queued);
         self.after_step(p);
     }
 
-    /// Drains a node's outputs, records phase changes and re-arms its timer.
+    /// Drains a host's actions: node outputs into the trace (and to the API side), primitives
+    /// carried out.
     fn after_step(&mut self, p: ProcId) {
-        while let Some(out) = self.procs[p].node.poll_output() {
-            // Recorded before it is carried out, so its consequences follow it in the trace.
-            let act = Act::of(&out);
-            match out {
-                Output::Diagnostic(Diagnostic::PhaseChanged { to, cause, .. }) => {
-                    self.record(p, What::Phase { to, cause })
+        while self.procs[p].alive {
+            let Some(action) = self.procs[p].host.poll_action() else { break };
+            match action {
+                HostAction::Output(out) => self.output(p, out),
+                HostAction::Io(io) => self.carry_out(p, io),
+                HostAction::SpawnRefused { ticket, reason } => self.spawn_refused(p, ticket, reason),
+                HostAction::Backpressure { paused, parent_queued } => {
+                    self.backpressure(p, paused, parent_queued)
                 }
-                out => self.record(p, What::Out(out)),
             }
-            self.carry_out(p, act);
         }
-        let t = self.procs[p].node.poll_timeout();
-        if t != self.procs[p].timer_at {
-            self.procs[p].timer_at = t;
-            if let Some(at) = t {
-                self.schedule(at, Ev::Timer(p));
-            }
+        if self.spawning.is_none() && !self.to_spawn.is_empty() {
+            self.spawn_next();
         }
     }
 
-    fn carry_out(&mut self, p: ProcId, act: Act) {
-        match act {
-            Act::Transmit(stream, frame) => {
-                if let Some(Endpoint::Link(l, side)) = self.procs[p].streams.get(&stream).copied() {
-                    let end = &mut self.links[l].ends[side];
-                    if end.open && !end.closing {
-                        end.out.push_back(Chunk::Header { bytes: *frame.header(), start: 0 });
-                        if !frame.body().is_empty() {
-                            end.out.push_back(Chunk::Data(frame.body().clone()));
-                        }
-                        self.stats.messages += 1;
-                        self.flush(l, side);
-                    }
-                }
+    /// Records a node output (before it is acted on, so its consequences follow it in the
+    /// trace) and does the API's part: calls on the main thread, chains of calls.
+    fn output(&mut self, p: ProcId, out: Output) {
+        let api = Api::of(&out);
+        match out {
+            Output::Diagnostic(Diagnostic::PhaseChanged { to, cause, .. }) => {
+                self.record(p, What::Phase { to, cause })
             }
-            Act::ShutdownWrite(stream) => {
-                if let Some(Endpoint::Logger(lg)) = self.procs[p].streams.get(&stream).copied() {
-                    self.loggers[lg].pipe.shut = true;
-                    self.schedule(self.now, Ev::Read(p, stream));
+            out => {
+                if matches!(out, Output::Transmit { .. }) {
+                    self.stats.messages += 1;
                 }
+                self.record(p, What::Out(out))
             }
-            Act::Close(stream) => match self.procs[p].streams.get(&stream).copied() {
-                Some(Endpoint::Link(l, side)) => {
-                    self.links[l].ends[side].closing = true;
-                    self.flush(l, side);
-                }
-                Some(Endpoint::Logger(lg)) => self.loggers[lg].reader_open = false,
-                None => {}
-            },
-            Act::Signal(pid, signal) => {
-                if let Some(q) = self.procs.iter().position(|x| x.pid == pid) {
-                    self.signal(q, signal);
-                }
-            }
-            Act::RunCall(job, function, args) => {
+        }
+        match api {
+            Api::RunCall(job, function, args) => {
                 let done_at = match function {
                     _ if self.procs[p].hang_calls => None,
                     Function::Hang => None,
@@ -555,7 +613,7 @@ impl World {
                     None => {}
                 }
             }
-            Act::Returned(call) => {
+            Api::Returned(call) => {
                 if let Some(mut chain) = self.chains.remove(&(p, call)) {
                     if chain.left > 0 {
                         chain.left -= 1;
@@ -565,8 +623,30 @@ impl World {
                     }
                 }
             }
-            Act::IdsAvailable => self.schedule(self.now, Ev::Spawn),
-            Act::Exit(how) => {
+            Api::Nothing => {}
+        }
+    }
+
+    /// Carries out one primitive a host asked for.
+    fn carry_out(&mut self, p: ProcId, io: Io) {
+        match io {
+            Io::Write { stream } => self.flush(p, stream),
+            Io::ShutdownWrite { stream } => {
+                if let Some(Endpoint::Logger(lg)) = self.procs[p].streams.get(&stream).copied() {
+                    self.loggers[lg].pipe.shut = true;
+                    self.schedule(self.now, Ev::Read(p, stream));
+                }
+            }
+            Io::Close { stream } => self.close(p, stream),
+            Io::Signal { pid, signal } => {
+                if let Some(q) = self.procs.iter().position(|x| x.pid == pid) {
+                    self.signal(q, signal);
+                }
+            }
+            Io::Spawn { ticket, id } => self.carry_out_spawn(p, ticket, id),
+            Io::Timer(Some(at)) => self.schedule(at, Ev::Timer(p)),
+            Io::Timer(None) => {}
+            Io::Exit { how } => {
                 let status = match how {
                     // SIGTERM to self; a process that ignores it exits anyway.
                     ExitKind::SigtermSelf if !self.procs[p].ignore_sigterm => ExitStatus::Signaled(15),
@@ -575,7 +655,22 @@ impl World {
                 };
                 self.die(p, status);
             }
-            Act::Nothing => {}
+        }
+    }
+
+    /// `Action::Backpressure`: recorded; once loggers may be read again, they are.
+    fn backpressure(&mut self, p: ProcId, paused: bool, parent_queued: usize) {
+        self.record(p, What::Backpressure { paused, parent_queued });
+        if !paused {
+            let loggers: Vec<StreamId> = self.procs[p]
+                .streams
+                .iter()
+                .filter(|(_, e)| matches!(e, Endpoint::Logger(_)))
+                .map(|(s, _)| *s)
+                .collect();
+            for s in loggers {
+                self.schedule(self.now, Ev::Read(p, s));
+            }
         }
     }
 
@@ -592,24 +687,25 @@ impl World {
         }
     }
 
-    /// Process `p` ends: the kernel closes its fds, its children get the parent-death signal,
-    /// its parent reaps it.
+    /// Process `p` ends: the kernel closes its fds (whoever still writes to them gets EPIPE),
+    /// its children get the parent-death signal, its parent reaps it.
     fn die(&mut self, p: ProcId, status: ExitStatus) {
         if !self.procs[p].alive {
             return;
         }
         self.procs[p].alive = false;
         self.procs[p].running = None;
+        self.procs[p].backlog.clear();
         self.record(p, What::Died(status));
+        if self.spawning.is_some_and(|s| s.parent == p) {
+            // The spawn it was waiting to carry out dies with it.
+            self.spawning = None;
+            self.to_spawn.clear();
+        }
         let ends: Vec<Endpoint> = self.procs[p].streams.values().copied().collect();
         for e in ends {
             match e {
-                Endpoint::Link(l, side) => {
-                    let end = &mut self.links[l].ends[side];
-                    end.open = false;
-                    end.out.clear();
-                    self.shut_pipe(l, side);
-                }
+                Endpoint::Link(l, side) => self.close_end(l, side),
                 Endpoint::Logger(lg) => self.loggers[lg].reader_open = false,
             }
         }
@@ -634,46 +730,112 @@ impl World {
 
     // --- sockets -------------------------------------------------------------------------
 
-    /// Moves queued bytes of link end `side` into its socket, as far as capacity allows.
-    fn flush(&mut self, l: LinkId, side: usize) {
-        let capacity = self.plan.net.capacity;
-        let now = self.now;
-        let link = &mut self.links[l];
-        if link.broken {
-            link.ends[side].out.clear();
+    /// Carries out `Io::Write` (and every later chance to write): moves what `p`'s host has
+    /// queued on `stream` into the socket, as far as its capacity allows (a partial write leaves
+    /// the rest queued until the reader makes room), and reports how much went — or, once the
+    /// reader is gone, that the write failed (EPIPE).
+    fn flush(&mut self, p: ProcId, stream: StreamId) {
+        let Some(Endpoint::Link(l, side)) = self.procs[p].streams.get(&stream).copied() else { return };
+        if !self.links[l].ends[side].open {
             return;
         }
-        if !link.ends[1 - side].open {
-            // The reader is gone: the write fails (EPIPE) and what was queued is lost.
-            link.ends[side].out.clear();
-        }
-        let ready_at = now + link.latency;
-        let peer = (link.ends[1 - side].proc, link.ends[1 - side].stream);
-        let pipe = &mut link.pipes[side];
-        let end = &mut link.ends[side];
-        let mut wrote = false;
-        while pipe.buffered < capacity {
-            let Some(mut chunk) = end.out.pop_front() else { break };
-            let room = capacity - pipe.buffered;
-            if chunk.len() > room {
-                // A partial write: the rest waits for the reader to make room.
-                let rest = chunk.split_off(room);
-                end.out.push_front(rest);
+        let now = self.now;
+        let queued = self.procs[p].host.write_queue(stream).map_or(0, |q| q.len());
+        if self.links[l].broken || !self.links[l].ends[1 - side].open {
+            self.links[l].ends[side].forged.clear();
+            if queued > 0 {
+                self.procs[p].host.write_failed(now, stream);
             }
-            pipe.buffered += chunk.len();
+            return;
+        }
+        if queued > 0 {
+            let n = self.write_queue(p, stream, l, side);
+            if n > 0 {
+                self.procs[p].host.wrote(now, stream, n);
+            }
+        }
+        self.write_forged(l, side);
+    }
+
+    /// Copies the front of the host's write queue into the socket (bodies shared, not copied);
+    /// returns how many bytes went.
+    fn write_queue(&mut self, p: ProcId, stream: StreamId, l: LinkId, side: usize) -> usize {
+        let Some(queue) = self.procs[p].host.write_queue(stream) else { return 0 };
+        let link = &mut self.links[l];
+        let ready_at = self.now + link.latency;
+        let pipe = &mut link.pipes[side];
+        let room = self.plan.net.capacity.saturating_sub(pipe.buffered);
+        let mut n = 0;
+        for segment in queue.segments(usize::MAX) {
+            if n == room {
+                break;
+            }
+            let take = (room - n).min(segment.as_slice().len());
+            let chunk = match segment {
+                Segment::Header(h) => Chunk::header(&h[..take]),
+                Segment::Body(b, from) => Chunk::Data(b.slice(from..from + take)),
+            };
             pipe.chunks.push_back((ready_at, chunk));
-            wrote = true;
+            n += take;
         }
-        let drained = end.out.is_empty();
-        let closing = end.closing;
-        if wrote {
-            self.schedule(ready_at, Ev::Read(peer.0, peer.1));
+        pipe.buffered += n;
+        if n > 0 {
+            let peer = &link.ends[1 - side];
+            let (q, s) = (peer.proc, peer.stream);
+            self.schedule(ready_at, Ev::Read(q, s));
         }
-        if drained && closing && self.links[l].ends[side].open {
-            self.links[l].ends[side].open = false;
-            self.shut_pipe(l, side);
-            let (writer, stream) = (self.links[l].ends[side].proc, self.links[l].ends[side].stream);
-            self.schedule(self.now, Ev::Closed(writer, stream));
+        n
+    }
+
+    /// Writes the spoof fault's forged frames once the host's queue on that end is empty, so
+    /// they start at a frame boundary (whole, past the capacity if need be: they are small).
+    fn write_forged(&mut self, l: LinkId, side: usize) {
+        let end = &self.links[l].ends[side];
+        if end.forged.is_empty() {
+            return;
+        }
+        if !end.open || self.links[l].broken || !self.links[l].ends[1 - side].open {
+            self.links[l].ends[side].forged.clear();
+            return;
+        }
+        let end = &self.links[l].ends[side];
+        let host_busy = self.procs[end.proc].host.write_queue(end.stream).is_some_and(|q| !q.is_empty());
+        if host_busy {
+            return;
+        }
+        let link = &mut self.links[l];
+        let ready_at = self.now + link.latency;
+        for chunk in std::mem::take(&mut link.ends[side].forged) {
+            link.pipes[side].buffered += chunk.len();
+            link.pipes[side].chunks.push_back((ready_at, chunk));
+        }
+        let (q, s) = (link.ends[1 - side].proc, link.ends[1 - side].stream);
+        self.schedule(ready_at, Ev::Read(q, s));
+    }
+
+    /// Carries out `Io::Close`: the host already wrote what was queued (or could not).
+    fn close(&mut self, p: ProcId, stream: StreamId) {
+        match self.procs[p].streams.get(&stream).copied() {
+            Some(Endpoint::Link(l, side)) => self.close_end(l, side),
+            Some(Endpoint::Logger(lg)) => self.loggers[lg].reader_open = false,
+            None => {}
+        }
+    }
+
+    /// Link end `side` is closed: its peer sees EOF once the socket drains, and a peer still
+    /// trying to write gets EPIPE.
+    fn close_end(&mut self, l: LinkId, side: usize) {
+        let end = &mut self.links[l].ends[side];
+        if !end.open {
+            return;
+        }
+        end.open = false;
+        end.forged.clear();
+        self.shut_pipe(l, side);
+        let peer = &self.links[l].ends[1 - side];
+        let (q, s) = (peer.proc, peer.stream);
+        if self.procs[q].alive && self.procs[q].host.write_queue(s).is_some_and(|w| !w.is_empty()) {
+            self.schedule(self.now, Ev::Writable(q, s));
         }
     }
 
@@ -699,6 +861,8 @@ impl World {
         }
     }
 
+    /// One read of a link end: what it returns goes to the host at once (then EOF, if that is
+    /// all there is), and a writer waiting for room may write again.
     fn read_link(&mut self, p: ProcId, l: LinkId, side: usize) {
         let now = self.now;
         let (stream, open) = (self.links[l].ends[side].stream, self.links[l].ends[side].open);
@@ -713,96 +877,99 @@ impl World {
         let max =
             if self.links[l].fragment { self.rng.range(1, 64) as usize } else { self.plan.net.read_size };
         let from = 1 - side;
-        let mut n = 0;
-        while n < max {
-            let piece = {
-                let pipe = &mut self.links[l].pipes[from];
-                let Some((at, chunk)) = pipe.chunks.front_mut() else { break };
-                if *at > now {
-                    break;
-                }
-                let take = (max - n).min(chunk.len());
-                let piece = if take == chunk.len() {
-                    match pipe.chunks.pop_front() {
-                        Some((_, c)) => c,
-                        None => break,
-                    }
-                } else {
-                    chunk.split_to(take)
-                };
-                pipe.buffered -= piece.len();
-                piece
-            };
-            n += piece.len();
-            self.input(p, Input::Received { stream, bytes: piece.as_slice() });
-            if !self.procs[p].alive || self.procs[p].frozen {
-                return;
-            }
-        }
-        // The writer may now move more bytes in.
-        if n > 0 && !self.links[l].ends[from].out.is_empty() {
-            self.flush(l, from);
-        }
+        let pieces = self.links[l].pipes[from].read(now, max);
         let pipe = &self.links[l].pipes[from];
         let next = pipe.chunks.front().map(|(at, _)| *at);
         let at_eof = next.is_none() && pipe.shut && !self.links[l].ends[side].eof_reported;
-        match next {
-            Some(at) if at <= now => self.schedule(now, Ev::Read(p, stream)),
-            Some(_) => {} // a Read is already scheduled for when it becomes readable
-            None if at_eof => {
-                self.links[l].ends[side].eof_reported = true;
-                self.input(p, Input::Eof { stream });
+        if at_eof {
+            self.links[l].ends[side].eof_reported = true;
+        }
+        if !pieces.is_empty() {
+            let writer = &self.links[l].ends[from];
+            let (q, s) = (writer.proc, writer.stream);
+            if self.procs[q].host.write_queue(s).is_some_and(|w| !w.is_empty()) {
+                self.schedule(now, Ev::Writable(q, s));
             }
-            None => {}
+        }
+        if next.is_some_and(|at| at <= now) {
+            self.schedule(now, Ev::Read(p, stream));
+        } // else a Read is already scheduled for when the next chunk becomes readable
+        if pieces.is_empty() && !at_eof {
+            return;
+        }
+        self.step(p, |w| {
+            let host = &mut w.procs[p].host;
+            for piece in &pieces {
+                host.received(now, stream, piece.as_slice());
+            }
+            if at_eof {
+                host.eof(now, stream);
+            }
+        });
+    }
+
+    /// One read of a stdout capture socket, unless the host leaves its loggers unread for now
+    /// (backpressure: they are read again once it says so). The print backlog may then go on.
+    fn read_logger(&mut self, p: ProcId, lg: LoggerId) {
+        let now = self.now;
+        let stream = self.loggers[lg].stream;
+        if !self.loggers[lg].reader_open || !self.procs[p].host.may_read(stream) {
+            return;
+        }
+        let max = self.plan.net.read_size;
+        let lgr = &mut self.loggers[lg];
+        let pieces = lgr.pipe.read(now, max);
+        let more = !lgr.pipe.chunks.is_empty();
+        let at_eof = !more && lgr.pipe.shut && !lgr.eof_reported;
+        if at_eof {
+            lgr.eof_reported = true;
+        }
+        if more {
+            self.schedule(now, Ev::Read(p, stream));
+        }
+        if pieces.is_empty() && !at_eof {
+            return;
+        }
+        self.step(p, |w| {
+            let before = w.procs[p].host.parent_queued();
+            let host = &mut w.procs[p].host;
+            for piece in &pieces {
+                host.received(now, stream, piece.as_slice());
+            }
+            if at_eof {
+                host.eof(now, stream);
+            }
+            let after = w.procs[p].host.parent_queued();
+            w.note_logger_read(p, after, after.saturating_sub(before));
+        });
+        if !pieces.is_empty() && !self.procs[p].backlog.is_empty() && self.runnable(p) {
+            self.pump_stdout(p);
         }
     }
 
-    fn read_logger(&mut self, p: ProcId, lg: LoggerId) {
-        let lgr = &mut self.loggers[lg];
-        if !lgr.reader_open {
-            return;
+    /// Records a new high mark of the parent queue after a logger read, when it is above the
+    /// high-water mark: what the `parent-queue-bound` checker judges.
+    fn note_logger_read(&mut self, p: ProcId, queued: usize, read: usize) {
+        let proc = &mut self.procs[p];
+        if queued > proc.logger_read_high && queued > self.plan.net.parent_high_water {
+            proc.logger_read_high = queued;
+            self.record(p, What::ParentQueued { queued, read });
         }
-        let stream = lgr.stream;
-        let max = self.plan.net.read_size;
-        let mut got = Vec::new();
-        let mut n = 0;
-        while n < max {
-            let Some((_, chunk)) = lgr.pipe.chunks.front_mut() else { break };
-            let take = (max - n).min(chunk.len());
-            let piece = chunk.split_to(take);
-            if chunk.len() == 0 {
-                lgr.pipe.chunks.pop_front();
-            }
-            n += piece.len();
-            got.push(piece);
-        }
-        lgr.pipe.buffered -= n;
-        for piece in got {
-            self.input(p, Input::Received { stream, bytes: piece.as_slice() });
-            if !self.procs[p].alive || self.procs[p].frozen {
-                return;
-            }
-        }
-        if n > 0 && !self.procs[p].backlog.is_empty() && !self.procs[p].frozen {
-            self.pump_stdout(p);
-        }
-        let lgr = &mut self.loggers[lg];
-        if !lgr.pipe.chunks.is_empty() {
-            self.schedule(self.now, Ev::Read(p, stream));
-        } else if lgr.pipe.shut && !lgr.eof_reported {
-            lgr.eof_reported = true;
-            self.input(p, Input::Eof { stream });
-        }
+    }
+
+    /// Whether `p`'s stdout is gone for writing (EPIPE): shut, or its reader closed it.
+    fn stdout_broken(&self, p: ProcId) -> bool {
+        self.procs[p].stdout.is_none_or(|lg| self.loggers[lg].pipe.shut || !self.loggers[lg].reader_open)
     }
 
     /// `p` writes to its stdout: returns how many bytes the socket took, or `None` for EPIPE.
-    fn write_stdout(&mut self, p: ProcId, bytes: &[u8]) -> Option<usize> {
+    fn write_stdout(&mut self, p: ProcId, bytes: &Bytes) -> Option<usize> {
+        if self.stdout_broken(p) {
+            return None;
+        }
         let lg = self.procs[p].stdout?;
         let capacity = self.plan.net.capacity;
         let lgr = &mut self.loggers[lg];
-        if lgr.pipe.shut || !lgr.reader_open {
-            return None;
-        }
         // An empty socket takes a whole write even past its nominal capacity (a big line is not
         // split by this model); otherwise only what fits.
         let take = if lgr.pipe.buffered == 0 {
@@ -812,7 +979,7 @@ impl World {
         };
         if take > 0 {
             lgr.pipe.buffered += take;
-            lgr.pipe.chunks.push_back((self.now, Chunk::Data(Bytes::copy_from_slice(&bytes[..take]))));
+            lgr.pipe.chunks.push_back((self.now, Chunk::Data(bytes.slice(..take))));
             let reader = lgr.reader;
             self.schedule(self.now, Ev::Read(reader, STDOUT_STREAM));
         }
@@ -824,28 +991,51 @@ impl World {
     /// the printing thread. EPIPE ends the backlog: those lines were never printed.
     fn pump_stdout(&mut self, p: ProcId) {
         let capacity = self.plan.net.capacity;
-        while let Some((bytes, _)) = self.procs[p].backlog.front() {
-            let Some(lg) = self.procs[p].stdout else { return };
-            let lgr = &self.loggers[lg];
-            if lgr.pipe.shut || !lgr.reader_open {
+        while let Some(bytes) = self.procs[p].backlog.front() {
+            if self.stdout_broken(p) {
                 self.procs[p].backlog.clear();
                 return;
             }
-            if lgr.pipe.buffered > 0 && lgr.pipe.buffered + bytes.len() > capacity {
+            let Some(lg) = self.procs[p].stdout else { return };
+            let buffered = self.loggers[lg].pipe.buffered;
+            if buffered > 0 && buffered + bytes.len() > capacity {
                 return; // blocked until the reader drains
             }
             let bytes = bytes.clone();
             self.write_stdout(p, &bytes);
-            if let Some((_, text)) = self.procs[p].backlog.pop_front() {
-                self.record(p, What::Printed(text));
+            self.procs[p].backlog.pop_front();
+            self.record(p, What::Printed(String::from_utf8_lossy(&bytes).into_owned()));
+        }
+    }
+
+    /// A runaway writer's turn: unless its last line is still blocked, it writes another
+    /// (blocking like any printer while the socket is full); EPIPE stops it for good.
+    fn runaway(&mut self, p: ProcId) {
+        if !self.procs[p].alive {
+            return;
+        }
+        if !self.procs[p].frozen {
+            if self.stdout_broken(p) {
+                return;
+            }
+            if self.procs[p].backlog.is_empty() {
+                self.procs[p].backlog.push_back(Bytes::from_static(&RUNAWAY_LINE));
+                self.pump_stdout(p);
             }
         }
+        self.schedule(self.now + RUNAWAY_EVERY, Ev::Runaway(p));
     }
 
     // --- events --------------------------------------------------------------------------
 
     fn handle(&mut self, ev: Ev) {
-        if let Ev::Read(p, _) | Ev::Timer(p) | Ev::CallDone(p, _) | Ev::Reap(p, ..) | Ev::Broken(p, _) = ev {
+        if let Ev::Read(p, _)
+        | Ev::Writable(p, _)
+        | Ev::Timer(p)
+        | Ev::CallDone(p, _)
+        | Ev::Reap(p, ..)
+        | Ev::Broken(p, _) = ev
+        {
             if !self.procs[p].alive {
                 return;
             }
@@ -855,58 +1045,37 @@ impl World {
             }
         }
         match ev {
-            Ev::Spawn => self.spawn_pending(),
-            Ev::Closed(p, stream) => self.input(p, Input::Closed { stream }),
+            Ev::Spawn => self.spawn_next(),
             Ev::Read(p, s) => self.read(p, s),
-            Ev::Timer(p) => {
-                let due = self.procs[p].node.poll_timeout().is_some_and(|t| t <= self.now);
-                if due {
-                    let now = self.now;
-                    self.procs[p].node.handle_timeout(now);
-                    self.after_step(p);
-                }
-            }
+            Ev::Writable(p, s) => self.step(p, |w| w.flush(p, s)),
+            Ev::Timer(p) => self.step(p, |w| w.procs[p].host.handle_timeout(w.now)),
             Ev::CallDone(p, job) => self.call_done(p, job),
             Ev::Reap(parent, pid, code) => {
                 let status = if code < 0 { ExitStatus::Signaled(-code) } else { ExitStatus::Code(code) };
-                self.input(parent, Input::ChildExited { pid, status });
+                self.step(parent, |w| w.procs[parent].host.child_exited(w.now, pid, status));
             }
-            Ev::Broken(p, stream) => self.input(p, Input::StreamClosed { stream }),
+            Ev::Broken(p, stream) => self.step(p, |w| {
+                w.procs[p].host.read_failed(w.now, stream);
+                w.flush(p, stream); // what is still queued cannot be written either
+            }),
             Ev::Action(i) => self.action(i),
             Ev::Fault(i) => self.scheduled_fault(i),
             Ev::RootShutdown => self.shutdown(0),
-            Ev::Runaway(p) => {
-                if !self.procs[p].alive {
-                    return;
-                }
-                if !self.procs[p].frozen {
-                    let mut chunk = vec![b'r'; RUNAWAY_CHUNK];
-                    chunk[RUNAWAY_CHUNK - 1] = b'\n';
-                    if self.write_stdout(p, &chunk).is_none() {
-                        return; // EPIPE: the runaway writer stops
-                    }
-                }
-                self.schedule(self.now + RUNAWAY_EVERY, Ev::Runaway(p));
-            }
+            Ev::Runaway(p) => self.runaway(p),
         }
     }
 
     /// The main thread finished `job` (if that is still the one it runs).
     fn call_done(&mut self, p: ProcId, job: JobId) {
         let Some(r) = self.procs[p].running.take_if(|r| r.job == job) else { return };
+        let name = || self.procs[p].host.node().config().name.clone();
         let result = match &r.function {
             Function::Echo | Function::Work => Ok(r.args),
             Function::Hang => return,
-            Function::Fail => Err(CallError::new(
-                arbor_core::call::CallErrorKind::Failed,
-                "boom",
-                self.procs[p].node.config().name.clone(),
-            )),
-            Function::Unknown(name) => {
-                Err(CallError::unknown_function(name, self.procs[p].node.config().name.clone()))
-            }
+            Function::Fail => Err(CallError::new(arbor_core::call::CallErrorKind::Failed, "boom", name())),
+            Function::Unknown(function) => Err(CallError::unknown_function(function, name())),
         };
-        self.input(p, Input::CallFinished { job, result });
+        self.step(p, |w| w.procs[p].host.call_finished(w.now, job, result));
     }
 
     /// Whether the process can act now; a stopped one remembers to catch up when thawed.
@@ -922,7 +1091,7 @@ impl World {
         };
         if let Some(unborn) = named.iter().find(|p| **p >= self.procs.len()) {
             // Still being spawned (its parent awaits an id block): try again shortly. Never to
-            // be born (its parent died first): nothing happens.
+            // be born (its parent died or refused the spawn): nothing happens.
             if self.to_spawn.contains(unborn) {
                 self.schedule(self.now + Duration::from_millis(1), Ev::Action(i));
             }
@@ -948,7 +1117,7 @@ impl World {
                     let text = format!("p{proc} line {n}");
                     let last = i + 1 == lines;
                     let text = if last && !newline { text } else { format!("{text}\n") };
-                    self.procs[proc].backlog.push_back((Bytes::from(text.clone()), text));
+                    self.procs[proc].backlog.push_back(Bytes::from(text));
                 }
                 self.procs[proc].printed += lines;
                 self.pump_stdout(proc);
@@ -962,7 +1131,7 @@ impl World {
         if !self.runnable(from) {
             return None;
         }
-        let target = self.procs[to].node.id();
+        let target = self.procs[to].host.node().id();
         let args = Bytes::from_static(b"0123456789abcdef");
         if reply {
             self.call(from, target, function, args).ok()
@@ -983,7 +1152,7 @@ impl World {
         args: impl Into<Bytes>,
     ) -> Result<CallId, CallError> {
         let now = self.now;
-        let r = self.procs[from].node.call(now, target, function, args);
+        let r = self.procs[from].host.call(now, target, function, args);
         if let Ok(c) = r {
             self.record(from, What::CallIssued(c));
         }
@@ -1000,7 +1169,7 @@ impl World {
         args: impl Into<Bytes>,
     ) -> Result<(), CallError> {
         let now = self.now;
-        let r = self.procs[from].node.call_no_reply(now, target, function, args);
+        let r = self.procs[from].host.call_no_reply(now, target, function, args);
         self.after_step(from);
         r
     }
@@ -1012,35 +1181,35 @@ impl World {
                 self.shutdown_began = Some(self.now);
             }
             self.record(p, What::ShutdownRequested);
-            let now = self.now;
-            self.procs[p].node.shutdown(now);
-            self.after_step(p);
+            self.step(p, |w| w.procs[p].host.shutdown(w.now));
         }
     }
 
     /// Process `p` forces its shutdown (a second Ctrl-C).
     pub fn force_shutdown(&mut self, p: ProcId) {
-        if self.runnable(p) {
-            let now = self.now;
-            self.procs[p].node.force_shutdown(now);
-            self.after_step(p);
-        }
+        self.step(p, |w| w.procs[p].host.force_shutdown(w.now));
     }
 
     /// Process `p` prints `text` on stdout (blocking while the socket is full); `Err` is EPIPE.
     pub fn print(&mut self, p: ProcId, text: &str) -> Result<(), &'static str> {
-        let Some(lg) = self.procs[p].stdout else { return Err("no stdout capture") };
-        if self.loggers[lg].pipe.shut || !self.loggers[lg].reader_open {
+        if self.procs[p].stdout.is_none() {
+            return Err("no stdout capture");
+        }
+        if self.stdout_broken(p) {
             return Err("EPIPE");
         }
-        self.procs[p].backlog.push_back((Bytes::copy_from_slice(text.as_bytes()), text.to_string()));
+        self.procs[p].backlog.push_back(Bytes::copy_from_slice(text.as_bytes()));
         self.pump_stdout(p);
         Ok(())
     }
 
     /// Feeds a raw input to process `p`'s node (forged frames, bad bodies).
     pub fn inject(&mut self, p: ProcId, input: Input<'_>) {
-        self.input(p, input);
+        self.step(p, |w| {
+            let now = w.now;
+            // Host misuse is a simulator bug: there is no honest way to go on.
+            w.procs[p].host.inject(now, input).expect("a well-formed input");
+        });
     }
 
     /// Spawns one more process under `parent`, after those of the plan; returns its index.
@@ -1048,7 +1217,7 @@ impl World {
         let idx = self.plan.procs();
         self.plan.parents.push(parent);
         self.to_spawn.push_back(idx);
-        self.spawn_pending();
+        self.spawn_next();
         self.run_until(self.now);
         idx
     }
@@ -1092,16 +1261,7 @@ impl World {
             Fault::HangCalls(_) => self.procs[p].hang_calls = true,
             Fault::IgnoreSigterm(_) => self.procs[p].ignore_sigterm = true,
             Fault::Freeze(_) => self.procs[p].frozen = true,
-            Fault::Thaw(_) => {
-                self.procs[p].frozen = false;
-                if std::mem::take(&mut self.procs[p].pending_term) {
-                    return self.signal(p, Signal::Term);
-                }
-                // Catch up on everything that happened while stopped, in its order.
-                for ev in std::mem::take(&mut self.procs[p].deferred) {
-                    self.schedule(self.now, ev);
-                }
-            }
+            Fault::Thaw(_) => self.thaw(p),
             Fault::Kill(_) => self.die(p, ExitStatus::Signaled(9)),
             Fault::Cut(_) => {
                 if let Some(l) = parent_link {
@@ -1110,7 +1270,7 @@ impl World {
                     for side in 0..2 {
                         link.pipes[side].chunks.clear();
                         link.pipes[side].buffered = 0;
-                        link.ends[side].out.clear();
+                        link.ends[side].forged.clear();
                     }
                     let ends: Vec<(ProcId, StreamId)> =
                         link.ends.iter().map(|e| (e.proc, e.stream)).collect();
@@ -1140,34 +1300,51 @@ impl World {
                     self.loggers[lg].holders.insert(Holder::Daemon(p));
                 }
             }
-            Fault::Spoof(_) => {
-                let Some(l) = parent_link else { return };
-                let Some(parent) = self.procs[p].parent else { return };
-                let parent_id = self.procs[parent].node.id();
-                let root_id = ContextId::ROOT;
-                // A call in the root's name, and a SHUTDOWN in our parent's name, for a sibling
-                // (or, failing one, for the parent itself).
-                let victim = (1..self.procs.len())
-                    .find(|q| *q != p && self.procs[*q].parent == Some(parent))
-                    .map_or(parent_id, |q| self.procs[q].node.id());
-                let mut call = Message::new(
-                    victim,
-                    root_id,
-                    Handle::CALL_FUNCTION,
-                    Encoding::Postcard,
-                    CallRequest::new("forged", "").encode(),
-                );
-                call.auth = root_id;
-                let mut stop = Message::new(victim, parent_id, Handle::SHUTDOWN, Encoding::Binary, "");
-                stop.auth = parent_id;
-                let side = 1; // the child's end of its parent link
-                for m in [call, stop] {
-                    let f = m.to_frame();
-                    self.links[l].ends[side].out.push_back(Chunk::Data(Bytes::from(f.to_vec())));
-                }
-                self.flush(l, side);
-            }
+            Fault::Spoof(_) => self.spoof(p, parent_link),
         }
+    }
+
+    /// SIGCONT: a SIGTERM that arrived while stopped takes effect; otherwise the process
+    /// catches up on everything that happened while it was stopped, in its order.
+    fn thaw(&mut self, p: ProcId) {
+        self.procs[p].frozen = false;
+        if std::mem::take(&mut self.procs[p].pending_term) {
+            return self.signal(p, Signal::Term);
+        }
+        for ev in std::mem::take(&mut self.procs[p].deferred) {
+            self.schedule(self.now, ev);
+        }
+        if self.spawning.is_none() && !self.to_spawn.is_empty() {
+            self.schedule(self.now, Ev::Spawn);
+        }
+    }
+
+    /// A call in the root's name, and a SHUTDOWN in our parent's name, for a sibling (or,
+    /// failing one, for the parent itself), written up `p`'s parent stream behind its host.
+    fn spoof(&mut self, p: ProcId, parent_link: Option<LinkId>) {
+        let Some(l) = parent_link else { return };
+        let Some(parent) = self.procs[p].parent else { return };
+        let parent_id = self.procs[parent].host.node().id();
+        let root_id = ContextId::ROOT;
+        let victim = (1..self.procs.len())
+            .find(|q| *q != p && self.procs[*q].parent == Some(parent))
+            .map_or(parent_id, |q| self.procs[q].host.node().id());
+        let mut call = Message::new(
+            victim,
+            root_id,
+            Handle::CALL_FUNCTION,
+            Encoding::Postcard,
+            CallRequest::new("forged", "").encode(),
+        );
+        call.auth = root_id;
+        let mut stop = Message::new(victim, parent_id, Handle::SHUTDOWN, Encoding::Binary, "");
+        stop.auth = parent_id;
+        let side = 1; // the child's end of its parent link
+        for m in [call, stop] {
+            let f = m.to_frame();
+            self.links[l].ends[side].forged.push_back(Chunk::Data(Bytes::from(f.to_vec())));
+        }
+        self.write_forged(l, side);
     }
 }
 
@@ -1181,7 +1358,7 @@ fn self_link(p: &Process) -> Option<LinkId> {
 
 impl LinkEnd {
     fn new(proc: ProcId, stream: StreamId) -> LinkEnd {
-        LinkEnd { proc, stream, open: true, closing: false, out: VecDeque::new(), eof_reported: false }
+        LinkEnd { proc, stream, open: true, eof_reported: false, forged: VecDeque::new() }
     }
 }
 

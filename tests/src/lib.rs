@@ -148,5 +148,5 @@ pub fn chain(depth: usize) -> arbor_sim::world::World {
 
 /// The context id of process `p`.
 pub fn id(w: &arbor_sim::world::World, p: usize) -> ContextId {
-    w.procs[p].node.id()
+    w.procs[p].host.node().id()
 }

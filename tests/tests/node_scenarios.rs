@@ -1,4 +1,4 @@
-//! The shutdown sequence and calls, scenario by scenario (SCENARIOS.md S1–S4, S15, S19, S20,
+//! The shutdown sequence and calls, scenario by scenario (docs/scenarios.md S1–S4, S15, S19, S20,
 //! S22, S24), as the exact order of outputs each context produces (docs/shutdown.md). The nodes
 //! run in the simulator's world, driven by hand with zero latency.
 
@@ -169,7 +169,7 @@ fn s15_fifty_pending_calls_all_resolve_disconnected_exactly_once() {
     let child = 1;
     let calls: Vec<_> = (0..50).map(|_| h.call(0, id(&h, child), "hang", "").unwrap()).collect();
     h.settle();
-    assert_eq!(h.procs[0].node.pending_calls(), 50);
+    assert_eq!(h.procs[0].host.node().pending_calls(), 50);
     h.fault(Fault::Kill(child));
     h.settle();
     for call in &calls {
@@ -182,7 +182,7 @@ fn s15_fifty_pending_calls_all_resolve_disconnected_exactly_once() {
         assert_eq!(n, 1, "{call:?}");
         assert!(matches!(h.trace.result_of(0, *call), Some(Err(e)) if e.kind == CallErrorKind::Disconnected));
     }
-    assert_eq!(h.procs[0].node.pending_calls(), 0);
+    assert_eq!(h.procs[0].host.node().pending_calls(), 0);
 }
 
 // --- S19 --------------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ fn s19_shutdown_twice_is_one_sequence() {
     let again = Message::new(ContextId(1), ContextId(0), Handle::SHUTDOWN, Encoding::Binary, "");
     h.inject(1, Input::Received { stream: PARENT_STREAM, bytes: &again.to_frame().to_vec() });
     h.shutdown(1);
-    assert!(matches!(h.procs[1].node.phase(), Phase::Draining { .. }));
+    assert!(matches!(h.procs[1].host.node().phase(), Phase::Draining { .. }));
     for p in [0, 1] {
         let story = h.trace.story(p);
         assert_eq!(story.iter().filter(|s| *s == "calls closed").count(), 1, "{story:?}");
@@ -300,7 +300,7 @@ fn s22_deadline_propagation_bounds_a_stuck_depth_four_chain_by_one_grace_not_fou
 fn s24_runaway_output_is_split_into_bounded_lines_and_shutdown_completes() {
     let mut h = chain(1);
     let child = 1;
-    let max = h.procs[child].node.config().max_line_len;
+    let max = h.procs[child].host.node().config().max_line_len;
     let chunk = vec![b'x'; 100_000];
     let mut written = 0;
     for _ in 0..50 {
@@ -444,10 +444,14 @@ fn calls_after_shutdown_began_are_refused_locally() {
 #[test]
 fn nested_children_get_ids_from_a_block_granted_by_the_root() {
     let mut h = chain(2);
-    assert_eq!(h.procs[1].node.id(), ContextId(1));
-    assert_eq!(h.procs[2].node.id(), ContextId(2), "the root's first block starts after the ids it gave out");
+    assert_eq!(h.procs[1].host.node().id(), ContextId(1));
+    assert_eq!(
+        h.procs[2].host.node().id(),
+        ContextId(2),
+        "the root's first block starts after the ids it gave out"
+    );
     let third = h.spawn_child(1);
-    assert_eq!(h.procs[third].node.id(), ContextId(3));
+    assert_eq!(h.procs[third].host.node().id(), ContextId(3));
     // The root can reach the grandchildren through the routes their parent announced.
     let c = h.call(0, id(&h, third), "echo", "deep").unwrap();
     h.settle();
