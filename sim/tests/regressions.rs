@@ -1,0 +1,58 @@
+//! Plans that once broke an invariant, kept as the shrinker left them (a plan file is the whole
+//! run, whatever the scenario code later becomes), so what they caught stays fixed.
+
+use arbor_core::host::SpawnRefused;
+use arbor_sim::plan::Plan;
+use arbor_sim::run::run;
+use arbor_sim::scenario::find;
+use arbor_sim::trace::What;
+
+/// Issue 11, `arbor-sim run chaos --seed 1005497` shrunk: p2 asks the root for a block of ids
+/// to spawn p3, and is frozen before the answer arrives; by the time it is thawed its parent's
+/// SHUTDOWN is waiting in front of the ids. The old world spawned p3 anyway, from a context
+/// already closing, which then exited with p3's stream open (`no-stream-left-open`).
+const ISSUE_11: &str = "\
+arbor-sim plan v1
+name chaos
+seed 1005497
+net latency=1845000 capacity=4096 read=512 call=8268000 grace=5000000000
+tree 0 1 2
+fault 0 freeze 2
+fault 20116526 thaw 2
+shutdown 2000000
+mutation none
+";
+
+fn failures(report: &arbor_sim::run::Report) -> String {
+    report.violations.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn issue_11_keeps_every_invariant() {
+    let report = run(&Plan::from_text(ISSUE_11).unwrap());
+    assert!(report.passed(), "{}", failures(&report));
+}
+
+#[test]
+fn issue_11_a_spawn_waiting_for_ids_is_refused_once_its_parent_began_shutting_down() {
+    let report = run(&Plan::from_text(ISSUE_11).unwrap());
+    let events = &report.trace.events;
+    let draining = events
+        .iter()
+        .position(|e| e.proc == 2 && matches!(e.what, What::Phase { .. }))
+        .expect("p2 begins shutting down");
+    let refused = events
+        .iter()
+        .position(|e| {
+            e.proc == 2 && e.what == What::SpawnRefused { child: 3, reason: SpawnRefused::ShuttingDown }
+        })
+        .expect("p3's spawn is refused");
+    assert!(draining < refused);
+    assert!(!events.iter().any(|e| e.proc == 3), "p3 is never born");
+}
+
+#[test]
+fn issue_11_the_chaos_seed_it_came_from_passes() {
+    let report = run(&find("chaos").unwrap().plan(1_005_497));
+    assert!(report.passed(), "{}", failures(&report));
+}
