@@ -9,7 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Register first: a child process runs this same `main` and never gets past `init`.
     let functions = Functions::new()
         .register("greet", |name: String| Ok::<_, String>(format!("hello, {name}")))
-        // An async function runs as a task on the child's IO thread.
+        // An async function runs as a task on the child's tasks thread.
         .register_async("double_later", |n: u64| async move {
             smol::Timer::after(std::time::Duration::from_millis(1)).await;
             Ok::<_, String>(n * 2)

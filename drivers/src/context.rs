@@ -43,6 +43,7 @@ pub(crate) fn run_child(boot: Bootstrap, functions: Functions) -> ! {
     let io_shared = shared.clone();
     let setup = Setup { parent: Some(parent), captures, interrupts: None };
     let io = thread::Builder::new().name("arbor-io".into()).spawn(move || {
+        logs::mark_io_thread();
         // Whatever happens on the IO thread — exit, or a bug that panics — the process ends
         // here, never leaving a main thread behind with no one to serve its streams.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || driver::run(io_shared, setup)));

@@ -7,7 +7,7 @@
 //! one future on an IO thread, on a small runtime seam ([`runtime`]): smol by default, tokio
 //! behind the `tokio` feature. Blocking functions run on the context's calls thread (a child's
 //! main thread), so a hung one blocks calls only, never IO or shutdown; async functions run as
-//! tasks on the IO thread. The process model (fds, environment, signals, reaping) is in
+//! tasks on a tasks thread. The process model (fds, environment, signals, reaping) is in
 //! docs/driver.md.
 //!
 //! The API is async first ([`Context`], [`Root`]: futures usable from any smol or tokio task),

@@ -9,6 +9,8 @@
 
 use arbor_core::ids::ContextId;
 use arbor_core::node::{Diagnostic, LogLine};
+use std::io::Write as _;
+
 use tracing::Level;
 
 /// How log records reaching the root are handled (instead of [`emit`]).
@@ -87,13 +89,76 @@ pub(crate) fn emit(record: &LogRecord) {
 
 /// In a child: `tracing` events go, formatted, to stderr (the capture socket). No colours, no
 /// time stamps: the root adds its own when it prints them.
+///
+/// On the IO thread, which is the one that drains the capture sockets, a write to stderr must
+/// never block: with the socket full (a runaway printer, or loggers paused by backpressure) it
+/// would wait for itself forever. So there its events — and a panic's message — are sent with
+/// `MSG_DONTWAIT`, and dropped (counted, and said when there is room again) if the socket is
+/// full; every other thread writes normally, blocking as a print does.
 pub(crate) fn install_child_subscriber(max: tracing::level_filters::LevelFilter) {
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| ChildStderr)
         .with_ansi(false)
         .without_time()
         .with_max_level(max)
         .try_init();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if on_io_thread() {
+            let _ = ChildStderr.write_all(format!("arbor IO thread: {info}\n").as_bytes());
+        } else {
+            previous(info);
+        }
+    }));
+}
+
+thread_local! {
+    static IO_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as the context's IO thread (see [`install_child_subscriber`]).
+pub(crate) fn mark_io_thread() {
+    IO_THREAD.with(|f| f.set(true));
+}
+
+fn on_io_thread() -> bool {
+    IO_THREAD.with(|f| f.get())
+}
+
+/// Lines the IO thread could not write to a full stderr capture.
+static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The child's stderr for its own `tracing` events.
+struct ChildStderr;
+
+impl std::io::Write for ChildStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::sync::atomic::Ordering;
+        if !on_io_thread() {
+            return std::io::stderr().write(buf);
+        }
+        let fd = std::io::stderr();
+        let fd = std::os::fd::AsFd::as_fd(&fd);
+        let dropped = DROPPED.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let note = format!(
+                "arbor: {dropped} line(s) of the IO thread's own logging dropped (stderr was full)\n"
+            );
+            if rustix::net::send(fd, note.as_bytes(), rustix::net::SendFlags::DONTWAIT).is_err() {
+                DROPPED.fetch_add(dropped, Ordering::Relaxed);
+            }
+        }
+        // Not a socket any more (user code replaced fd 2, or shutdown pointed it at /dev/null)
+        // or full: dropped, never waited for.
+        if rustix::net::send(fd, buf, rustix::net::SendFlags::DONTWAIT).is_err() {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! [`crate::init`], so a name means the same function in every context. A function registered
 //! with [`Functions::register`] blocks: it runs on the context's calls thread (a child's main
 //! thread), so a hung one blocks further calls but never IO or shutdown. One registered with
-//! [`Functions::register_async`] runs as a task on the context's IO thread; it must not block.
+//! [`Functions::register_async`] runs as a task on the context's tasks thread (on the runtime
+//! the context runs on); it should not block, or other async calls wait.
 //! The node hands out one call at a time either way (docs/shutdown.md "Calls").
 
 use std::collections::BTreeMap;
@@ -82,8 +83,8 @@ impl Functions {
         self
     }
 
-    /// Adds an async `function` under `name`: it runs as a task on the context's IO thread, so
-    /// it must not block (use [`Functions::register`] for code that does). Errors and panics
+    /// Adds an async `function` under `name`: it runs as a task on the context's tasks thread,
+    /// so it should not block (use [`Functions::register`] for code that does). Errors and panics
     /// are answered as for [`Functions::register`].
     pub fn register_async<A, R, E, F, Fut>(mut self, name: &str, function: F) -> Functions
     where

@@ -43,6 +43,7 @@ on_every_runtime!(
     s26_a_child_that_closed_fd_1_keeps_its_grandchild_stream_and_shuts_down_at_once,
     s27_a_child_whose_parent_is_gone_exits_with_the_start_failure_code,
     s29_a_process_user_code_left_in_the_group_does_not_outlive_the_tree,
+    the_async_api_spawns_pipelines_and_runs_async_functions_from_any_task,
 );
 
 static NEXT_MARKER: AtomicU32 = AtomicU32::new(0);
@@ -57,6 +58,10 @@ fn fixture(scenario: &str, marker: &str, runtime: &str) -> Child {
         .arg(scenario)
         .env("ARBOR_TEST_MARKER", marker)
         .env("ARBOR_RUNTIME", runtime)
+        // Whatever the caller's environment: a panic's message then carries a backtrace of a few
+        // KiB, written in many small pieces — which once filled the capture socket of the very
+        // thread that drains it (an async function's panic on the IO thread; async_api).
+        .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -288,4 +293,15 @@ fn s29_a_process_user_code_left_in_the_group_does_not_outlive_the_tree(runtime: 
     assert_eq!(get(&out, "sleeper_alive"), "true", "it ran while the tree did: {out:?}");
     // `run` checked `all_gone` (the sleeper included) when shutdown returned, and no leftovers.
     assert!(ms(&out, "shutdown_ms") < 1000.0, "{out:?}");
+}
+
+/// The async API awaited from a smol task and from a tokio task, whichever runtime the tree runs
+/// on: a spawn, 100 pipelined calls answered in order, an async function (a task on the child's
+/// tasks thread) and its panic answered `Failed`.
+fn the_async_api_spawns_pipelines_and_runs_async_functions_from_any_task(runtime: &str) {
+    let out = run("async_api", runtime);
+    assert_eq!(get(&out, "smol_pipelined_ok"), "true", "{out:?}");
+    assert_eq!(get(&out, "async_function"), "42", "{out:?}");
+    assert_eq!(get(&out, "async_panic"), "Failed", "{out:?}");
+    assert_eq!(get(&out, "tokio_task"), "42", "{out:?}");
 }

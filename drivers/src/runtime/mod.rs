@@ -31,7 +31,8 @@ pub trait Runtime: Send + Sync + fmt::Debug + 'static {
     /// Runs `task` to completion on the calling thread (the context's IO thread), with the
     /// runtime's reactor and executor running there too.
     fn block_on(&self, task: Task);
-    /// Spawns a task on the executor driven by [`Runtime::block_on`] (async functions run so).
+    /// Spawns a task (an async function's call) on the runtime's tasks thread — never on the IO
+    /// thread, which must stay free to drain the capture sockets user code writes to.
     fn spawn(&self, task: Task);
     /// Registers a non-blocking fd with the reactor. Called on the IO thread.
     fn wrap(&self, fd: OwnedFd) -> io::Result<Box<dyn AsyncFd>>;

@@ -1,11 +1,12 @@
-//! The smol runtime: async-io's reactor and timers, an async-executor `Executor` run on the
-//! IO thread by `async_io::block_on` (which drives the reactor while the executor idles).
+//! The smol runtime: async-io's reactor and timers; the IO thread's driver runs under
+//! `async_io::block_on` (which drives the reactor itself while the driver waits), and async
+//! functions on an `Executor` of their own on a tasks thread, started with the first task.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
@@ -14,7 +15,23 @@ use super::{try_read, try_write, AsyncFd, AsyncTimer, Runtime, Task};
 /// smol: the default runtime.
 #[derive(Debug, Clone, Default)]
 pub struct Smol {
+    tasks: Arc<Tasks>,
+}
+
+/// The tasks thread: an executor run until the runtime is dropped.
+#[derive(Debug, Default)]
+struct Tasks {
     executor: Arc<smol::Executor<'static>>,
+    /// Dropping the sender ends the tasks thread.
+    stop: OnceLock<smol::channel::Sender<()>>,
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.get() {
+            stop.close();
+        }
+    }
 }
 
 impl Smol {
@@ -30,11 +47,22 @@ impl Runtime for Smol {
     }
 
     fn block_on(&self, task: Task) {
-        smol::block_on(self.executor.run(task));
+        smol::block_on(task);
     }
 
     fn spawn(&self, task: Task) {
-        self.executor.spawn(task).detach();
+        self.tasks.stop.get_or_init(|| {
+            let (stop, stopped) = smol::channel::bounded::<()>(1);
+            let executor = self.tasks.executor.clone();
+            let started = std::thread::Builder::new().name("arbor-tasks".into()).spawn(move || {
+                smol::block_on(executor.run(async move { while stopped.recv().await.is_ok() {} }))
+            });
+            if let Err(e) = started {
+                tracing::error!("cannot start the tasks thread: {e}");
+            }
+            stop
+        });
+        self.tasks.executor.spawn(task).detach();
     }
 
     fn wrap(&self, fd: OwnedFd) -> io::Result<Box<dyn AsyncFd>> {

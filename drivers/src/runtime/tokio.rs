@@ -1,5 +1,6 @@
-//! The tokio runtime (feature `tokio`): a current-thread runtime on the IO thread, its reactor
-//! through `tokio::io::unix::AsyncFd`, its timers through `tokio::time::Sleep`.
+//! The tokio runtime (feature `tokio`): a current-thread runtime on the IO thread (its reactor
+//! through `tokio::io::unix::AsyncFd`, its timers through `tokio::time::Sleep`), and another on a
+//! tasks thread for async functions, started with the first task.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -14,8 +15,25 @@ use super::{try_read, try_write, AsyncFd, AsyncTimer, Runtime, Task};
 /// tokio, behind the `tokio` feature.
 #[derive(Debug, Clone, Default)]
 pub struct Tokio {
-    /// The IO thread's runtime, once [`Runtime::block_on`] built it.
-    handle: Arc<Mutex<Option<tokio::runtime::Handle>>>,
+    tasks: Arc<Tasks>,
+}
+
+/// The tasks thread: a current-thread runtime run until this runtime is dropped.
+#[derive(Debug, Default)]
+struct Tasks {
+    handle: Mutex<Option<(tokio::runtime::Handle, smol::channel::Sender<()>)>>,
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        if let Some((_, stop)) = self.handle.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+            stop.close();
+        }
+    }
+}
+
+fn current_thread() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()
 }
 
 impl Tokio {
@@ -31,22 +49,33 @@ impl Runtime for Tokio {
     }
 
     fn block_on(&self, task: Task) {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!("cannot build the tokio runtime: {e}");
-                return;
-            }
-        };
-        *self.handle.lock().unwrap_or_else(PoisonError::into_inner) = Some(rt.handle().clone());
-        rt.block_on(task);
-        self.handle.lock().unwrap_or_else(PoisonError::into_inner).take();
+        match current_thread() {
+            Ok(rt) => rt.block_on(task),
+            Err(e) => tracing::error!("cannot build the tokio runtime: {e}"),
+        }
     }
 
     fn spawn(&self, task: Task) {
-        match &*self.handle.lock().unwrap_or_else(PoisonError::into_inner) {
-            Some(handle) => drop(handle.spawn(task)),
-            None => tracing::error!("a task was spawned before the IO thread's runtime runs"),
+        let mut tasks = self.tasks.handle.lock().unwrap_or_else(PoisonError::into_inner);
+        if tasks.is_none() {
+            let (stop, stopped) = smol::channel::bounded::<()>(1);
+            let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+            let started = std::thread::Builder::new().name("arbor-tasks".into()).spawn(move || {
+                let rt = match current_thread() {
+                    Ok(rt) => rt,
+                    Err(e) => return tracing::error!("cannot build the tokio runtime for tasks: {e}"),
+                };
+                let _ = handle_tx.send(rt.handle().clone());
+                rt.block_on(async move { while stopped.recv().await.is_ok() {} });
+            });
+            match started.map_err(|e| e.to_string()).and_then(|_| handle_rx.recv().map_err(|e| e.to_string()))
+            {
+                Ok(handle) => *tasks = Some((handle, stop)),
+                Err(e) => return tracing::error!("cannot start the tasks thread: {e}"),
+            }
+        }
+        if let Some((handle, _)) = &*tasks {
+            drop(handle.spawn(task));
         }
     }
 
