@@ -8,7 +8,9 @@ use std::fmt;
 use std::time::Duration;
 
 use arbor_core::call::CallErrorKind;
+use arbor_core::frame::HEADER_LEN;
 use arbor_core::ids::ContextId;
+use arbor_core::lines::DEFAULT_MAX_LINE_LEN;
 use arbor_core::node::Output;
 use arbor_core::reaper::Escalation;
 use arbor_core::router::StreamId;
@@ -60,6 +62,7 @@ pub const CHECKERS: &[&str] = &[
     "no-stream-left-open",
     "exit-is-final",
     "no-child-abandoned",
+    "parent-queue-bound",
     "expectations",
 ];
 
@@ -111,6 +114,7 @@ pub fn check(plan: &Plan, trace: &Trace) -> Vec<Violation> {
     no_stream_left_open(trace, &mut v);
     exit_is_final(trace, &mut v);
     no_child_abandoned(trace, &mut v);
+    parent_queue_bound(plan, trace, &mut v);
     expectations(plan, &tree, trace, &mut v);
     v
 }
@@ -414,6 +418,48 @@ pub(crate) fn no_child_abandoned(trace: &Trace, v: &mut Vec<Violation>) {
     }
 }
 
+/// The most bytes of frames one logger read of `read_size` bytes can queue towards the parent:
+/// the lines it completes (a partial line carried over from the last read included, which is
+/// shorter than the longest line) and a FORWARD_LOG frame each, header and `source\0level\0`
+/// prefix included, down to empty lines.
+pub fn one_read_worth(read_size: usize) -> usize {
+    /// Header, `stdout`/`stderr`, a two-digit level and the two separators, with room to spare.
+    const FRAME_OVERHEAD: usize = HEADER_LEN + 16;
+    let text = DEFAULT_MAX_LINE_LEN + read_size;
+    let lines = read_size + 1 + text / DEFAULT_MAX_LINE_LEN;
+    text + lines * FRAME_OVERHEAD
+}
+
+/// Backpressure (the host contract, docs/embedding.md): a process reads its loggers only while
+/// the bytes queued on its parent stream are at most the high-water mark, so that queue never
+/// exceeds the mark by more than one read's worth. The world records every new high mark above
+/// the mark that a logger read left, with what that read added.
+pub(crate) fn parent_queue_bound(plan: &Plan, trace: &Trace, v: &mut Vec<Violation>) {
+    let mark = plan.net.parent_high_water;
+    let worth = one_read_worth(plan.net.read_size);
+    for e in &trace.events {
+        let What::ParentQueued { queued, read } = e.what else { continue };
+        let before = queued.saturating_sub(read);
+        if before > mark {
+            violation(
+                v,
+                "parent-queue-bound",
+                Some(e.proc),
+                Some(e.at),
+                format!("read a logger with {before} bytes queued on its parent stream, above the {mark}-byte high-water mark"),
+            );
+        } else if read > worth {
+            violation(
+                v,
+                "parent-queue-bound",
+                Some(e.proc),
+                Some(e.at),
+                format!("one logger read queued {read} bytes towards the parent, more than one read's worth ({worth})"),
+            );
+        }
+    }
+}
+
 /// The scenario's own promises.
 pub(crate) fn expectations(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
     let _ = tree;
@@ -448,6 +494,11 @@ pub(crate) fn expectations(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<
                 }
             }
             Expect::AllLines => {} // enforced by no-lost-lines
+            Expect::LoggersPaused => {
+                if !trace.events.iter().any(|e| matches!(e.what, What::Backpressure { paused: true, .. })) {
+                    violation(v, "expectations", None, None, "no process's loggers were ever paused".into());
+                }
+            }
             Expect::CallErrors(kind, n) => {
                 let got = trace
                     .events
@@ -746,6 +797,45 @@ mod tests {
         let mut v = Vec::new();
         no_stream_left_open(&bad, &mut v);
         assert_eq!(names(&v), ["no-stream-left-open"]);
+    }
+
+    #[test]
+    fn parent_queue_checker_catches_a_logger_read_above_the_high_water_mark() {
+        let mut p = plan(vec![0]);
+        p.net.parent_high_water = 64 * 1024;
+        let mark = p.net.parent_high_water;
+        let mut good = base();
+        // A read that started at the mark and added one read's lines is what backpressure allows.
+        good.push(t(1), 1, What::ParentQueued { queued: mark + 4000, read: 4000 });
+        let mut v = Vec::new();
+        parent_queue_bound(&p, &good, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+
+        let mut bad = base();
+        // Loggers read on while the parent queue was already past the mark.
+        bad.push(t(1), 1, What::ParentQueued { queued: mark + 5000, read: 4000 });
+        // One "read" far bigger than a read can be.
+        let huge = one_read_worth(p.net.read_size) + 1;
+        bad.push(t(2), 1, What::ParentQueued { queued: mark + huge, read: huge });
+        let mut v = Vec::new();
+        parent_queue_bound(&p, &bad, &mut v);
+        assert_eq!(names(&v), ["parent-queue-bound", "parent-queue-bound"]);
+    }
+
+    #[test]
+    fn expectation_checker_catches_loggers_never_paused() {
+        let mut p = plan(vec![0]);
+        p.expect = vec![Expect::LoggersPaused];
+        let tree = Tree::new(&p, &base());
+        let mut v = Vec::new();
+        expectations(&p, &tree, &base(), &mut v);
+        assert_eq!(names(&v), ["expectations"]);
+
+        let mut good = base();
+        good.push(t(1), 1, What::Backpressure { paused: true, parent_queued: 70_000 });
+        let mut v = Vec::new();
+        expectations(&p, &tree, &good, &mut v);
+        assert!(v.is_empty());
     }
 
     #[test]

@@ -160,6 +160,9 @@ pub enum Expect {
     AllLines,
     /// This many calls resolve with the given error kind.
     CallErrors(String, usize),
+    /// Some process's loggers are paused at least once (backpressure happened: the scenario
+    /// shows what it is about).
+    LoggersPaused,
 }
 
 /// A deliberately broken core, to show the checkers and the shrinker catch it.
@@ -269,6 +272,7 @@ impl Plan {
                 Expect::RootExitWithin(d) => writeln!(s, "expect root-exit-within {}", d.as_nanos()),
                 Expect::AllLines => writeln!(s, "expect all-lines"),
                 Expect::CallErrors(kind, n) => writeln!(s, "expect call-errors {kind} {n}"),
+                Expect::LoggersPaused => writeln!(s, "expect loggers-paused"),
             };
         }
         let _ = writeln!(
@@ -378,6 +382,7 @@ impl Plan {
                 "expect" => plan.expect.push(match *w.get(1).ok_or_else(|| bad("missing expectation"))? {
                     "root-exit-within" => Expect::RootExitWithin(ns(2)?),
                     "all-lines" => Expect::AllLines,
+                    "loggers-paused" => Expect::LoggersPaused,
                     "call-errors" => {
                         Expect::CallErrors(w.get(2).ok_or_else(|| bad("missing kind"))?.to_string(), idx(3)?)
                     }
@@ -457,7 +462,11 @@ mod tests {
                 (Duration::from_millis(6), Fault::Kill(0)),
             ],
             shutdown_at: Duration::from_millis(20),
-            expect: vec![Expect::RootExitWithin(Duration::from_millis(50)), Expect::AllLines],
+            expect: vec![
+                Expect::RootExitWithin(Duration::from_millis(50)),
+                Expect::AllLines,
+                Expect::LoggersPaused,
+            ],
             mutation: Mutation::ShutdownBeforeChannelClose,
         };
         assert_eq!(Plan::from_text(&plan.to_text()), Ok(plan));

@@ -71,9 +71,13 @@ impl Report {
 /// Runs `plan` until nothing is left to happen (or well past the liveness bound) and checks it.
 pub fn run(plan: &Plan) -> Report {
     let mut world = World::new(plan);
-    let limit = Instant::ZERO + plan.shutdown_at + plan.net.grace + Escalation::default().total() + OVERTIME;
-    world.run_until(limit);
+    world.run_until(limit(plan));
     finish(world)
+}
+
+/// How long a run of `plan` goes on at most: [`OVERTIME`] past the liveness bound.
+pub fn limit(plan: &Plan) -> Instant {
+    Instant::ZERO + plan.shutdown_at + plan.net.grace + Escalation::default().total() + OVERTIME
 }
 
 /// Checks a finished world.

@@ -222,6 +222,21 @@ pub const SCENARIOS: &[Scenario] = &[
         },
     },
     Scenario {
+        name: "s24-runaway-behind-stalled-link",
+        about: "a runaway child behind a stalled link: its loggers pause above a 64 KiB parent queue, which stays bounded; shutdown completes, no line lost",
+        build: |rng, p| {
+            p.parents = vec![0, 1];
+            p.net.parent_high_water = 64 * 1024;
+            p.faults.push((MS, Fault::Runaway(2)));
+            // Sometimes over before shutdown begins (pause, resume, pause again), sometimes
+            // holding back the SHUTDOWN itself: either way well within the grace period.
+            p.faults.push((MS, Fault::Stall(2, Duration::from_millis(rng.range(10, 2000)))));
+            p.actions.push((2 * MS, Action::Print { proc: 2, lines: 100, newline: true }));
+            p.expect.push(Expect::AllLines);
+            p.expect.push(Expect::LoggersPaused);
+        },
+    },
+    Scenario {
         name: "chaos",
         about: "a random tree of up to 8 contexts, random calls and output, and up to 4 random faults",
         build: chaos,
