@@ -183,18 +183,38 @@ impl Driver {
         let ids: Vec<StreamId> = st.streams.iter().filter(|(_, s)| s.reading).map(|(id, _)| *id).collect();
         let mut progress = false;
         for id in ids {
-            for _ in 0..READS_PER_ROUND {
-                if !st.host.may_read(id) {
-                    break; // a paused logger: its writers block until the parent queue drains
-                }
+            if !st.host.may_read(id) {
+                continue; // a paused logger: its writers block until the parent queue drains
+            }
+            // Only a stream the reactor said is readable (or one left with bytes last round) is
+            // read: an idle stream costs no syscall, not even a read that would block.
+            let Some(s) = st.streams.get_mut(&id) else { continue };
+            if !std::mem::take(&mut s.more) && s.fd.poll_readable(cx).is_pending() {
+                continue;
+            }
+            for n in 0..=READS_PER_ROUND {
                 let Some(s) = st.streams.get_mut(&id).filter(|s| s.reading) else { break };
+                if n == READS_PER_ROUND || !st.host.may_read(id) {
+                    s.more = true; // the budget ran out (or loggers paused): look again first
+                    break;
+                }
                 match s.fd.poll_read(cx, &mut self.buf) {
                     Poll::Pending => break,
                     Poll::Ready(Ok(0)) => {
                         s.reading = false;
                         st.host.eof(now, id);
                     }
-                    Poll::Ready(Ok(n)) => st.host.received(now, id, &self.buf[..n]),
+                    Poll::Ready(Ok(n)) => {
+                        st.host.received(now, id, &self.buf[..n]);
+                        // A short read drained the socket: wait for the reactor rather than
+                        // spend a read on `WouldBlock` (anything arriving meanwhile is reported
+                        // as soon as interest is registered).
+                        let Some(s) = st.streams.get_mut(&id) else { break };
+                        if n < self.buf.len() && s.fd.poll_readable(cx).is_pending() {
+                            progress = true;
+                            break;
+                        }
+                    }
                     Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Poll::Ready(Err(_)) => {
                         s.reading = false;
@@ -277,6 +297,9 @@ impl Driver {
     /// The root's SIGINT/SIGTERM: the first begins a graceful shutdown, the second forces it.
     fn interrupted(&mut self, st: &mut State, cx: &mut Context<'_>, now: Instant) -> bool {
         let Some(fd) = &self.interrupts else { return false };
+        if fd.poll_readable(cx).is_pending() {
+            return false;
+        }
         let mut progress = false;
         let mut buf = [0u8; 16];
         while let Poll::Ready(Ok(n)) = fd.poll_read(cx, &mut buf) {

@@ -54,6 +54,9 @@ pub(crate) struct Stream {
     pub kind: Kind,
     /// False once EOF or a read error was reported.
     pub reading: bool,
+    /// The last round stopped reading it before it would block: read it again without waiting
+    /// for the reactor.
+    pub more: bool,
 }
 
 /// A child process not reaped yet.
@@ -275,7 +278,7 @@ impl State {
             Some(c) => Kind::Logger(Some(c)),
             None => Kind::Framed,
         };
-        self.streams.insert(stream, Stream { fd, kind: ours, reading: true });
+        self.streams.insert(stream, Stream { fd, kind: ours, reading: true, more: true });
         if let Err(e) = self.host.opened(now, stream, kind, ticket) {
             self.deliveries.notes.push(Note::Warn(format!("arbor driver bug: {e}")));
         }
