@@ -48,6 +48,8 @@ pub struct Context {
 #[must_use = "a call's answer, or its error, arrives here"]
 pub struct PendingCall<R> {
     answer: Result<oneshot::Receiver<CallResult>, Option<CallError>>,
+    /// Its frame may still be queued (a blocking `call_async`): flush before waiting.
+    deferred: bool,
     shared: Arc<Shared>,
     _result: PhantomData<fn() -> R>,
 }
@@ -55,6 +57,9 @@ pub struct PendingCall<R> {
 impl<R: DeserializeOwned> PendingCall<R> {
     /// Waits for the answer, blocking this thread.
     pub(crate) fn wait(self) -> Result<R, CallError> {
+        if self.deferred {
+            self.shared.flush();
+        }
         match self.answer {
             Ok(answer) => decode(answer.wait(), &self.shared.name),
             Err(e) => Err(e.unwrap_or_else(|| gone(&self.shared.name))),
@@ -67,6 +72,9 @@ impl<R: DeserializeOwned> Future for PendingCall<R> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        if std::mem::take(&mut this.deferred) {
+            this.shared.flush();
+        }
         match &mut this.answer {
             Ok(answer) => Pin::new(answer).poll(cx).map(|a| decode(a, &this.shared.name)),
             Err(e) => Poll::Ready(Err(e.take().unwrap_or_else(|| gone(&this.shared.name)))),
@@ -119,11 +127,27 @@ impl Context {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
+        self.send(target, function, args, false)
+    }
+
+    /// [`Context::call`], with the frame left queued until the call is first waited for (or
+    /// the IO thread, woken, writes it): a burst of such calls leaves in one write.
+    pub(crate) fn send<A, R>(
+        &self,
+        target: ContextId,
+        function: &str,
+        args: &A,
+        defer: bool,
+    ) -> PendingCall<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
         let answer = match self.encode(function, args) {
-            Ok(body) => Ok(self.shared.call(target, body)),
+            Ok(body) => Ok(self.shared.call(target, body, defer)),
             Err(e) => Err(Some(e)),
         };
-        PendingCall { answer, shared: self.shared.clone(), _result: PhantomData }
+        PendingCall { answer, deferred: defer, shared: self.shared.clone(), _result: PhantomData }
     }
 
     /// Sends a call that wants no answer: `Ok` once it is on its way (docs/shutdown.md

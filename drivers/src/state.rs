@@ -107,6 +107,14 @@ pub(crate) struct State {
     started: std::time::Instant,
     pub interrupts: u32,
     deliveries: Deliveries,
+    /// Leave writes for a later flush (or the driver, woken) instead of writing them now.
+    defer_writes: bool,
+    /// Leave them if a blocking call was handed out meanwhile (set by the calls thread).
+    defer_if_busy: bool,
+    /// A blocking call went to the calls thread during this `carry_out`.
+    job_sent: bool,
+    /// Streams with writes left for a later flush.
+    unwritten: Vec<StreamId>,
 }
 
 /// A context: its state, and what reaches it without the lock.
@@ -162,6 +170,10 @@ impl Shared {
             started: std::time::Instant::now(),
             interrupts: 0,
             deliveries: Deliveries::default(),
+            defer_writes: false,
+            defer_if_busy: false,
+            job_sent: false,
+            unwritten: Vec::new(),
         };
         Arc::new(Shared { state: Mutex::new(state), runtime, functions, on_log, name, id })
     }
@@ -188,13 +200,19 @@ impl Shared {
     }
 
     /// Sends a call; its answer arrives on the returned receiver.
+    ///
+    /// With `defer`, its frame is left queued for the next [`Shared::flush`] (which a waiter
+    /// runs before it sleeps) or for the driver, woken to write it — so calls sent in a burst
+    /// leave together, in one write, rather than one write each.
     pub fn call(
         self: &Arc<Self>,
         target: ContextId,
         body: arbor_core::call::RequestBody,
+        defer: bool,
     ) -> oneshot::Receiver<CallResult> {
         let (reply, answer) = oneshot::channel();
         self.with(|state, now| {
+            state.defer_writes = defer;
             if state.exited.is_some() {
                 state.deliveries.answers.push((reply, Err(gone(&self.name))));
                 return;
@@ -226,9 +244,24 @@ impl Shared {
         answer
     }
 
-    /// A blocking call finished on the calls thread.
+    /// A blocking call finished on the calls thread. If that hands out the next call at once,
+    /// the answer is left for the driver (woken) to write, with the answers of the calls after
+    /// it: a burst of calls is answered in a few writes, and a quick answer never waits for the
+    /// next function to end.
     pub fn call_finished(self: &Arc<Self>, job: JobId, result: CallResult) {
-        self.with(|state, now| state.host.call_finished(now, job, result));
+        self.with(|state, now| {
+            state.defer_if_busy = true;
+            state.host.call_finished(now, job, result);
+        });
+    }
+
+    /// Writes what deferred calls left queued (see [`Shared::call`]).
+    pub fn flush(self: &Arc<Self>) {
+        self.with(|state, _| {
+            for stream in std::mem::take(&mut state.unwritten) {
+                state.write_now(stream);
+            }
+        });
     }
 
     /// Begins a graceful shutdown.
@@ -331,7 +364,15 @@ impl State {
             if dirty.is_empty() {
                 break;
             }
-            if !on_io {
+            if !on_io && (self.defer_writes || (self.defer_if_busy && self.job_sent)) {
+                for stream in dirty {
+                    if !self.unwritten.contains(&stream) {
+                        self.unwritten.push(stream);
+                    }
+                }
+                wake = true;
+                break;
+            } else if !on_io {
                 // Written now if the sockets take it; what is left is the driver's.
                 for stream in dirty {
                     wake |= !self.write_now(stream);
@@ -341,6 +382,9 @@ impl State {
                 break;
             }
         }
+        self.defer_writes = false;
+        self.defer_if_busy = false;
+        self.job_sent = false;
         if wake && !on_io {
             self.deliveries.wake = self.waker.clone();
         }
@@ -348,7 +392,7 @@ impl State {
 
     /// Writes the stream's queue until it is empty or the socket would block; false if
     /// something is left.
-    fn write_now(&mut self, stream: StreamId) -> bool {
+    pub fn write_now(&mut self, stream: StreamId) -> bool {
         loop {
             let (Some(s), Some(queue)) = (self.streams.get(&stream), self.host.write_queue(stream)) else {
                 return true;
@@ -411,7 +455,10 @@ impl State {
             return;
         }
         let refused = match &self.jobs {
-            Some(jobs) => jobs.send(Job { id: job, request }).err().map(|e| e.0.id),
+            Some(jobs) => {
+                self.job_sent = true;
+                jobs.send(Job { id: job, request }).err().map(|e| e.0.id)
+            }
             None => Some(job),
         };
         if let Some(job) = refused {
