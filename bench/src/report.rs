@@ -374,8 +374,9 @@ fn markdown(opts: &RunOptions, m: &Machine, table: &str, targets: &str) -> Strin
 }
 
 const METHOD: &str = "\
-- **Rounds, interleaved.** Every round runs, each in a fresh process: the floor, then arbor and \
-mitogen (who goes first alternates), then the same three again pinned. Workloads are the same on \
+- **Rounds, interleaved.** Every round runs, each in a fresh process: the floor, then arbor on \
+smol, arbor on tokio (`ARBOR_RUNTIME=tokio`: the whole tree on tokio) and mitogen (the order \
+rotates from round to round), then the same four again pinned. Workloads are the same on \
 both sides (bench/src/arbor_round.rs, bench/mitogen_bench.py) and in the same order.
 - **Round trips**: 400 timed calls of a function doing nothing after 50 untimed, per round; each \
 call is one sample. The grandchild is spawned by the child (arbor: from a call running in the \
@@ -403,38 +404,42 @@ then a 1-byte ack, 1 MiB read back, spawn + first ping, the peer's own RSS, and 
 close the sockets, time until every peer has exited (pidfd, as above).
 ";
 
-/// What profiling (perf, strace -c, perf sched; see the issue 7 note) found behind the figures.
+/// What profiling (strace -c -f, perf stat; see the issue 11 note) found behind the figures.
 /// It is about mechanisms, not figures: the figures are the tables above.
 const WHY: &str = "\
-- **Call round trip.** The floor is two processes, two context switches and four syscalls per \
-round trip. An arbor context's node sits in one broker behind a mutex that any thread may drive; \
-its two service threads (the IO thread and the thread that runs calls, in a child its main \
-thread) both sleep in `epoll_wait` on one epoll, and Linux wakes the most recent waiter first. So \
-the root's caller encodes its call and writes it itself, the child's main thread — back in \
-`epoll_wait` after its last call — reads the call, runs it and writes the answer itself, and the \
-root's service thread that reads the answer hands it to the caller's one-shot after letting go of \
-the broker: three context switches and eight syscalls per round trip, where the first design \
-(every call handed from thread to thread through an IO thread in each process) had six switches \
-and, before its own epoll loop replaced async-io's reactor, 76 syscalls. Unpinned, waking a \
-thread on an idle vCPU costs the host's rescheduling of that vCPU, so the thread to be woken next \
-(the caller on its answer, a running context's service thread on the epoll) first polls for up \
-to 50 µs, yielding the CPU between looks: on an idle machine that took the child round trip from \
-43-57 µs to 12-24 µs.
-- **Pipelined calls.** `call_async` leaves its frame for a service thread (poked if asleep) or the \
-first caller that waits, whichever comes first; a caller finding the broker held hands its call \
-to the holder instead of queueing on the mutex; and the callee's calls thread, with more calls \
-waiting, leaves its answers unwritten for at most 20 µs (a timer then wakes the IO thread to \
-write them; never until the next function ends). A burst of 100 calls then leaves in a few writes and its answers come back in a few; \
-at best a batch of 100 takes about 130 µs (770 k calls/s). The spread between batches is the \
-machine's: with both vCPUs busy, this VM loses a CPU for 1-4 ms a few times a second (measured \
-with a bare spinning loop on each CPU), and a batch that meets one takes that long.
+- **Call round trip: four thread hand-offs where the floor has two.** The driver is one future \
+per context on its IO thread, over the runtime's reactor, and a blocking function runs on the \
+context's calls thread (so a hung one never blocks IO). A round trip therefore wakes four \
+threads in turn: the child's IO thread (the call arrived), the child's calls thread (run it; it \
+writes the answer itself), the root's IO thread (the answer arrived) and the caller (its one-shot). \
+The caller writes its own call, so no hand-off is spent on the way out. The previous driver (table \
+below) had the calls thread serve IO itself while idle and polled for up to 50 µs before sleeping, \
+which cut two of those hand-offs — but relied on Linux waking the most recent `epoll_wait` \
+waiter first, which epoll(7) does not promise, and spun; both are gone. Unpinned, each hand-off \
+to a thread on a halted vCPU costs the host's rescheduling of that vCPU, which is most of the \
+difference to the floor; pinned, each costs a context switch.
+- **Syscalls per round trip** (strace -c -f over a round of 450 child and 450 grandchild round \
+trips, per child round trip): smol 22 — ours: 2 reads (a read only when the reactor reported \
+the stream readable, and a short read taken as drained), 2 `writev`, ~3.7 futex (the calls \
+thread's queue, the caller's one-shot), and 2 `epoll_ctl` re-arms (async-io registers every \
+source one-shot and re-arms it after each event); async-io and polling 3.11's own wait: 2 \
+`epoll_pwait`, 2 reads and 2 re-arms of the notifier eventfd, 2 `timerfd_settime` and 2 re-arms of \
+the timerfd (polling sets its timerfd on every wait, even with no timeout). tokio: 2 reads plus 2 \
+`WouldBlock` reads (its readiness is edge-tracked and cleared only by a `WouldBlock`), 2 \
+`writev`, ~3.7 futex, 4 `epoll_wait`. Before the driver read only what the reactor reported, \
+smol's round trip cost 38 syscalls (17 reads, 15 of them `WouldBlock`).
+- **Pipelined calls.** A blocking `call_async` leaves its frame queued for the first `wait` (or \
+the IO thread, woken at once, whichever comes first), so a burst leaves in one write; the callee's \
+calls thread, when finishing a call hands out the next one at once, leaves its answer for its \
+IO thread to write with the answers after it. No timers and no polling are involved.
 - **Bulk transfers.** A 16 MiB argument is serialized straight into the call's body (one \
-allocation of the exact size, no second copy), written in pieces of the socket's send buffer \
-(framed streams ask for 2 MiB rather than the default 208 KiB, halving the write-and-wake cycles), copied by the kernel into a 64 KiB read buffer and from there into the decoder's buffer \
-(reused from one message to the next once the last body was dropped), and copied once more by \
-the function's own decoding of its argument: five passes over the bytes where the floor makes \
-two. Most of the rest is page faults: a fresh 16 MiB buffer costs about 4 000 of them, so the \
-first transfers of a round, before the allocator reuses its memory, are the slow tail of the row.
+allocation of the exact size), written in vectored writes of the socket's send buffer (framed \
+streams ask for 2 MiB), read in 64 KiB pieces into the decoder's buffer, and decoded by the \
+function: five passes over the bytes where the floor makes two.
+- **Shutdown and spawn.** Children are reaped through pidfds in the runtime's reactor; each \
+child's process group gets SIGTERM when the child is reaped and one `kill(-pgid, 0)` after (so \
+nothing user code started outlives the tree); that is two syscalls per child.
 - **Idle RSS.** Most of a child's VmRSS is the executable's and libc's pages it has touched, \
-shared with its parent; the anonymous part is the row below it.
+shared with its parent: the benchmark binary carries both runtimes. The anonymous part is the row \
+below it.
 ";
