@@ -3,11 +3,12 @@
 //! A [`Node`] decides everything, but its outputs are not all directly IO: a `Transmit` must
 //! wait behind what is queued on its stream, a `Close` of a framed stream must wait until that
 //! queue is written (and the node then hears [`Input::Closed`]), a spawn must wait for a block of
-//! ids and must not happen once shutdown began, loggers must stop being read while the parent
-//! stream cannot keep up, a timer is re-armed only when the deadline moves, and after `Exit` the
-//! last queued bytes get a bounded time to leave. Every host — the simulator's world and every
-//! real runtime — needs exactly this, so it lives here, sans-IO, and the simulator proves it
-//! along with the node (docs/embedding.md "The host contract").
+//! ids and must not happen once shutdown began, loggers and children's streams must stop being
+//! read while the parent stream cannot keep up (see [`Host::may_read`]), a timer is re-armed only
+//! when the deadline moves, and after `Exit` the last queued bytes get a bounded time to leave.
+//! Every host — the simulator's world and every real runtime — needs exactly this, so it lives
+//! here, sans-IO, and the simulator proves it along with the node (docs/embedding.md "The host
+//! contract").
 //!
 //! A [`Host`] turns node outputs into a few primitive requests ([`Io`]: write a stream, shut a
 //! write half, close, signal, spawn, exit, re-arm the timer) and takes their completions back
@@ -29,8 +30,9 @@ use crate::router::StreamId;
 use crate::shutdown::{ExitKind, Phase};
 use crate::time::Instant;
 
-/// Bytes queued towards the parent above which the host stops reading its own loggers, so a
-/// runaway printer cannot grow memory without bound.
+/// Bytes queued towards the parent above which the host stops reading its own loggers and its
+/// children's streams, so a runaway printer anywhere below cannot grow memory without bound (see
+/// [`Host::may_read`]).
 pub const DEFAULT_PARENT_HIGH_WATER: usize = 8 * 1024 * 1024;
 
 /// After `Exit`, how long bytes still queued on closing streams may take to leave before the
@@ -140,10 +142,12 @@ pub enum Action {
         /// Why.
         reason: SpawnRefused,
     },
-    /// Logger streams stopped (`paused`) or resumed being read: the bytes queued towards the
-    /// parent crossed [`HostConfig::parent_high_water`]. Ask [`Host::may_read`].
+    /// Logger streams and child streams stopped (`paused`) or resumed being read: the bytes
+    /// queued towards the parent crossed [`HostConfig::parent_high_water`]. Ask
+    /// [`Host::may_read`]; once `paused` is false, read those streams again (they may have
+    /// become readable meanwhile). The parent stream is never paused.
     Backpressure {
-        /// Whether loggers are now left unread.
+        /// Whether loggers and child streams are now left unread.
         paused: bool,
         /// Bytes queued on the parent stream at that moment.
         parent_queued: usize,
@@ -345,13 +349,34 @@ impl Host {
         self.parent.and_then(|p| self.framed.get(&p)).map_or(0, |f| f.queue.len())
     }
 
-    /// Whether the runtime should read `stream` now: loggers are left unread while the parent
-    /// queue is above its high-water mark (their writers then block, which is the point).
+    /// Whether the runtime should read `stream` now. While more than
+    /// [`HostConfig::parent_high_water`] bytes are queued on the parent stream, the context's
+    /// loggers and its children's framed streams are left unread: their writers then block,
+    /// which is the point. Everything a middle context reads from below may have to go up
+    /// (FORWARD_LOG frames above all), so reading its children on would only move the runaway
+    /// queue from a child's socket into this context's memory.
+    ///
+    /// The parent stream is always readable: a paused context must still hear SHUTDOWN and the
+    /// answers from above.
+    ///
+    /// This passes backpressure down the tree without a deadlock. A paused context stops reading
+    /// a child; the child's writes then block, its own parent queue grows past the mark, and it
+    /// pauses its loggers and children in turn, and so on down. A pause waits only for the
+    /// parent to read, never for anything below: each context reads its parent stream always,
+    /// so what goes down always drains, and what goes up drains once the parent is not paused
+    /// itself. The root has no parent and never pauses, so every chain of pauses ends at a
+    /// context whose parent reads.
     pub fn may_read(&self, stream: StreamId) -> bool {
-        !(self.paused && self.loggers.contains(&stream))
+        !(self.paused && (self.loggers.contains(&stream) || self.is_child(stream)))
     }
 
-    /// Whether loggers are paused (see [`Action::Backpressure`]).
+    /// Whether `stream` is a child's framed stream (registered as [`StreamKind::Child`] and not
+    /// closed yet).
+    fn is_child(&self, stream: StreamId) -> bool {
+        self.parent != Some(stream) && self.framed.contains_key(&stream)
+    }
+
+    /// Whether loggers and child streams are paused (see [`Action::Backpressure`]).
     pub fn paused(&self) -> bool {
         self.paused
     }
@@ -808,6 +833,57 @@ mod tests {
         let acts = drain(&mut host);
         assert!(acts.iter().any(|a| matches!(a, Action::Backpressure { paused: false, parent_queued: 0 })));
         assert!(host.may_read(LOGGER));
+    }
+
+    #[test]
+    fn a_paused_context_stops_reading_its_children_but_never_its_parent() {
+        // A middle context: parent, logger, and one child (context 2) below it.
+        let mut host = child_host(HostConfig { parent_high_water: 64, ..HostConfig::default() });
+        let child = StreamId(5);
+        let kind = StreamKind::Child { id: ContextId(2), pid: Some(Pid(9)), name: None };
+        host.opened(t(0), child, kind, None).unwrap();
+        drain(&mut host);
+        assert!(host.may_read(PARENT) && host.may_read(LOGGER) && host.may_read(child));
+        // The child's long line goes up through us, and the parent link takes nothing for now.
+        let text = ["stdout\x0020\x00", &"x".repeat(200)].concat();
+        let line = Message::new(ContextId::ROOT, ContextId(2), Handle::FORWARD_LOG, Encoding::Binary, text);
+        host.received(t(1), child, &line.to_frame().to_vec());
+        let acts = drain(&mut host);
+        assert!(acts.iter().any(|a| matches!(a, Action::Backpressure { paused: true, .. })), "{acts:?}");
+        assert!(host.parent_queued() > 64);
+        // Paused: neither our own output nor our children's is read, so nothing more piles up
+        // here; the child's writes block instead, and it pauses in turn.
+        assert!(!host.may_read(LOGGER) && !host.may_read(child));
+        // The parent stream is read on: SHUTDOWN still gets in, and goes down to the child.
+        assert!(host.may_read(PARENT));
+        host.received(t(2), PARENT, &shutdown_frame());
+        let acts = drain(&mut host);
+        assert!(ios(&acts).contains(&Io::Write { stream: child }), "{acts:?}");
+        assert!(!host.may_read(child), "still paused while the parent queue is full");
+        // Once the parent takes the queue, the child is read again (and so is the logger).
+        let left = host.write_queue(PARENT).unwrap().len();
+        host.wrote(t(3), PARENT, left);
+        let acts = drain(&mut host);
+        assert!(acts.iter().any(|a| matches!(a, Action::Backpressure { paused: false, .. })), "{acts:?}");
+        assert!(host.may_read(child) && host.may_read(LOGGER) && host.may_read(PARENT));
+    }
+
+    #[test]
+    fn the_root_never_pauses_so_its_children_are_always_read() {
+        let mut host = Host::new(
+            Node::new(NodeConfig::root()),
+            HostConfig { parent_high_water: 0, ..HostConfig::default() },
+        );
+        let child = StreamId(5);
+        host.opened(t(0), child, StreamKind::Child { id: ContextId(1), pid: None, name: None }, None)
+            .unwrap();
+        drain(&mut host);
+        let text = ["stdout\x0020\x00", &"x".repeat(200)].concat();
+        let line = Message::new(ContextId::ROOT, ContextId(1), Handle::FORWARD_LOG, Encoding::Binary, text);
+        host.received(t(1), child, &line.to_frame().to_vec());
+        let acts = drain(&mut host);
+        assert!(!acts.iter().any(|a| matches!(a, Action::Backpressure { .. })), "{acts:?}");
+        assert!(!host.paused() && host.may_read(child));
     }
 
     #[test]

@@ -418,10 +418,16 @@ pub(crate) fn no_child_abandoned(trace: &Trace, v: &mut Vec<Violation>) {
     }
 }
 
-/// The most bytes of frames one logger read of `read_size` bytes can queue towards the parent:
-/// the lines it completes (a partial line carried over from the last read included, which is
-/// shorter than the longest line) and a FORWARD_LOG frame each, header and `source\0level\0`
-/// prefix included, down to empty lines.
+/// The most bytes of frames one read of `read_size` bytes can queue towards the parent.
+///
+/// A logger read: the lines it completes (a partial line carried over from the last read
+/// included, which is shorter than the longest line) and a FORWARD_LOG frame each, header and
+/// `source\0level\0` prefix included, down to empty lines.
+///
+/// A child stream read: the frames it completes and the middle context forwards up — the bytes
+/// read and the rest of one frame begun by earlier reads. No frame in the simulator is longer
+/// than a FORWARD_LOG of the longest line (calls carry 16 bytes), so that is less than the
+/// above. (A real context forwarding a large call result may add up to one whole message.)
 pub fn one_read_worth(read_size: usize) -> usize {
     /// Header, `stdout`/`stderr`, a two-digit level and the two separators, with room to spare.
     const FRAME_OVERHEAD: usize = HEADER_LEN + 16;
@@ -430,15 +436,16 @@ pub fn one_read_worth(read_size: usize) -> usize {
     text + lines * FRAME_OVERHEAD
 }
 
-/// Backpressure (the host contract, docs/embedding.md): a process reads its loggers only while
-/// the bytes queued on its parent stream are at most the high-water mark, so that queue never
-/// exceeds the mark by more than one read's worth. The world records every new high mark above
-/// the mark that a logger read left, with what that read added.
+/// Backpressure (the host contract, docs/embedding.md): a process reads its loggers and its
+/// children's streams only while the bytes queued on its parent stream are at most the
+/// high-water mark, so that queue never exceeds the mark by more than one read's worth — a
+/// middle context included, whatever its children forward up. The world records every new
+/// high mark above the mark that such a read left, with the stream read and what the read added.
 pub(crate) fn parent_queue_bound(plan: &Plan, trace: &Trace, v: &mut Vec<Violation>) {
     let mark = plan.net.parent_high_water;
     let worth = one_read_worth(plan.net.read_size);
     for e in &trace.events {
-        let What::ParentQueued { queued, read } = e.what else { continue };
+        let What::ParentQueued { stream, queued, read } = e.what else { continue };
         let before = queued.saturating_sub(read);
         if before > mark {
             violation(
@@ -446,7 +453,7 @@ pub(crate) fn parent_queue_bound(plan: &Plan, trace: &Trace, v: &mut Vec<Violati
                 "parent-queue-bound",
                 Some(e.proc),
                 Some(e.at),
-                format!("read a logger with {before} bytes queued on its parent stream, above the {mark}-byte high-water mark"),
+                format!("read {stream} with {before} bytes queued on its parent stream, above the {mark}-byte high-water mark"),
             );
         } else if read > worth {
             violation(
@@ -454,7 +461,7 @@ pub(crate) fn parent_queue_bound(plan: &Plan, trace: &Trace, v: &mut Vec<Violati
                 "parent-queue-bound",
                 Some(e.proc),
                 Some(e.at),
-                format!("one logger read queued {read} bytes towards the parent, more than one read's worth ({worth})"),
+                format!("one read of {stream} queued {read} bytes towards the parent, more than one read's worth ({worth})"),
             );
         }
     }
@@ -804,22 +811,54 @@ mod tests {
         let mut p = plan(vec![0]);
         p.net.parent_high_water = 64 * 1024;
         let mark = p.net.parent_high_water;
+        let logger = StreamId(1);
         let mut good = base();
         // A read that started at the mark and added one read's lines is what backpressure allows.
-        good.push(t(1), 1, What::ParentQueued { queued: mark + 4000, read: 4000 });
+        good.push(t(1), 1, What::ParentQueued { stream: logger, queued: mark + 4000, read: 4000 });
         let mut v = Vec::new();
         parent_queue_bound(&p, &good, &mut v);
         assert!(v.is_empty(), "{v:?}");
 
         let mut bad = base();
         // Loggers read on while the parent queue was already past the mark.
-        bad.push(t(1), 1, What::ParentQueued { queued: mark + 5000, read: 4000 });
+        bad.push(t(1), 1, What::ParentQueued { stream: logger, queued: mark + 5000, read: 4000 });
         // One "read" far bigger than a read can be.
         let huge = one_read_worth(p.net.read_size) + 1;
-        bad.push(t(2), 1, What::ParentQueued { queued: mark + huge, read: huge });
+        bad.push(t(2), 1, What::ParentQueued { stream: logger, queued: mark + huge, read: huge });
         let mut v = Vec::new();
         parent_queue_bound(&p, &bad, &mut v);
         assert_eq!(names(&v), ["parent-queue-bound", "parent-queue-bound"]);
+    }
+
+    #[test]
+    fn parent_queue_checker_catches_a_middle_context_reading_its_child_above_the_mark() {
+        // Root → middle (process 1) → grandchild; the middle reads the grandchild on `s101`.
+        let mut p = plan(vec![0, 1]);
+        p.net.parent_high_water = 64 * 1024;
+        let mark = p.net.parent_high_water;
+        let child = StreamId(101);
+        let line = 4096 + HEADER_LEN + 10; // one forwarded FORWARD_LOG of a runaway line
+        let mut good = base();
+        good.push(t(0), 2, What::Spawned { id: ContextId(2), pid: Pid(102) });
+        good.push(t(1), 1, What::ParentQueued { stream: child, queued: mark + line, read: line });
+        let mut v = Vec::new();
+        parent_queue_bound(&p, &good, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+
+        // The middle forwards its child's lines on while its own parent link takes nothing:
+        // the queue climbs a frame at a time, each read starting above the mark.
+        let mut bad = good.clone();
+        for i in 2..5 {
+            bad.push(
+                t(i),
+                1,
+                What::ParentQueued { stream: child, queued: mark + i as usize * line, read: line },
+            );
+        }
+        let mut v = Vec::new();
+        parent_queue_bound(&p, &bad, &mut v);
+        assert_eq!(names(&v), ["parent-queue-bound"; 3]);
+        assert!(v[0].detail.starts_with("read s101 with"), "{}", v[0].detail);
     }
 
     #[test]

@@ -237,6 +237,20 @@ pub const SCENARIOS: &[Scenario] = &[
         },
     },
     Scenario {
+        name: "s24-runaway-behind-stalled-middle",
+        about: "a runaway grandchild whose parent's own link to the root stalls: the middle stops reading it above a 64 KiB queue and it pauses in turn; both queues stay bounded, shutdown completes, no line lost",
+        build: |rng, p| {
+            p.parents = vec![0, 1];
+            p.net.parent_high_water = 64 * 1024;
+            p.faults.push((MS, Fault::Runaway(2)));
+            // The middle's own link to the root: up to 2 s, the SHUTDOWN held back behind it.
+            p.faults.push((MS, Fault::Stall(1, Duration::from_millis(rng.range(10, 2000)))));
+            p.actions.push((2 * MS, Action::Print { proc: 2, lines: 100, newline: true }));
+            p.expect.push(Expect::AllLines);
+            p.expect.push(Expect::LoggersPaused);
+        },
+    },
+    Scenario {
         name: "chaos",
         about: "a random tree of up to 8 contexts, random calls and output, and up to 4 random faults",
         build: chaos,

@@ -63,18 +63,21 @@ pub enum What {
     Died(ExitStatus),
     /// The process began its graceful shutdown on the script's request.
     ShutdownRequested,
-    /// The host stopped (`paused`) or resumed reading the process's loggers: the bytes queued
-    /// towards its parent crossed the high-water mark (`Action::Backpressure`).
+    /// The host stopped (`paused`) or resumed reading the process's loggers and child streams:
+    /// the bytes queued towards its parent crossed the high-water mark (`Action::Backpressure`).
     Backpressure {
-        /// Whether loggers are now left unread.
+        /// Whether loggers and child streams are now left unread.
         paused: bool,
         /// Bytes queued on the parent stream at that moment.
         parent_queued: usize,
     },
-    /// A read of one of the process's loggers left more bytes queued on its parent stream than
-    /// ever before, and more than the high-water mark (only such marks are recorded: they are
-    /// what the `parent-queue-bound` checker judges).
+    /// A read of one of the process's loggers or child streams (the reads backpressure holds
+    /// back) left more bytes queued on its parent stream than ever before, and more than the
+    /// high-water mark (only such marks are recorded: they are what the `parent-queue-bound`
+    /// checker judges).
     ParentQueued {
+        /// The stream read: a logger, or a child's framed stream.
+        stream: StreamId,
         /// Bytes queued on the parent stream right after the read.
         queued: usize,
         /// How many of them that read added (the frames of the lines it completed).
@@ -150,8 +153,8 @@ fn hash_what(h: &mut Fnv, w: &What) {
             h.u64(12 << 32 | u64::from(*paused));
             h.u64(*parent_queued as u64);
         }
-        What::ParentQueued { queued, read } => {
-            h.u64(13);
+        What::ParentQueued { stream, queued, read } => {
+            h.u64(13 << 32 | u64::from(stream.0));
             h.u64(*queued as u64);
             h.u64(*read as u64);
         }
@@ -445,13 +448,13 @@ impl fmt::Display for WhatText<'_> {
             What::Died(s) => write!(f, "dies: {s:?}"),
             What::ShutdownRequested => f.write_str("shutdown requested"),
             What::Backpressure { paused: true, parent_queued } => {
-                write!(f, "loggers paused: {parent_queued} bytes queued to the parent")
+                write!(f, "loggers and children paused: {parent_queued} bytes queued to the parent")
             }
             What::Backpressure { paused: false, parent_queued } => {
-                write!(f, "loggers resumed: {parent_queued} bytes queued to the parent")
+                write!(f, "loggers and children resumed: {parent_queued} bytes queued to the parent")
             }
-            What::ParentQueued { queued, read } => {
-                write!(f, "parent queue high mark {queued} bytes ({read} from this logger read)")
+            What::ParentQueued { stream, queued, read } => {
+                write!(f, "parent queue high mark {queued} bytes ({read} from this read of {stream})")
             }
             What::SpawnRefused { child, reason } => write!(f, "spawn of p{child} refused: {reason}"),
         }

@@ -285,8 +285,9 @@ pub struct Process {
     /// The most bytes ever queued on its parent stream (measured after every input, before the
     /// writes it led to).
     pub parent_queue_high: usize,
-    /// The high mark as recorded in the trace (`What::ParentQueued`): after logger reads only.
-    logger_read_high: usize,
+    /// The high mark as recorded in the trace (`What::ParentQueued`): after reads of loggers and
+    /// child streams only (the reads backpressure holds back).
+    read_high: usize,
     ignore_sigterm: bool,
     pending_term: bool,
     hang_calls: bool,
@@ -437,7 +438,7 @@ impl World {
             alive: true,
             frozen: false,
             parent_queue_high: 0,
-            logger_read_high: 0,
+            read_high: 0,
             ignore_sigterm: false,
             pending_term: false,
             hang_calls: false,
@@ -658,17 +659,20 @@ impl World {
         }
     }
 
-    /// `Action::Backpressure`: recorded; once loggers may be read again, they are.
+    /// `Action::Backpressure`: recorded; once loggers and child streams may be read again, they
+    /// are (what became readable meanwhile was not read: its `Read` found the host paused).
     fn backpressure(&mut self, p: ProcId, paused: bool, parent_queued: usize) {
         self.record(p, What::Backpressure { paused, parent_queued });
         if !paused {
-            let loggers: Vec<StreamId> = self.procs[p]
+            let held: Vec<StreamId> = self.procs[p]
                 .streams
                 .iter()
-                .filter(|(_, e)| matches!(e, Endpoint::Logger(_)))
+                // A parent's end of a link (side 0) is a child stream; the parent stream
+                // (side 1) is never paused.
+                .filter(|(_, e)| matches!(e, Endpoint::Logger(_) | Endpoint::Link(_, 0)))
                 .map(|(s, _)| *s)
                 .collect();
-            for s in loggers {
+            for s in held {
                 self.schedule(self.now, Ev::Read(p, s));
             }
         }
@@ -861,12 +865,14 @@ impl World {
         }
     }
 
-    /// One read of a link end: what it returns goes to the host at once (then EOF, if that is
-    /// all there is), and a writer waiting for room may write again.
+    /// One read of a link end, unless the host leaves it unread for now (backpressure holds a
+    /// child stream back while the parent queue is above its mark: it is read again once the
+    /// host says so). What the read returns goes to the host at once (then EOF, if that is all
+    /// there is), and a writer waiting for room may write again.
     fn read_link(&mut self, p: ProcId, l: LinkId, side: usize) {
         let now = self.now;
         let (stream, open) = (self.links[l].ends[side].stream, self.links[l].ends[side].open);
-        if !open || self.links[l].broken {
+        if !open || self.links[l].broken || !self.procs[p].host.may_read(stream) {
             return;
         }
         if self.links[l].stalled_until > now {
@@ -897,13 +903,21 @@ impl World {
         if pieces.is_empty() && !at_eof {
             return;
         }
+        // A read of a child stream (the parent's end of a link) is what backpressure judges;
+        // the parent stream is read always.
+        let child = side == 0;
         self.step(p, |w| {
+            let before = w.procs[p].host.parent_queued();
             let host = &mut w.procs[p].host;
             for piece in &pieces {
                 host.received(now, stream, piece.as_slice());
             }
             if at_eof {
                 host.eof(now, stream);
+            }
+            if child {
+                let after = w.procs[p].host.parent_queued();
+                w.note_read(p, stream, after, after.saturating_sub(before));
             }
         });
     }
@@ -940,20 +954,20 @@ impl World {
                 host.eof(now, stream);
             }
             let after = w.procs[p].host.parent_queued();
-            w.note_logger_read(p, after, after.saturating_sub(before));
+            w.note_read(p, stream, after, after.saturating_sub(before));
         });
         if !pieces.is_empty() && !self.procs[p].backlog.is_empty() && self.runnable(p) {
             self.pump_stdout(p);
         }
     }
 
-    /// Records a new high mark of the parent queue after a logger read, when it is above the
-    /// high-water mark: what the `parent-queue-bound` checker judges.
-    fn note_logger_read(&mut self, p: ProcId, queued: usize, read: usize) {
+    /// Records a new high mark of the parent queue after a read of a logger or a child stream,
+    /// when it is above the high-water mark: what the `parent-queue-bound` checker judges.
+    fn note_read(&mut self, p: ProcId, stream: StreamId, queued: usize, read: usize) {
         let proc = &mut self.procs[p];
-        if queued > proc.logger_read_high && queued > self.plan.net.parent_high_water {
-            proc.logger_read_high = queued;
-            self.record(p, What::ParentQueued { queued, read });
+        if queued > proc.read_high && queued > self.plan.net.parent_high_water {
+            proc.read_high = queued;
+            self.record(p, What::ParentQueued { stream, queued, read });
         }
     }
 
