@@ -19,8 +19,8 @@ use serde::Serialize;
 
 use crate::error::SpawnError;
 use crate::oneshot;
+use crate::shared::{gone, Shared};
 use crate::spawn::{ChildInfo, SpawnOptions};
-use crate::state::{gone, Shared};
 
 static CURRENT: Mutex<Option<Context>> = Mutex::new(None);
 

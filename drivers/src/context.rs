@@ -17,7 +17,7 @@ use crate::client::{self, Context};
 use crate::driver::{self, Setup};
 use crate::registry::Functions;
 use crate::runtime;
-use crate::state::Shared;
+use crate::shared::Shared;
 use crate::{clock, exit, logs};
 
 /// Runs this process as the child context `boot` describes, until the context exits.

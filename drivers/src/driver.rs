@@ -30,8 +30,9 @@ use crate::deliveries::Note;
 use crate::error::SpawnError;
 use crate::groups::Groups;
 use crate::runtime::{AsyncFd, AsyncTimer};
+use crate::shared::Shared;
 use crate::spawn;
-use crate::state::{ChildProc, Kind, Reaped, Shared, State};
+use crate::state::{ChildProc, Kind, Reaped, State};
 
 /// How much one read takes at most.
 const READ_CHUNK: usize = 64 * 1024;

@@ -49,6 +49,7 @@ mod oneshot;
 mod registry;
 mod root;
 pub mod runtime;
+mod shared;
 mod signals;
 mod spawn;
 mod state;

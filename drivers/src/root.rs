@@ -17,8 +17,9 @@ use crate::logs::{LogHandler, LogRecord};
 use crate::oneshot;
 use crate::registry::Functions;
 use crate::runtime::{self, Runtime};
+use crate::shared::Shared;
 use crate::signals::Interrupts;
-use crate::state::{Reaped, Shared};
+use crate::state::Reaped;
 use crate::{clock, context};
 
 /// Set while a root runs in this process.

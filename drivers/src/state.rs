@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::io::IoSlice;
 use std::os::fd::OwnedFd;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 
@@ -32,10 +32,11 @@ use crate::clock;
 use crate::deliveries::{Deliveries, Note, SpawnReply};
 use crate::error::SpawnError;
 use crate::groups::Groups;
-use crate::logs::{LogHandler, LogRecord};
+use crate::logs::LogRecord;
 use crate::oneshot;
-use crate::registry::{Functions, Job};
-use crate::runtime::{try_write, AsyncFd, Runtime};
+use crate::registry::Job;
+use crate::runtime::{try_write, AsyncFd};
+use crate::shared::{gone, Shared};
 use crate::spawn::{ChildInfo, SpawnOptions};
 
 /// Segments gathered into one vectored write at most.
@@ -89,13 +90,13 @@ pub(crate) struct State {
     pub streams: BTreeMap<StreamId, Stream>,
     pub children: BTreeMap<Pid, ChildProc>,
     pub groups: Groups,
-    next_stream: u32,
-    calls: BTreeMap<CallId, oneshot::Sender<CallResult>>,
-    spawns: BTreeMap<SpawnTicket, (SpawnOptions, SpawnReply)>,
+    pub next_stream: u32,
+    pub calls: BTreeMap<CallId, oneshot::Sender<CallResult>>,
+    pub spawns: BTreeMap<SpawnTicket, (SpawnOptions, SpawnReply)>,
     /// Spawns the host handed out, for the IO thread to carry out.
     pub to_spawn: Vec<(SpawnTicket, ContextId)>,
     /// Blocking calls for the calls thread; dropped on `CallsClosed`.
-    jobs: Option<mpsc::Sender<Job>>,
+    pub jobs: Option<mpsc::Sender<Job>>,
     /// The deadline the host announced last.
     pub deadline: Option<Instant>,
     /// The driver's waker.
@@ -104,55 +105,22 @@ pub(crate) struct State {
     pub exited: Option<ExitKind>,
     pub reaped: Vec<Reaped>,
     pub shutdown_began: Option<std::time::Instant>,
-    started: std::time::Instant,
+    pub started: std::time::Instant,
     pub interrupts: u32,
-    deliveries: Deliveries,
+    pub deliveries: Deliveries,
     /// Leave writes for a later flush (or the driver, woken) instead of writing them now.
-    defer_writes: bool,
+    pub defer_writes: bool,
     /// Leave them if a blocking call was handed out meanwhile (set by the calls thread).
-    defer_if_busy: bool,
+    pub defer_if_busy: bool,
     /// A blocking call went to the calls thread during this `carry_out`.
-    job_sent: bool,
+    pub job_sent: bool,
     /// Streams with writes left for a later flush.
-    unwritten: Vec<StreamId>,
+    pub unwritten: Vec<StreamId>,
 }
 
-/// A context: its state, and what reaches it without the lock.
-pub(crate) struct Shared {
-    state: Mutex<State>,
-    pub runtime: Arc<dyn Runtime>,
-    pub functions: Functions,
-    on_log: Option<LogHandler>,
-    /// This context's name and id, for errors made without the lock.
-    pub name: String,
-    pub id: ContextId,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("name", &self.name)
-            .field("runtime", &self.runtime)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The error for a call to or from a context that has exited.
-pub(crate) fn gone(context: &str) -> CallError {
-    CallError::new(CallErrorKind::ShuttingDown, "the context has exited", context)
-}
-
-impl Shared {
-    pub fn new(
-        host: Host,
-        runtime: Arc<dyn Runtime>,
-        functions: Functions,
-        on_log: Option<LogHandler>,
-        jobs: mpsc::Sender<Job>,
-    ) -> Arc<Shared> {
-        let name = host.node().config().name.clone();
-        let id = host.node().id();
-        let state = State {
+impl State {
+    pub fn new(host: Host, jobs: mpsc::Sender<Job>) -> State {
+        State {
             host,
             streams: BTreeMap::new(),
             children: BTreeMap::new(),
@@ -174,111 +142,9 @@ impl Shared {
             defer_if_busy: false,
             job_sent: false,
             unwritten: Vec::new(),
-        };
-        Arc::new(Shared { state: Mutex::new(state), runtime, functions, on_log, name, id })
+        }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Runs `f` on the state from any thread, carries out what it caused, lets go of the lock,
-    /// then hands out answers, records and notes (and wakes the driver if it has work).
-    pub fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut State, Instant) -> R) -> R {
-        let mut state = self.lock();
-        let r = f(&mut state, clock::now());
-        state.carry_out(self, false);
-        let out = std::mem::take(&mut state.deliveries);
-        drop(state);
-        self.deliver(out);
-        r
-    }
-
-    /// Hands out what [`State::carry_out`] gathered. Never called with the lock held.
-    pub fn deliver(&self, out: Deliveries) {
-        out.deliver(self.on_log.as_ref(), &*self.runtime);
-    }
-
-    /// Sends a call; its answer arrives on the returned receiver.
-    ///
-    /// With `defer`, its frame is left queued for the next [`Shared::flush`] (which a waiter
-    /// runs before it sleeps) or for the driver, woken to write it — so calls sent in a burst
-    /// leave together, in one write, rather than one write each.
-    pub fn call(
-        self: &Arc<Self>,
-        target: ContextId,
-        body: arbor_core::call::RequestBody,
-        defer: bool,
-    ) -> oneshot::Receiver<CallResult> {
-        let (reply, answer) = oneshot::channel();
-        self.with(|state, now| {
-            state.defer_writes = defer;
-            if state.exited.is_some() {
-                state.deliveries.answers.push((reply, Err(gone(&self.name))));
-                return;
-            }
-            match state.host.call_body(now, target, body) {
-                Ok(call) => {
-                    state.calls.insert(call, reply);
-                }
-                Err(e) => state.deliveries.answers.push((reply, Err(e))),
-            }
-        });
-        answer
-    }
-
-    /// Asks for a child context; the answer arrives on the returned receiver.
-    pub fn spawn(
-        self: &Arc<Self>,
-        options: SpawnOptions,
-    ) -> oneshot::Receiver<Result<ChildInfo, SpawnError>> {
-        let (reply, answer) = oneshot::channel();
-        self.with(|state, now| {
-            if state.exited.is_some() {
-                state.deliveries.spawns.push((reply, Err(SpawnError::ShuttingDown)));
-                return;
-            }
-            let ticket = state.host.request_spawn(now);
-            state.spawns.insert(ticket, (options, reply));
-        });
-        answer
-    }
-
-    /// A blocking call finished on the calls thread. If that hands out the next call at once,
-    /// the answer is left for the driver (woken) to write, with the answers of the calls after
-    /// it: a burst of calls is answered in a few writes, and a quick answer never waits for the
-    /// next function to end.
-    pub fn call_finished(self: &Arc<Self>, job: JobId, result: CallResult) {
-        self.with(|state, now| {
-            state.defer_if_busy = true;
-            state.host.call_finished(now, job, result);
-        });
-    }
-
-    /// Writes what deferred calls left queued (see [`Shared::call`]).
-    pub fn flush(self: &Arc<Self>) {
-        self.with(|state, _| {
-            for stream in std::mem::take(&mut state.unwritten) {
-                state.write_now(stream);
-            }
-        });
-    }
-
-    /// Begins a graceful shutdown.
-    pub fn shutdown(self: &Arc<Self>) {
-        self.with(|state, now| state.begin_shutdown(now));
-    }
-
-    /// Skips the grace period.
-    pub fn force_shutdown(self: &Arc<Self>) {
-        self.with(|state, now| {
-            state.shutdown_began.get_or_insert_with(std::time::Instant::now);
-            state.host.force_shutdown(now);
-        });
-    }
-}
-
-impl State {
     pub fn begin_shutdown(&mut self, now: Instant) {
         self.shutdown_began.get_or_insert_with(std::time::Instant::now);
         self.host.shutdown(now);
