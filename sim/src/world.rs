@@ -905,17 +905,23 @@ impl World {
         }
         // A read of a child stream (the parent's end of a link) is what backpressure judges;
         // the parent stream is read always.
-        let child = side == 0;
+        self.feed_read(p, stream, &pieces, at_eof, side == 0);
+    }
+
+    /// Hands what one read took to the host, and, for a read that backpressure judges (a
+    /// logger or a child stream), notes how the parent queue grew.
+    fn feed_read(&mut self, p: ProcId, stream: StreamId, pieces: &[Chunk], at_eof: bool, judged: bool) {
+        let now = self.now;
         self.step(p, |w| {
             let before = w.procs[p].host.parent_queued();
             let host = &mut w.procs[p].host;
-            for piece in &pieces {
+            for piece in pieces {
                 host.received(now, stream, piece.as_slice());
             }
             if at_eof {
                 host.eof(now, stream);
             }
-            if child {
+            if judged {
                 let after = w.procs[p].host.parent_queued();
                 w.note_read(p, stream, after, after.saturating_sub(before));
             }
@@ -944,18 +950,7 @@ impl World {
         if pieces.is_empty() && !at_eof {
             return;
         }
-        self.step(p, |w| {
-            let before = w.procs[p].host.parent_queued();
-            let host = &mut w.procs[p].host;
-            for piece in &pieces {
-                host.received(now, stream, piece.as_slice());
-            }
-            if at_eof {
-                host.eof(now, stream);
-            }
-            let after = w.procs[p].host.parent_queued();
-            w.note_read(p, stream, after, after.saturating_sub(before));
-        });
+        self.feed_read(p, stream, &pieces, at_eof, true);
         if !pieces.is_empty() && !self.procs[p].backlog.is_empty() && self.runnable(p) {
             self.pump_stdout(p);
         }
