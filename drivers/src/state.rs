@@ -220,7 +220,7 @@ impl State {
                     }
                     Action::Backpressure { paused, parent_queued } => {
                         self.deliveries.notes.push(Note::Debug(format!(
-                            "output capture {} ({parent_queued} bytes queued towards the parent)",
+                            "reading of output captures and children {} ({parent_queued} bytes queued towards the parent)",
                             if paused { "paused" } else { "resumed" }
                         )));
                         wake |= !paused;
