@@ -65,7 +65,8 @@ minimise() {
     seeds "$t"
     local merged="$work/merged/$t"
     rm -rf "$merged" && mkdir -p "$merged"
-    "$bin_dir/$t" -merge=1 -max_len=4096 "$merged" "fuzz/corpus/$t" "$work/corpus/$t" "$work/seeds/$t" \
+    # Set-cover merge: the fewest inputs that keep every feature the corpora reach.
+    "$bin_dir/$t" -set_cover_merge=1 -max_len=4096 "$merged" "fuzz/corpus/$t" "$work/corpus/$t" "$work/seeds/$t" \
         >"$work/logs/$t.merge.log" 2>&1
     rm -rf "fuzz/corpus/$t" && mkdir -p "fuzz/corpus/$t"
     cp "$merged"/* "fuzz/corpus/$t/"

@@ -307,3 +307,44 @@ pub fn seeds() -> Vec<Vec<u8>> {
     }
     seeds
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn returned(call: u64) -> Output {
+        Output::CallReturned { call: CallId(call), result: Ok(Bytes::new()) }
+    }
+
+    #[test]
+    #[should_panic(expected = "resolved twice")]
+    fn a_call_resolved_twice_is_caught() {
+        let mut fx = Fixture::new(true);
+        fx.pending.insert(CallId(0));
+        fx.output(returned(0));
+        fx.output(returned(0));
+    }
+
+    #[test]
+    #[should_panic(expected = "never made")]
+    fn a_call_resolved_that_was_never_made_is_caught() {
+        Fixture::new(true).output(returned(7));
+    }
+
+    #[test]
+    #[should_panic(expected = "after Output::Exit")]
+    fn output_after_exit_is_caught() {
+        let mut fx = Fixture::new(true);
+        fx.output(Output::Exit { how: arbor_core::shutdown::ExitKind::Clean });
+        fx.output(Output::CallsClosed);
+    }
+
+    #[test]
+    #[should_panic(expected = "calls unresolved")]
+    fn exiting_with_a_call_unresolved_is_caught() {
+        let mut fx = Fixture::new(true);
+        fx.pending.insert(CallId(3));
+        fx.output(Output::Exit { how: arbor_core::shutdown::ExitKind::SigtermSelf });
+    }
+}

@@ -233,3 +233,36 @@ fn built(
     }
     s.byte(index_of(HANDLES, &handle)).byte(index_of(REPLY_TOS, &reply_to)).byte(body);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> Fixture {
+        Fixture::new(ContextId(1), vec![ContextId(0)])
+    }
+
+    #[test]
+    #[should_panic(expected = "with authority 0")]
+    fn forwarding_a_childs_frame_with_the_roots_authority_is_caught() {
+        let mut forged =
+            Message::new(ContextId(3), ContextId(2), Handle::CALL_FUNCTION, Encoding::Mitogen, "");
+        forged.auth = ContextId(0);
+        fixture().check_transmit(Some(StreamId(1)), StreamId(2), &forged.to_frame());
+    }
+
+    #[test]
+    fn the_routers_own_frames_carry_its_authority_and_pass() {
+        let own = Message::new(ContextId(0), ContextId(1), Handle::DEL_ROUTE, Encoding::Binary, "2");
+        fixture().check_transmit(Some(StreamId(1)), StreamId(0), &own.to_frame());
+    }
+
+    #[test]
+    fn a_child_claiming_the_roots_authority_is_refused_not_delivered() {
+        let mut fx = fixture();
+        let mut forged =
+            Message::new(ContextId(1), ContextId(2), Handle::CALL_FUNCTION, Encoding::Mitogen, "");
+        forged.auth = ContextId(0);
+        fx.receive(StreamId(1), &[&forged.to_frame().to_vec()]);
+    }
+}
