@@ -612,16 +612,18 @@ impl Host {
                 break;
             }
         }
-        if let Ending::Flushing { how, .. } = self.ending {
-            if self.framed.values().all(|f| f.queue.is_empty()) {
-                self.exit(how);
-            }
-        }
+        // The pause is settled before the exit: nothing may follow `Io::Exit`, and a pause
+        // ends (if it has not already) when the node exits.
         let queued = self.parent_queued();
         let paused = queued > self.config.parent_high_water && self.ending == Ending::Running;
         if paused != self.paused {
             self.paused = paused;
             self.actions.push_back(Action::Backpressure { paused, parent_queued: queued });
+        }
+        if let Ending::Flushing { how, .. } = self.ending {
+            if self.framed.values().all(|f| f.queue.is_empty()) {
+                self.exit(how);
+            }
         }
         let t = self.poll_timeout();
         if t != self.armed && self.ending != Ending::Done {
@@ -988,5 +990,24 @@ mod tests {
         assert!(host.is_done());
         host.received(t(9), child, b"late");
         assert!(drain(&mut host).is_empty(), "nothing follows Exit");
+    }
+
+    #[test]
+    fn nothing_follows_exit_not_even_the_end_of_a_pause() {
+        // Found by the node fuzzer (fuzz/regressions/node): a paused context whose last queue
+        // emptied as it exited announced the pause's end after `Io::Exit`.
+        let mut host = child_host(HostConfig { parent_high_water: 64, ..HostConfig::default() });
+        host.received(t(1), LOGGER, &[b'x'; 200]);
+        host.received(t(1), LOGGER, b"\n");
+        host.received(t(1), PARENT, &shutdown_frame());
+        host.eof(t(2), LOGGER);
+        assert!(host.paused());
+        drain(&mut host);
+        // The parent goes away with the queue unwritten: the node hears Closed and exits.
+        host.write_failed(t(3), PARENT);
+        let acts = drain(&mut host);
+        assert!(host.is_done());
+        assert!(matches!(acts.last(), Some(Action::Io(Io::Exit { .. }))), "{acts:?}");
+        assert!(acts.contains(&Action::Backpressure { paused: false, parent_queued: 0 }), "{acts:?}");
     }
 }
