@@ -118,6 +118,13 @@ impl Driver {
             progress |= self.timer(&mut st, cx);
             st.carry_out(&shared, true);
             if st.exited.is_some() && st.groups.is_empty() {
+                // What belongs to this thread's runtime goes with it, now: a waker (on tokio it
+                // holds the runtime's scheduler, and with it the reactor's epoll and eventfd)
+                // or a registered fd left in the state would otherwise live as long as the last
+                // handle on the context — a caller's or the calls thread's.
+                st.waker = None;
+                st.streams.clear();
+                st.children.clear();
                 finished = Some(Finished {
                     shutdown_began: st.shutdown_began,
                     reaped: std::mem::take(&mut st.reaped),
