@@ -224,31 +224,14 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "s24-runaway-behind-stalled-link",
         about: "a runaway child behind a stalled link: its loggers pause above a 64 KiB parent queue, which stays bounded; shutdown completes, no line lost",
-        build: |rng, p| {
-            p.parents = vec![0, 1];
-            p.net.parent_high_water = 64 * 1024;
-            p.faults.push((MS, Fault::Runaway(2)));
-            // Sometimes over before shutdown begins (pause, resume, pause again), sometimes
-            // holding back the SHUTDOWN itself: either way well within the grace period.
-            p.faults.push((MS, Fault::Stall(2, Duration::from_millis(rng.range(10, 2000)))));
-            p.actions.push((2 * MS, Action::Print { proc: 2, lines: 100, newline: true }));
-            p.expect.push(Expect::AllLines);
-            p.expect.push(Expect::LoggersPaused);
-        },
+        // The runaway's own link to the middle.
+        build: |rng, p| runaway_behind_stall(rng, p, 2),
     },
     Scenario {
         name: "s24-runaway-behind-stalled-middle",
         about: "a runaway grandchild whose parent's own link to the root stalls: the middle stops reading it above a 64 KiB queue and it pauses in turn; both queues stay bounded, shutdown completes, no line lost",
-        build: |rng, p| {
-            p.parents = vec![0, 1];
-            p.net.parent_high_water = 64 * 1024;
-            p.faults.push((MS, Fault::Runaway(2)));
-            // The middle's own link to the root: up to 2 s, the SHUTDOWN held back behind it.
-            p.faults.push((MS, Fault::Stall(1, Duration::from_millis(rng.range(10, 2000)))));
-            p.actions.push((2 * MS, Action::Print { proc: 2, lines: 100, newline: true }));
-            p.expect.push(Expect::AllLines);
-            p.expect.push(Expect::LoggersPaused);
-        },
+        // The middle's own link to the root: the SHUTDOWN held back behind it.
+        build: |rng, p| runaway_behind_stall(rng, p, 1),
     },
     Scenario {
         name: "chaos",
@@ -344,4 +327,17 @@ impl Scenario {
         }
         plan
     }
+}
+
+/// A runaway grandchild (p2) under a 64 KiB parent high-water mark, with the parent link of
+/// `stalled` stalled for 10 ms to 2 s — sometimes over before shutdown begins (pause, resume,
+/// pause again), sometimes holding back the SHUTDOWN itself: either way well within the grace.
+fn runaway_behind_stall(rng: &mut Rng, p: &mut Plan, stalled: ProcId) {
+    p.parents = vec![0, 1];
+    p.net.parent_high_water = 64 * 1024;
+    p.faults.push((MS, Fault::Runaway(2)));
+    p.faults.push((MS, Fault::Stall(stalled, Duration::from_millis(rng.range(10, 2000)))));
+    p.actions.push((2 * MS, Action::Print { proc: 2, lines: 100, newline: true }));
+    p.expect.push(Expect::AllLines);
+    p.expect.push(Expect::LoggersPaused);
 }
