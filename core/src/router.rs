@@ -556,13 +556,28 @@ impl Router {
         true
     }
 
+    /// Refuses `msg`. A refused message that wants a reply (and is not itself dead) is
+    /// answered with a dead message saying why, so no call is left pending by a refusal
+    /// (docs/protocol.md §4 "Refusals are answered", scenario S28) — whenever its sender can be
+    /// known: a message whose `src_id` does not match the stream it arrived on (or claims to be
+    /// from this context) has no sender anyone can name, and routing an answer to the context
+    /// it names would let one peer fail another's calls. Such a message is only reported.
     fn reject(
         &mut self,
         stream: Option<StreamId>,
         msg: &Message,
         reason: RejectReason,
-        dead_reply_sent: bool,
+        mut dead_reply_sent: bool,
     ) {
+        let src_authentic = match stream {
+            None => true,
+            Some(s) => msg.src != self.id && self.expected_stream(msg.src) == Some(s),
+        };
+        if !dead_reply_sent && msg.reply_to != Handle::NONE && !msg.is_dead() && src_authentic {
+            let text = format!("refused by context {}: {reason}", self.id);
+            self.send(Message::dead(msg.src, self.id, msg.reply_to, text));
+            dead_reply_sent = true;
+        }
         self.events.push_back(Event::Rejected(Rejection {
             stream,
             dst: msg.dst,

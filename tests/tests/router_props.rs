@@ -121,14 +121,31 @@ proptest! {
         }
         r.receive(CHILD_STREAMS[stream], &msg.to_frame().to_vec());
         let events = drain(&mut r);
-        prop_assert_eq!(events.len(), 1, "{:?}", events);
+        // It is refused. If it wanted an answer and its src_id is genuine (only its auth_id is
+        // forged), the only thing written is a dead reply to that sender, down the stream it
+        // came from; a forged src_id gets no answer at all (no one can be named).
+        let answered = matches!(
+            events.last(),
+            Some(Event::Rejected(Rejection { dead_reply_sent: true, .. }))
+        );
+        prop_assert_eq!(events.len(), 1 + usize::from(answered), "{:?}", events);
+        prop_assert!(!answered || (msg.reply_to != Handle::NONE && !msg.is_dead() && !spoof_src));
+        if answered {
+            let is_dead_reply_back = match &events[0] {
+                Event::Transmit { stream: s, frame } if *s == CHILD_STREAMS[stream] => {
+                    let reply = arbor_tests::decode_one(&frame.to_vec());
+                    reply.is_dead() && reply.handle == msg.reply_to && reply.dst == msg.src
+                }
+                _ => false,
+            };
+            prop_assert!(is_dead_reply_back, "{:?}", events);
+        }
         let is_auth_rejection = matches!(
-            &events[0],
-            Event::Rejected(Rejection {
+            events.last(),
+            Some(Event::Rejected(Rejection {
                 reason: RejectReason::AuthMismatch { .. } | RejectReason::SpoofedSelf,
-                dead_reply_sent: false,
                 ..
-            })
+            }))
         );
         prop_assert!(is_auth_rejection, "{:?}", events);
     }

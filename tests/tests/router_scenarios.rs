@@ -554,3 +554,93 @@ fn egress_ids_stay_bounded_however_many_destinations_a_child_names() {
     drain(&mut r);
     assert_eq!(r.egress_ids(StreamId(KID_A)).count(), arbor_core::router::MAX_EGRESS_IDS);
 }
+
+// --- S28: refusals are answered ---------------------------------------------------------
+
+/// Root 0 with children 1 and 2, linked through in-memory streams.
+fn siblings() -> Net {
+    let mut net = Net::default();
+    let root = net.add(router(0, &[]));
+    let a = net.add(router(1, &[0]));
+    let b = net.add(router(2, &[0]));
+    net.link(root, 1, a, 0);
+    net.link(root, 2, b, 0);
+    net.log.clear();
+    net
+}
+
+/// The dead replies router `i` delivered to itself, as (handle, reason).
+fn dead_replies_at(net: &Net, i: usize) -> Vec<(Handle, String)> {
+    net.events_of(i)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Deliver { message, .. } if message.is_dead() => {
+                Some((message.handle, message.dead_reason().unwrap_or_default().to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn s28_a_call_to_a_sibling_is_answered_with_the_refusal_at_once() {
+    let mut net = siblings();
+    // Child 1 calls its sibling 2: the root forwards it, 2's router refuses it (1 is not an
+    // ancestor of 2) and answers, so the call cannot stay pending until someone exits.
+    let call = msg(2, 1, Handle::CALL_FUNCTION, "f").with_reply_to(Handle(1000));
+    net.routers[1].send(call);
+    net.run();
+    assert_eq!(
+        dead_replies_at(&net, 1),
+        vec![(Handle(1000), "refused by context 2: CALL_FUNCTION without parent authority".to_string())]
+    );
+    assert!(net.events_of(2).iter().any(|e| matches!(
+        e,
+        Event::Rejected(Rejection { reason: RejectReason::NotParentAuthority, dead_reply_sent: true, .. })
+    )));
+}
+
+#[test]
+fn s28_a_shutdown_from_a_sibling_that_wants_a_reply_is_answered() {
+    let mut net = siblings();
+    net.routers[1].send(msg(2, 1, Handle::SHUTDOWN, "").with_reply_to(Handle(1001)));
+    net.run();
+    let replies = dead_replies_at(&net, 1);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(replies[0].1.contains("SHUTDOWN not from the immediate parent"), "{replies:?}");
+}
+
+#[test]
+fn s28_borrowed_authority_with_a_genuine_sender_is_answered_down_its_stream() {
+    let mut r = middle();
+    // Child 5 claims the root's authority for a call: refused, and 5 (whose src_id matches
+    // its stream) is told why.
+    let mut m = msg(1, 5, Handle::CALL_FUNCTION, "f").with_reply_to(Handle(1000));
+    m.auth = ContextId(0);
+    let events = feed(&mut r, KID_A, &m);
+    let back = sent_on(&events, KID_A);
+    assert_eq!(back.len(), 1, "{events:?}");
+    assert!(back[0].is_dead() && back[0].dst == ContextId(5) && back[0].handle == Handle(1000));
+    assert!(matches!(
+        events.last(),
+        Some(Event::Rejected(Rejection {
+            reason: RejectReason::AuthMismatch { .. },
+            dead_reply_sent: true,
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn s28_a_forged_sender_is_not_answered_no_one_can_be_named() {
+    let mut r = middle();
+    // Through child 5's stream, claiming to come from child 6: an answer routed to 6 would let
+    // 5 fail 6's calls, so nothing is sent; the refusal is still reported.
+    let mut m = msg(0, 6, Handle::CALL_FUNCTION, "f").with_reply_to(Handle(1000));
+    m.auth = ContextId(5);
+    let events = feed(&mut r, KID_A, &m);
+    assert_eq!(
+        events,
+        vec![rejected(KID_A, &m, RejectReason::SrcMismatch { expected: Some(StreamId(KID_B)) })]
+    );
+}
