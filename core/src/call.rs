@@ -6,16 +6,19 @@
 //! never runs user code: it hands the host one [`crate::node::Output::RunCall`] at a time
 //! (a context's main thread runs one call at a time) and takes the result back.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
+use core::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::handle::Handle;
 use crate::ids::ContextId;
+use crate::time::Instant;
 
 /// Names one outgoing call made by this context; unique for the node's lifetime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -25,6 +28,177 @@ pub struct CallId(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct JobId(pub u64);
 
+/// A fingerprint of a function's argument and result types, carried in every typed request so
+/// the callee can refuse a call whose types differ from its own before decoding anything
+/// (postcard is not self-describing: `(2u8, 3u8)` decodes as an `(i32, i32)` of garbage).
+///
+/// It hashes (64-bit FNV-1a) the types' names as `core::any::type_name` gives them — full paths
+/// with generic parameters — after treating borrowed forms as the owned types they encode like:
+/// `&T` as `T`, `str` as `String`, a slice `[T]` as `Vec<T>` (an array `[T; N]` stays an array:
+/// it encodes without a length). So it sees a different type, width or arity, and a renamed or
+/// moved type, while `call(id, "greet", "text")` still matches a function taking `String`. It
+/// cannot see a type that changed shape but kept its path (a struct that gained a field between
+/// two builds: version such types by name), and it reports a mismatch between other types that
+/// encode alike but are named differently (`Box<T>` and `T`, `Cow<str>` and `String`, a newtype
+/// and what it wraps). Type names are stable within one build of a program, which every context
+/// of a tree normally runs; builds by different compilers may name types differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TypeFingerprint {
+    /// Of the argument type.
+    pub args: u64,
+    /// Of the result type.
+    pub result: u64,
+}
+
+impl TypeFingerprint {
+    /// In `result`: the caller takes no result (`call_no_reply`), so any result type will do.
+    pub const ANY_RESULT: u64 = 0;
+
+    /// The fingerprint of a function taking `A` and returning `R`.
+    pub fn of<A: ?Sized, R: ?Sized>() -> TypeFingerprint {
+        TypeFingerprint {
+            args: type_hash(core::any::type_name::<A>()),
+            result: type_hash(core::any::type_name::<R>()),
+        }
+    }
+
+    /// The fingerprint of a call taking `A` whose result nobody reads.
+    pub fn of_args<A: ?Sized>() -> TypeFingerprint {
+        TypeFingerprint { args: type_hash(core::any::type_name::<A>()), result: TypeFingerprint::ANY_RESULT }
+    }
+
+    /// Whether a caller with these types may call a function with the callee's.
+    pub fn accepts(&self, callee: &TypeFingerprint) -> bool {
+        self.args == callee.args
+            && (self.result == callee.result || self.result == TypeFingerprint::ANY_RESULT)
+    }
+}
+
+/// 64-bit FNV-1a: stable across builds and platforms, unlike the standard library's hasher.
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Fnv {
+    const START: Fnv = Fnv(0xcbf2_9ce4_8422_2325);
+
+    fn write(&mut self, text: &str) {
+        for b in text.bytes() {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+fn fnv1a(text: &str) -> u64 {
+    let mut h = Fnv::START;
+    h.write(text);
+    h.0
+}
+
+/// The hash of a type name with borrowed forms read as the owned types they encode like (see
+/// [`TypeFingerprint`]).
+fn type_hash(name: &str) -> u64 {
+    let mut h = Fnv::START;
+    canonical(name, &mut h);
+    h.0
+}
+
+/// Feeds `name` to `h`, dropping `&` / `&mut `, reading the token `str` as `String` and a slice
+/// `[T]` as `Vec<T>`.
+fn canonical(name: &str, h: &mut Fnv) {
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'&' => {
+                i += 1;
+                if name[i..].starts_with("mut ") {
+                    i += 4;
+                }
+            }
+            b'[' => {
+                let Some(len) = matching_bracket(&name[i..]) else {
+                    h.write(&name[i..]);
+                    return;
+                };
+                let inner = &name[i + 1..i + len];
+                if has_top_level_semicolon(inner) {
+                    h.write("[");
+                    canonical(inner, h);
+                    h.write("]");
+                } else {
+                    h.write("alloc::vec::Vec<");
+                    canonical(inner, h);
+                    h.write(">");
+                }
+                i += len + 1;
+            }
+            b if b.is_ascii_alphanumeric() || b == b'_' || b == b':' => {
+                let start = i;
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':')
+                {
+                    i += 1;
+                }
+                match &name[start..i] {
+                    "str" | "core::primitive::str" => h.write("alloc::string::String"),
+                    token => h.write(token),
+                }
+            }
+            _ => {
+                let start = i;
+                i += 1;
+                while i < bytes.len() && !name.is_char_boundary(i) {
+                    i += 1;
+                }
+                h.write(&name[start..i]);
+            }
+        }
+    }
+}
+
+/// The offset of the `]` matching the `[` that `text` starts with.
+fn matching_bracket(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, b) in text.bytes().enumerate() {
+        match b {
+            b'[' | b'(' | b'<' => depth += 1,
+            b']' | b')' | b'>' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return (b == b']').then_some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn has_top_level_semicolon(text: &str) -> bool {
+    let mut depth = 0i32;
+    text.bytes().any(|b| {
+        match b {
+            b'[' | b'(' | b'<' => depth += 1,
+            b']' | b')' | b'>' => depth -= 1,
+            _ => {}
+        }
+        b == b';' && depth == 0
+    })
+}
+
+/// What a request says about itself besides the function and its arguments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestMeta {
+    /// The caller's types, checked by the callee before decoding (`None`: unchecked, for
+    /// hosts that build requests from raw bytes).
+    pub types: Option<TypeFingerprint>,
+    /// How long the caller waits for the answer. The caller's call fails with
+    /// [`CallErrorKind::Timeout`] when it has passed; the callee never starts a call still
+    /// queued once this long has passed since it arrived (docs/shutdown.md "Deadlines").
+    pub timeout: Option<Duration>,
+}
+
 /// What a call asks for: a function name and its serialized arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallRequest {
@@ -32,6 +206,8 @@ pub struct CallRequest {
     pub function: String,
     /// Its arguments, serialized by the caller (postcard in arbor's drivers); opaque to the core.
     pub args: Bytes,
+    /// The caller's types and timeout.
+    pub meta: RequestMeta,
 }
 
 /// Borrowed bytes that serialize as one byte string (postcard: a length and the bytes).
@@ -47,12 +223,29 @@ impl Serialize for ByteStr<'_> {
 struct RequestOut<'a> {
     function: &'a str,
     args: ByteStr<'a>,
+    types: Option<TypeFingerprint>,
+    timeout_ns: Option<u64>,
 }
 
 #[derive(Deserialize)]
 struct RequestIn<'a> {
     function: &'a str,
     args: &'a [u8],
+    types: Option<TypeFingerprint>,
+    timeout_ns: Option<u64>,
+}
+
+/// The wire form of a timeout: nanoseconds, saturating (a timeout of centuries is no timeout
+/// anyone waits out).
+fn timeout_ns(meta: &RequestMeta) -> Option<u64> {
+    meta.timeout.map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The part of a request body after its arguments.
+#[derive(Serialize)]
+struct MetaOut {
+    types: Option<TypeFingerprint>,
+    timeout_ns: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -164,12 +357,18 @@ fn push_varint(out: &mut Vec<u8>, mut n: usize) {
 pub struct RequestBody {
     function: String,
     body: Bytes,
+    timeout: Option<Duration>,
 }
 
 impl RequestBody {
     /// The function the request names.
     pub fn function(&self) -> &str {
         &self.function
+    }
+
+    /// The timeout written into it, which the caller's node also arms as the call's deadline.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     /// The encoded body.
@@ -199,47 +398,79 @@ impl CallRequest {
     /// vector, then copied into the body: two fresh 16 MiB buffers and their page faults). The
     /// same bytes as [`CallRequest::encode_parts`] given `postcard::to_allocvec(args)`.
     pub fn encode_args<T: Serialize + ?Sized>(function: &str, args: &T) -> postcard::Result<RequestBody> {
+        CallRequest::encode_args_with(function, args, RequestMeta::default())
+    }
+
+    /// [`CallRequest::encode_args`] with the caller's types and timeout.
+    pub fn encode_args_with<T: Serialize + ?Sized>(
+        function: &str,
+        args: &T,
+        meta: RequestMeta,
+    ) -> postcard::Result<RequestBody> {
         let size = postcard::serialize_with_flavor(args, Count(0))?;
-        let mut out = Vec::with_capacity(function.len() + size + 20);
+        let mut out = Vec::with_capacity(function.len() + size + 48);
         push_varint(&mut out, function.len());
         out.extend_from_slice(function.as_bytes());
         push_varint(&mut out, size);
         let head = out.len();
         let out = postcard::serialize_with_flavor(args, VecOut(out))?;
         let body = if out.len() - head == size {
-            Bytes::from(out)
+            let tail = MetaOut { types: meta.types, timeout_ns: timeout_ns(&meta) };
+            Bytes::from(postcard::serialize_with_flavor(&tail, VecOut(out))?)
         } else {
             // A `Serialize` that writes differently each time: fall back to what it wrote last.
-            CallRequest::encode_parts(function, &out[head..])
+            CallRequest::encode_parts_with(function, &out[head..], &meta)
         };
-        Ok(RequestBody { function: function.to_string(), body })
+        Ok(RequestBody { function: function.to_string(), body, timeout: meta.timeout })
     }
 
     /// The CALL_FUNCTION body for `function` and already-serialized `args`, as a
     /// [`RequestBody`].
     pub fn body(function: &str, args: &[u8]) -> RequestBody {
-        RequestBody { function: function.to_string(), body: CallRequest::encode_parts(function, args) }
+        CallRequest::body_with(function, args, RequestMeta::default())
+    }
+
+    /// [`CallRequest::body`] with the caller's types and timeout.
+    pub fn body_with(function: &str, args: &[u8], meta: RequestMeta) -> RequestBody {
+        RequestBody {
+            function: function.to_string(),
+            body: CallRequest::encode_parts_with(function, args, &meta),
+            timeout: meta.timeout,
+        }
     }
 
     /// A request for `function` with already-serialized arguments.
     pub fn new(function: impl Into<String>, args: impl Into<Bytes>) -> CallRequest {
-        CallRequest { function: function.into(), args: args.into() }
+        CallRequest { function: function.into(), args: args.into(), meta: RequestMeta::default() }
+    }
+
+    /// The same request with the caller's types and timeout.
+    pub fn with_meta(mut self, meta: RequestMeta) -> CallRequest {
+        self.meta = meta;
+        self
     }
 
     /// The CALL_FUNCTION body.
     pub fn encode(&self) -> Bytes {
-        CallRequest::encode_parts(&self.function, &self.args)
+        CallRequest::encode_parts_with(&self.function, &self.args, &self.meta)
     }
 
     /// The CALL_FUNCTION body for `function` and `args`, without building a request first.
     pub fn encode_parts(function: &str, args: &[u8]) -> Bytes {
-        encode(&RequestOut { function, args: ByteStr(args) }, function.len() + args.len())
+        CallRequest::encode_parts_with(function, args, &RequestMeta::default())
+    }
+
+    fn encode_parts_with(function: &str, args: &[u8], meta: &RequestMeta) -> Bytes {
+        let out =
+            RequestOut { function, args: ByteStr(args), types: meta.types, timeout_ns: timeout_ns(meta) };
+        encode(&out, function.len() + args.len() + 24)
     }
 
     /// Parses a CALL_FUNCTION body; the arguments share the body's buffer.
     pub fn decode(body: &Bytes) -> Result<CallRequest, BodyError> {
         let req: RequestIn<'_> = decode_whole(body)?;
-        Ok(CallRequest { function: req.function.to_string(), args: body.slice_ref(req.args) })
+        let meta = RequestMeta { types: req.types, timeout: req.timeout_ns.map(Duration::from_nanos) };
+        Ok(CallRequest { function: req.function.to_string(), args: body.slice_ref(req.args), meta })
     }
 }
 
@@ -260,6 +491,13 @@ pub enum CallErrorKind {
     Undeliverable,
     /// The call or its result was larger than the maximum message size.
     TooLarge,
+    /// The caller's argument or result types are not the callee's ([`TypeFingerprint`]); the
+    /// message names both sides.
+    TypeMismatch,
+    /// The call's deadline passed before its answer arrived; the callee was told to drop it.
+    Timeout,
+    /// The caller gave up on the call (dropped its future); the callee was told to drop it.
+    Cancelled,
 }
 
 /// A failed call: what kind of failure, a message, and where it happened.
@@ -327,20 +565,28 @@ pub struct Pending {
     pub call: CallId,
     /// The context it was sent to; only that context may answer it (dead replies aside).
     pub target: ContextId,
+    /// When it fails with [`CallErrorKind::Timeout`] if no answer came.
+    pub deadline: Option<Instant>,
 }
 
 /// The caller's table of outgoing calls, keyed by reply handle. Every entry leaves it exactly
-/// once — by its answer, a dead message, its target's disconnection or this context's exit — and
-/// leaving is what resolves the call, so no call can be resolved twice.
+/// once — by its answer, a dead message, its deadline, being cancelled, its target's
+/// disconnection or this context's exit — and leaving is what resolves the call, so no call can
+/// be resolved twice.
 #[derive(Clone, Debug, Default)]
 pub struct PendingCalls {
     by_handle: BTreeMap<Handle, Pending>,
+    /// The entries with a deadline, earliest first; kept in step with `by_handle`.
+    deadlines: BTreeSet<(Instant, Handle)>,
 }
 
 impl PendingCalls {
     /// Records a call sent with `reply_to = handle`.
     pub fn insert(&mut self, handle: Handle, pending: Pending) {
         debug_assert!(!self.by_handle.contains_key(&handle), "reply handles are never reused");
+        if let Some(at) = pending.deadline {
+            self.deadlines.insert((at, handle));
+        }
         self.by_handle.insert(handle, pending);
     }
 
@@ -351,14 +597,43 @@ impl PendingCalls {
 
     /// Resolves the call waiting on `handle`.
     pub fn take(&mut self, handle: Handle) -> Option<Pending> {
-        self.by_handle.remove(&handle)
+        let pending = self.by_handle.remove(&handle)?;
+        if let Some(at) = pending.deadline {
+            self.deadlines.remove(&(at, handle));
+        }
+        Some(pending)
+    }
+
+    /// Resolves the call named `call` (a linear search: for cancelling, which is rare).
+    pub fn take_call(&mut self, call: CallId) -> Option<(Handle, Pending)> {
+        let handle = self.by_handle.iter().find(|(_, p)| p.call == call).map(|(h, _)| *h)?;
+        self.take(handle).map(|p| (handle, p))
     }
 
     /// Resolves every call for which `lost` is true, in reply-handle (= issue) order.
     pub fn take_where(&mut self, mut lost: impl FnMut(ContextId) -> bool) -> Vec<Pending> {
         let handles: Vec<Handle> =
             self.by_handle.iter().filter(|(_, p)| lost(p.target)).map(|(h, _)| *h).collect();
-        handles.into_iter().filter_map(|h| self.by_handle.remove(&h)).collect()
+        handles.into_iter().filter_map(|h| self.take(h)).collect()
+    }
+
+    /// Resolves every call whose deadline is at or before `now`, earliest first.
+    pub fn take_expired(&mut self, now: Instant) -> Vec<(Handle, Pending)> {
+        let mut out = Vec::new();
+        while let Some(&(at, handle)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            if let Some(p) = self.take(handle) {
+                out.push((handle, p));
+            }
+        }
+        out
+    }
+
+    /// The earliest deadline of a waiting call.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(at, _)| *at)
     }
 
     /// How many calls are waiting.
@@ -383,6 +658,9 @@ pub struct Job {
     pub reply_to: Handle,
     /// What to run.
     pub request: CallRequest,
+    /// Past this, a call still queued is never started: its caller has given up (its timeout,
+    /// counted from the call's arrival here, so never earlier than the caller's deadline).
+    pub deadline: Option<Instant>,
 }
 
 /// Whether the CALL_FUNCTION channel still takes calls.
@@ -403,6 +681,20 @@ pub struct Running {
     pub caller: ContextId,
     /// The caller's reply handle, [`Handle::NONE`] for `call_no_reply`.
     pub reply_to: Handle,
+    /// The caller cancelled it while it ran: its result is dropped, not sent.
+    pub cancelled: bool,
+}
+
+/// What a cancel message found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The call was still queued: it is removed and never starts.
+    Queued(Job),
+    /// The call is running: the host is told (an async function can be dropped, a blocking
+    /// one runs on) and its result will be dropped.
+    Running(JobId),
+    /// No such call here: it finished, or the cancel overtook nothing.
+    Unknown,
 }
 
 /// The callee's side: a FIFO of calls and at most one running on the main thread.
@@ -432,16 +724,17 @@ impl Dispatcher {
         caller: ContextId,
         reply_to: Handle,
         request: CallRequest,
-    ) -> Result<JobId, Job> {
+        deadline: Option<Instant>,
+    ) -> Result<JobId, Box<Job>> {
         let id = JobId(self.next_job);
         self.next_job += 1;
-        let job = Job { id, caller, reply_to, request };
+        let job = Job { id, caller, reply_to, request, deadline };
         match self.channel {
             Channel::Open => {
                 self.queue.push_back(job);
                 Ok(id)
             }
-            Channel::Closed => Err(job),
+            Channel::Closed => Err(Box::new(job)),
         }
     }
 
@@ -451,14 +744,37 @@ impl Dispatcher {
     }
 
     /// The next call to hand to the main thread, if it is idle and the channel open. The
-    /// request moves to the host; the dispatcher keeps who to answer.
-    pub fn start_next(&mut self) -> Option<Job> {
+    /// request moves to the host; the dispatcher keeps who to answer. Calls whose deadline
+    /// passed while they waited are never started: they come back in `expired`.
+    pub fn start_next(&mut self, now: Instant, expired: &mut Vec<Job>) -> Option<Job> {
         if self.running.is_some() || self.channel == Channel::Closed {
             return None;
         }
-        let job = self.queue.pop_front()?;
-        self.running = Some(Running { id: job.id, caller: job.caller, reply_to: job.reply_to });
-        Some(job)
+        loop {
+            let job = self.queue.pop_front()?;
+            if job.deadline.is_some_and(|at| at <= now) {
+                expired.push(job);
+                continue;
+            }
+            self.running =
+                Some(Running { id: job.id, caller: job.caller, reply_to: job.reply_to, cancelled: false });
+            return Some(job);
+        }
+    }
+
+    /// The caller `caller` gave up on its call answered at `reply_to`.
+    pub fn cancel(&mut self, caller: ContextId, reply_to: Handle) -> Cancelled {
+        if reply_to == Handle::NONE {
+            return Cancelled::Unknown;
+        }
+        if let Some(r) = self.running.as_mut().filter(|r| r.caller == caller && r.reply_to == reply_to) {
+            r.cancelled = true;
+            return Cancelled::Running(r.id);
+        }
+        match self.queue.iter().position(|j| j.caller == caller && j.reply_to == reply_to) {
+            Some(i) => self.queue.remove(i).map_or(Cancelled::Unknown, Cancelled::Queued),
+            None => Cancelled::Unknown,
+        }
     }
 
     /// The main thread finished `job`; returns who to answer.
@@ -520,26 +836,30 @@ mod tests {
     #[test]
     fn dispatcher_runs_one_call_at_a_time_in_order() {
         let mut d = Dispatcher::default();
-        let a = d.enqueue(ContextId(0), Handle(1000), CallRequest::new("a", "")).unwrap();
-        let b = d.enqueue(ContextId(0), Handle(1001), CallRequest::new("b", "")).unwrap();
-        assert_eq!(d.start_next().map(|j| j.id), Some(a));
-        assert_eq!(d.start_next(), None, "main thread busy");
+        let now = Instant::ZERO;
+        let mut expired = Vec::new();
+        let a = d.enqueue(ContextId(0), Handle(1000), CallRequest::new("a", ""), None).unwrap();
+        let b = d.enqueue(ContextId(0), Handle(1001), CallRequest::new("b", ""), None).unwrap();
+        assert_eq!(d.start_next(now, &mut expired).map(|j| j.id), Some(a));
+        assert_eq!(d.start_next(now, &mut expired), None, "main thread busy");
         assert_eq!(d.finish(b), None, "not running");
         assert_eq!(d.finish(a).map(|j| j.reply_to), Some(Handle(1000)));
-        assert_eq!(d.start_next().map(|j| j.id), Some(b));
+        assert_eq!(d.start_next(now, &mut expired).map(|j| j.id), Some(b));
+        assert!(expired.is_empty());
     }
 
     #[test]
     fn closing_hands_back_queued_calls_and_refuses_new_ones() {
         let mut d = Dispatcher::default();
-        d.enqueue(ContextId(0), Handle(1000), CallRequest::new("running", "")).unwrap();
-        d.start_next();
-        d.enqueue(ContextId(0), Handle(1001), CallRequest::new("queued", "")).unwrap();
+        let mut expired = Vec::new();
+        d.enqueue(ContextId(0), Handle(1000), CallRequest::new("running", ""), None).unwrap();
+        d.start_next(Instant::ZERO, &mut expired);
+        d.enqueue(ContextId(0), Handle(1001), CallRequest::new("queued", ""), None).unwrap();
         let refused = d.close();
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].request.function, "queued");
-        assert!(d.enqueue(ContextId(0), Handle(1002), CallRequest::new("late", "")).is_err());
-        assert_eq!(d.start_next(), None);
+        assert!(d.enqueue(ContextId(0), Handle(1002), CallRequest::new("late", ""), None).is_err());
+        assert_eq!(d.start_next(Instant::ZERO, &mut expired), None);
         assert_eq!(d.running().map(|j| j.reply_to), Some(Handle(1000)));
     }
 
@@ -561,6 +881,95 @@ mod tests {
         let in_place = CallRequest::encode_args(&long_name, &()).unwrap();
         assert_eq!(in_place.bytes(), &CallRequest::encode_parts(&long_name, &[]));
     }
+
+    #[test]
+    fn types_and_timeout_travel_in_the_body_and_in_place_encoding_matches() {
+        let meta = RequestMeta {
+            types: Some(TypeFingerprint::of::<(i32, i32), i32>()),
+            timeout: Some(Duration::from_millis(250)),
+        };
+        let args = (2i32, 3i32);
+        let in_place = CallRequest::encode_args_with("add", &args, meta).unwrap();
+        let two_step = CallRequest::new("add", postcard::to_allocvec(&args).unwrap()).with_meta(meta);
+        assert_eq!(in_place.bytes(), &two_step.encode());
+        assert_eq!(in_place.timeout(), meta.timeout);
+        assert_eq!(CallRequest::decode(in_place.bytes()), Ok(two_step));
+    }
+
+    #[test]
+    fn fingerprints_tell_types_apart_and_are_stable() {
+        assert_ne!(TypeFingerprint::of::<(u8, u8), i32>(), TypeFingerprint::of::<(i32, i32), i32>());
+        assert_ne!(TypeFingerprint::of::<(i32, i32), i32>(), TypeFingerprint::of::<(i32, i32), u32>());
+        // FNV-1a's published test vector: the hash is the same in every build.
+        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(TypeFingerprint::of::<(i32, i32), ()>().args, fnv1a("(i32, i32)"));
+    }
+
+    #[test]
+    fn borrowed_forms_match_the_owned_types_they_encode_like() {
+        let same = |a: TypeFingerprint, b: TypeFingerprint| a.args == b.args;
+        assert!(same(TypeFingerprint::of::<str, ()>(), TypeFingerprint::of::<String, ()>()));
+        assert!(same(TypeFingerprint::of::<[u8], ()>(), TypeFingerprint::of::<Vec<u8>, ()>()));
+        assert!(same(
+            TypeFingerprint::of::<(&str, &[(u32, &str)]), ()>(),
+            TypeFingerprint::of::<(String, Vec<(u32, String)>), ()>()
+        ));
+        assert!(same(TypeFingerprint::of::<&mut Vec<u8>, ()>(), TypeFingerprint::of::<Vec<u8>, ()>()));
+        // An array encodes without a length: not a Vec.
+        assert!(!same(TypeFingerprint::of::<[u8; 4], ()>(), TypeFingerprint::of::<Vec<u8>, ()>()));
+        assert!(same(TypeFingerprint::of::<&[u8; 4], ()>(), TypeFingerprint::of::<[u8; 4], ()>()));
+        // A type merely containing "str" in its name is not a string.
+        assert!(!same(TypeFingerprint::of::<Vec<Strukt>, ()>(), TypeFingerprint::of::<Vec<String>, ()>()));
+    }
+
+    #[test]
+    fn a_queued_call_past_its_deadline_never_starts() {
+        let mut d = Dispatcher::default();
+        let mut expired = Vec::new();
+        let at = |ms| Instant::ZERO + Duration::from_millis(ms);
+        d.enqueue(ContextId(0), Handle(1000), CallRequest::new("late", ""), Some(at(10))).unwrap();
+        let fresh =
+            d.enqueue(ContextId(0), Handle(1001), CallRequest::new("fresh", ""), Some(at(50))).unwrap();
+        assert_eq!(d.start_next(at(10), &mut expired).map(|j| j.id), Some(fresh));
+        assert_eq!(expired.iter().map(|j| j.request.function.as_str()).collect::<Vec<_>>(), ["late"]);
+    }
+
+    #[test]
+    fn cancelling_removes_a_queued_call_and_marks_a_running_one() {
+        let mut d = Dispatcher::default();
+        let mut expired = Vec::new();
+        let running = d.enqueue(ContextId(3), Handle(1000), CallRequest::new("hung", ""), None).unwrap();
+        d.start_next(Instant::ZERO, &mut expired);
+        d.enqueue(ContextId(3), Handle(1001), CallRequest::new("queued", ""), None).unwrap();
+        // Only the caller that made a call can cancel it.
+        assert_eq!(d.cancel(ContextId(4), Handle(1001)), Cancelled::Unknown);
+        assert!(
+            matches!(d.cancel(ContextId(3), Handle(1001)), Cancelled::Queued(j) if j.request.function == "queued")
+        );
+        assert_eq!(d.queued(), 0);
+        assert_eq!(d.cancel(ContextId(3), Handle(1000)), Cancelled::Running(running));
+        assert_eq!(d.finish(running).map(|r| r.cancelled), Some(true));
+        assert_eq!(d.cancel(ContextId(3), Handle(1000)), Cancelled::Unknown);
+    }
+
+    #[test]
+    fn pending_calls_leave_once_by_deadline_or_answer() {
+        let mut p = PendingCalls::default();
+        let at = |ms| Instant::ZERO + Duration::from_millis(ms);
+        p.insert(Handle(1000), Pending { call: CallId(0), target: ContextId(1), deadline: Some(at(20)) });
+        p.insert(Handle(1001), Pending { call: CallId(1), target: ContextId(1), deadline: Some(at(10)) });
+        p.insert(Handle(1002), Pending { call: CallId(2), target: ContextId(1), deadline: None });
+        assert_eq!(p.next_deadline(), Some(at(10)));
+        assert!(p.take(Handle(1001)).is_some(), "answered before its deadline");
+        assert_eq!(p.next_deadline(), Some(at(20)));
+        assert!(p.take_expired(at(19)).is_empty());
+        assert_eq!(p.take_expired(at(20)).iter().map(|(_, p)| p.call).collect::<Vec<_>>(), [CallId(0)]);
+        assert_eq!(p.next_deadline(), None);
+        assert_eq!(p.take_call(CallId(2)).map(|(h, _)| h), Some(Handle(1002)));
+        assert!(p.is_empty());
+    }
+
+    struct Strukt;
 
     /// A byte string postcard writes with one `serialize_bytes`.
     fn serde_bytes_like(n: usize) -> ByteVec {

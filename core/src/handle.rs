@@ -36,6 +36,9 @@ impl Handle {
     pub const DETACHING: Handle = Handle(109);
     /// Service calls (not implemented by arbor).
     pub const CALL_SERVICE: Handle = Handle(110);
+    /// arbor's own: the caller gave up on a call (its deadline passed, or it was dropped); the
+    /// body is the call's reply handle, 4 bytes big-endian. Not a mitogen handle.
+    pub const CANCEL_CALL: Handle = Handle(120);
     /// The `reply_to` value that marks a dead message.
     pub const IS_DEAD: Handle = Handle(999);
     /// The first handle a context allocates for itself.
@@ -62,6 +65,7 @@ impl fmt::Display for Handle {
             Handle::FORWARD_MODULE => "FORWARD_MODULE",
             Handle::DETACHING => "DETACHING",
             Handle::CALL_SERVICE => "CALL_SERVICE",
+            Handle::CANCEL_CALL => "CANCEL_CALL",
             Handle::IS_DEAD => "IS_DEAD",
             Handle(n) => return write!(f, "{n}"),
         };

@@ -526,6 +526,12 @@ impl Host {
         r
     }
 
+    /// See [`Node::cancel_call`].
+    pub fn cancel_call(&mut self, now: Instant, call: CallId) {
+        self.node.cancel_call(now, call);
+        self.settle(now);
+    }
+
     /// See [`Node::call_no_reply`].
     pub fn call_no_reply(
         &mut self,
@@ -714,6 +720,7 @@ impl Host {
             }
             Output::IdsAvailable
             | Output::RunCall { .. }
+            | Output::CancelCall { .. }
             | Output::CallsClosed
             | Output::CallReturned { .. }
             | Output::LogLine(_)

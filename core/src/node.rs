@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use crate::call::{
     decode_result, encode_result, BodyError, CallError, CallErrorKind, CallId, CallRequest, CallResult,
-    Dispatcher, JobId, Pending, PendingCalls, RequestBody,
+    Cancelled, Dispatcher, JobId, Pending, PendingCalls, RequestBody,
 };
 use crate::frame::{DecodeError, Encoding, Frame, Message, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::handle::{Handle, ReplyHandles};
@@ -227,6 +227,24 @@ pub enum Diagnostic {
         /// Its length.
         len: usize,
     },
+    /// A received call was never started: its caller gave up first (`cancelled`), or its
+    /// deadline passed while it waited behind others.
+    CallNotStarted {
+        /// The caller.
+        caller: ContextId,
+        /// The function it asked for.
+        function: String,
+        /// Cancelled by the caller (else expired here).
+        cancelled: bool,
+    },
+    /// The caller gave up on the call now running; the host was told with
+    /// [`Output::CancelCall`] and its result will be dropped.
+    RunningCallCancelled {
+        /// The caller.
+        caller: ContextId,
+        /// The job.
+        job: JobId,
+    },
     /// `CallFinished` for a job that is not running.
     UnknownJob(JobId),
     /// `ChildExited` for a pid not tracked.
@@ -284,6 +302,13 @@ pub enum Output {
         caller: ContextId,
         /// What to run.
         request: CallRequest,
+    },
+    /// The caller of the running call `job` gave up on it. Stop it if it can be stopped (drop an
+    /// async function's future); a blocking function runs on, reported as still running. Either
+    /// way report [`Input::CallFinished`] when it ends: its result is dropped, not sent.
+    CancelCall {
+        /// The running call.
+        job: JobId,
     },
     /// The CALL_FUNCTION channel is closed: no further `RunCall` will come, so the main thread
     /// may stop waiting for work once its current call (if any) returns.
@@ -467,7 +492,10 @@ impl Node {
     /// The earliest instant at which [`Node::handle_timeout`] has work, if any.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.earliest()
+        match (self.timers.earliest(), self.pending.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Handles one input.
@@ -514,6 +542,15 @@ impl Node {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        for (handle, p) in self.pending.take_expired(now) {
+            let e = CallError::new(
+                CallErrorKind::Timeout,
+                "no answer before the call's deadline",
+                format!("context {}", p.target),
+            );
+            self.resolve(p.call, Err(e));
+            self.send_cancel(now, p.target, handle);
+        }
         for t in TIMERS {
             if self.timers.get(t).is_some_and(|at| at <= now) {
                 self.timers.clear(t);
@@ -563,9 +600,32 @@ impl Node {
             self.reply_handles.allocate().map_err(|e| self.local_error(CallErrorKind::Undeliverable, e))?;
         let call = CallId(self.next_call);
         self.next_call += 1;
-        self.pending.insert(handle, Pending { call, target });
+        let deadline = body.timeout().map(|t| now + t);
+        self.pending.insert(handle, Pending { call, target, deadline });
         self.send_request(now, target, body, handle);
         Ok(call)
+    }
+
+    /// Gives up on an outgoing call (its future was dropped): it resolves now with
+    /// [`CallErrorKind::Cancelled`] and the callee is told, so a call still queued there never
+    /// starts and a running async function is dropped. Unknown or resolved calls are ignored.
+    pub fn cancel_call(&mut self, now: Instant, call: CallId) {
+        let Some((handle, p)) = self.pending.take_call(call) else { return };
+        let e = CallError::new(
+            CallErrorKind::Cancelled,
+            "the caller gave up on the call",
+            self.config.name.clone(),
+        );
+        self.resolve(p.call, Err(e));
+        self.send_cancel(now, p.target, handle);
+        self.settle(now);
+    }
+
+    /// Tells `target` that the call answered at `handle` is abandoned. No reply is wanted: if it
+    /// cannot be delivered, the call is gone there anyway.
+    fn send_cancel(&mut self, now: Instant, target: ContextId, handle: Handle) {
+        let body = handle.0.to_be_bytes().to_vec();
+        self.send(now, Message::new(target, self.id(), Handle::CANCEL_CALL, Encoding::Binary, body));
     }
 
     /// Sends a checked CALL_FUNCTION body; the answer, if any, goes to `reply_to`.
@@ -709,8 +769,8 @@ impl Node {
         let Some(job) = self.dispatcher.finish(job) else {
             return self.diag(Diagnostic::UnknownJob(job));
         };
-        if job.reply_to == Handle::NONE {
-            return;
+        if job.reply_to == Handle::NONE || job.cancelled {
+            return; // no one asked, or the caller has given up and resolved the call itself
         }
         let mut body = encode_result(&result);
         if body.len() > self.config.max_message_size as usize {
@@ -764,7 +824,8 @@ impl Node {
             return self.deliver_reply(msg);
         }
         match msg.handle {
-            Handle::CALL_FUNCTION if !msg.is_dead() => self.call_requested(msg),
+            Handle::CALL_FUNCTION if !msg.is_dead() => self.call_requested(now, msg),
+            Handle::CANCEL_CALL if !msg.is_dead() => self.call_cancelled(&msg),
             Handle::SHUTDOWN if origin != Origin::Local && !msg.is_dead() => {
                 let budget = match shutdown::decode_budget(&msg.body) {
                     Ok(b) => b,
@@ -841,7 +902,27 @@ impl Node {
         }
     }
 
-    fn call_requested(&mut self, msg: Message) {
+    /// The caller gave up on a call it made here (only the caller that made a call can, since
+    /// `src` is authenticated on arrival).
+    fn call_cancelled(&mut self, msg: &Message) {
+        let Ok(bytes) = <[u8; 4]>::try_from(&msg.body[..]) else {
+            return self.diag(Diagnostic::UnknownHandle { src: msg.src, handle: msg.handle });
+        };
+        match self.dispatcher.cancel(msg.src, Handle(u32::from_be_bytes(bytes))) {
+            Cancelled::Queued(job) => self.diag(Diagnostic::CallNotStarted {
+                caller: job.caller,
+                function: job.request.function,
+                cancelled: true,
+            }),
+            Cancelled::Running(job) => {
+                self.outputs.push_back(Output::CancelCall { job });
+                self.diag(Diagnostic::RunningCallCancelled { caller: msg.src, job });
+            }
+            Cancelled::Unknown => {}
+        }
+    }
+
+    fn call_requested(&mut self, now: Instant, msg: Message) {
         let request = match CallRequest::decode(&msg.body) {
             Ok(r) => r,
             Err(error) => {
@@ -854,7 +935,8 @@ impl Node {
                 return self.answer(msg.src, msg.reply_to, Err(e));
             }
         };
-        if let Err(job) = self.dispatcher.enqueue(msg.src, msg.reply_to, request) {
+        let deadline = request.meta.timeout.map(|t| now + t);
+        if let Err(job) = self.dispatcher.enqueue(msg.src, msg.reply_to, request, deadline) {
             self.refuse(job.caller, job.reply_to, job.request.function);
         }
     }
@@ -1057,8 +1139,16 @@ impl Node {
             }
             self.apply(now, Trigger::ParentLost, None);
         }
-        if let Some(job) = self.dispatcher.start_next() {
+        let mut expired = Vec::new();
+        if let Some(job) = self.dispatcher.start_next(now, &mut expired) {
             self.outputs.push_back(Output::RunCall { job: job.id, caller: job.caller, request: job.request });
+        }
+        for job in expired {
+            self.diag(Diagnostic::CallNotStarted {
+                caller: job.caller,
+                function: job.request.function,
+                cancelled: false,
+            });
         }
         if matches!(self.phase, Phase::Draining { .. } | Phase::ForceDisconnect { .. }) && self.drained() {
             self.apply(now, Trigger::Drained, None);

@@ -21,8 +21,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::SpawnError;
+use crate::function::FunctionName;
 use crate::root::ShutdownReport;
 use crate::spawn::{ChildInfo, SpawnOptions};
+use crate::CallOptions;
 
 /// The context this process runs, once it runs one (see [`crate::context`]).
 pub fn context() -> Option<Context> {
@@ -61,8 +63,14 @@ impl Context {
         self.0.id()
     }
 
-    /// Calls `function` in context `target` and waits for its answer.
-    pub fn call<A, R>(&self, target: ContextId, function: &str, args: &A) -> Result<R, CallError>
+    /// Calls `function` — a typed [`Function`](crate::Function) handle, or a name — in context
+    /// `target` and waits for its answer.
+    pub fn call<A, R>(
+        &self,
+        target: ContextId,
+        function: impl FunctionName<A, R>,
+        args: &A,
+    ) -> Result<R, CallError>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned,
@@ -70,20 +78,62 @@ impl Context {
         self.0.call(target, function, args).wait()
     }
 
-    /// Sends a call and returns at once; the answer arrives in the [`PendingCall`]. Calls sent
-    /// this way are pipelined and leave together: the frame waits until a call is waited for,
-    /// or until the context's IO thread (woken at once) writes it, whichever comes first — so a
-    /// burst of a hundred costs a few writes, not a hundred, and none waits for a `wait`.
-    pub fn call_async<A, R>(&self, target: ContextId, function: &str, args: &A) -> PendingCall<R>
+    /// [`Context::call`] with options: a deadline ([`CallOptions::timeout`]).
+    pub fn call_with<A, R>(
+        &self,
+        target: ContextId,
+        function: impl FunctionName<A, R>,
+        args: &A,
+        options: CallOptions,
+    ) -> Result<R, CallError>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        PendingCall(self.0.send(target, function, args, true))
+        self.0.call_with(target, function, args, options).wait()
+    }
+
+    /// Sends a call and returns at once; the answer arrives in the [`PendingCall`]. Calls sent
+    /// this way are pipelined and leave together: the frame waits until a call is waited for,
+    /// or until the context's IO thread (woken at once) writes it, whichever comes first — so a
+    /// burst of a hundred costs a few writes, not a hundred, and none waits for a `wait`.
+    /// Dropping the [`PendingCall`] unwaited cancels the call (use
+    /// [`Context::call_no_reply`] for a call nobody waits for).
+    pub fn call_async<A, R>(
+        &self,
+        target: ContextId,
+        function: impl FunctionName<A, R>,
+        args: &A,
+    ) -> PendingCall<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        self.call_async_with(target, function, args, CallOptions::default())
+    }
+
+    /// [`Context::call_async`] with options.
+    pub fn call_async_with<A, R>(
+        &self,
+        target: ContextId,
+        function: impl FunctionName<A, R>,
+        args: &A,
+        options: CallOptions,
+    ) -> PendingCall<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        PendingCall(self.0.send(target, function.name(), args, options, true))
     }
 
     /// Sends a call that wants no answer (see [`crate::Context::call_no_reply`]).
-    pub fn call_no_reply<A>(&self, target: ContextId, function: &str, args: &A) -> Result<(), CallError>
+    pub fn call_no_reply<A>(
+        &self,
+        target: ContextId,
+        function: impl FunctionName<A, ()>,
+        args: &A,
+    ) -> Result<(), CallError>
     where
         A: Serialize + ?Sized,
     {

@@ -11,13 +11,17 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
-use arbor_core::call::{CallError, CallErrorKind, CallRequest, CallResult, RequestBody};
+use arbor_core::call::{
+    CallError, CallErrorKind, CallId, CallRequest, CallResult, RequestBody, RequestMeta, TypeFingerprint,
+};
 use arbor_core::ids::ContextId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::SpawnError;
+use crate::function::{FunctionName, Types};
 use crate::oneshot;
 use crate::shared::{gone, Shared};
 use crate::spawn::{ChildInfo, SpawnOptions};
@@ -42,28 +46,57 @@ pub struct Context {
     shared: Arc<Shared>,
 }
 
+/// How to make one call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    timeout: Option<Duration>,
+}
+
+impl CallOptions {
+    /// No deadline: the call waits for its answer, or for the callee to leave.
+    pub fn new() -> CallOptions {
+        CallOptions::default()
+    }
+
+    /// The call fails with [`CallErrorKind::Timeout`] if no answer came within `timeout`; the
+    /// callee is told, so a call still queued there never starts, and a running async function
+    /// is dropped (a running blocking function cannot be stopped: it runs on, reported as still
+    /// running, and its result is dropped). docs/driver.md "Deadlines and cancellation".
+    pub fn timeout(mut self, timeout: Duration) -> CallOptions {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
 /// A call in flight: await it for the answer. Any number may be in flight at once (pipelined);
-/// each resolves exactly once.
+/// each resolves exactly once. Dropping it before it resolved cancels the call: it is
+/// resolved `Cancelled` and the callee is told, as for a deadline ([`CallOptions::timeout`]).
 #[derive(Debug)]
-#[must_use = "a call's answer, or its error, arrives here"]
+#[must_use = "a call's answer, or its error, arrives here; dropping it cancels the call"]
 pub struct PendingCall<R> {
     answer: Result<oneshot::Receiver<CallResult>, Option<CallError>>,
     /// Its frame may still be queued (a blocking `call_async`): flush before waiting.
     deferred: bool,
+    /// The node's name for it, until it resolved: what dropping it cancels.
+    call: Option<CallId>,
+    /// The caller's types, named in a `TypeMismatch`.
+    types: Types,
     shared: Arc<Shared>,
     _result: PhantomData<fn() -> R>,
 }
 
 impl<R: DeserializeOwned> PendingCall<R> {
     /// Waits for the answer, blocking this thread.
-    pub(crate) fn wait(self) -> Result<R, CallError> {
+    pub(crate) fn wait(mut self) -> Result<R, CallError> {
         if self.deferred {
             self.shared.flush();
         }
-        match self.answer {
-            Ok(answer) => decode(answer.wait(), &self.shared.name),
-            Err(e) => Err(e.unwrap_or_else(|| gone(&self.shared.name))),
-        }
+        self.call = None;
+        let answer = match std::mem::replace(&mut self.answer, Err(None)) {
+            Ok(answer) => answer.wait(),
+            Err(e) => return Err(e.unwrap_or_else(|| gone(&self.shared.name))),
+        };
+        decode(answer, &self.shared.name, &self.types)
     }
 }
 
@@ -75,9 +108,22 @@ impl<R: DeserializeOwned> Future for PendingCall<R> {
         if std::mem::take(&mut this.deferred) {
             this.shared.flush();
         }
-        match &mut this.answer {
-            Ok(answer) => Pin::new(answer).poll(cx).map(|a| decode(a, &this.shared.name)),
-            Err(e) => Poll::Ready(Err(e.take().unwrap_or_else(|| gone(&this.shared.name)))),
+        let ready = match &mut this.answer {
+            Ok(answer) => match Pin::new(answer).poll(cx) {
+                Poll::Ready(a) => decode(a, &this.shared.name, &this.types),
+                Poll::Pending => return Poll::Pending,
+            },
+            Err(e) => Err(e.take().unwrap_or_else(|| gone(&this.shared.name))),
+        };
+        this.call = None;
+        Poll::Ready(ready)
+    }
+}
+
+impl<R> Drop for PendingCall<R> {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take() {
+            self.shared.cancel(call);
         }
     }
 }
@@ -103,8 +149,20 @@ impl Future for PendingSpawn {
     }
 }
 
-fn decode<R: DeserializeOwned>(answer: Option<CallResult>, context: &str) -> Result<R, CallError> {
-    let bytes = answer.ok_or_else(|| gone(context))??;
+fn decode<R: DeserializeOwned>(
+    answer: Option<CallResult>,
+    context: &str,
+    types: &Types,
+) -> Result<R, CallError> {
+    let bytes = match answer.ok_or_else(|| gone(context))? {
+        Ok(bytes) => bytes,
+        Err(mut e) if e.kind == CallErrorKind::TypeMismatch => {
+            // The callee named its side; name ours.
+            e.message = format!("called as {types}, but {}", e.message);
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     postcard::from_bytes(&bytes).map_err(|e| {
         CallError::new(CallErrorKind::Malformed, format!("the result does not decode: {e}"), context)
     })
@@ -120,14 +178,30 @@ impl Context {
         self.shared.id
     }
 
-    /// Calls `function` in context `target`; the call is sent now, the answer arrives in the
-    /// returned future.
-    pub fn call<A, R>(&self, target: ContextId, function: &str, args: &A) -> PendingCall<R>
+    /// Calls `function` — a typed [`Function`](crate::Function) handle, or a name — in context
+    /// `target`; the call is sent now, the answer arrives in the returned future. A callee
+    /// whose function has other types answers [`CallErrorKind::TypeMismatch`].
+    pub fn call<A, R>(&self, target: ContextId, function: impl FunctionName<A, R>, args: &A) -> PendingCall<R>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        self.send(target, function, args, false)
+        self.send(target, function.name(), args, CallOptions::default(), false)
+    }
+
+    /// [`Context::call`] with options: a deadline ([`CallOptions::timeout`]).
+    pub fn call_with<A, R>(
+        &self,
+        target: ContextId,
+        function: impl FunctionName<A, R>,
+        args: &A,
+        options: CallOptions,
+    ) -> PendingCall<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        self.send(target, function.name(), args, options, false)
     }
 
     /// [`Context::call`], with the frame left queued until the call is first waited for (or
@@ -137,26 +211,45 @@ impl Context {
         target: ContextId,
         function: &str,
         args: &A,
+        options: CallOptions,
         defer: bool,
     ) -> PendingCall<R>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let answer = match self.encode(function, args) {
-            Ok(body) => Ok(self.shared.call(target, body, defer)),
-            Err(e) => Err(Some(e)),
+        let meta = RequestMeta { types: Some(TypeFingerprint::of::<A, R>()), timeout: options.timeout };
+        let (answer, call) = match self.encode(function, args, meta) {
+            Ok(body) => {
+                let (answer, call) = self.shared.call(target, body, defer);
+                (Ok(answer), call)
+            }
+            Err(e) => (Err(Some(e)), None),
         };
-        PendingCall { answer, deferred: defer, shared: self.shared.clone(), _result: PhantomData }
+        PendingCall {
+            answer,
+            deferred: defer,
+            call,
+            types: Types::of::<A, R>(),
+            shared: self.shared.clone(),
+            _result: PhantomData,
+        }
     }
 
     /// Sends a call that wants no answer: `Ok` once it is on its way (docs/shutdown.md
-    /// "call_no_reply and shutdown" says what becomes of it).
-    pub fn call_no_reply<A>(&self, target: ContextId, function: &str, args: &A) -> Result<(), CallError>
+    /// "call_no_reply and shutdown" says what becomes of it). The callee checks the argument
+    /// types; a mismatch is only logged there, since no one waits for an answer.
+    pub fn call_no_reply<A>(
+        &self,
+        target: ContextId,
+        function: impl FunctionName<A, ()>,
+        args: &A,
+    ) -> Result<(), CallError>
     where
         A: Serialize + ?Sized,
     {
-        let body = self.encode(function, args)?;
+        let meta = RequestMeta { types: Some(TypeFingerprint::of_args::<A>()), timeout: None };
+        let body = self.encode(function.name(), args, meta)?;
         self.shared.with(|state, now| {
             if state.exited.is_some() {
                 return Err(gone(&self.shared.name));
@@ -183,8 +276,13 @@ impl Context {
     }
 
     /// The request body, with the arguments serialized straight into it (no copy of them).
-    fn encode<A: Serialize + ?Sized>(&self, function: &str, args: &A) -> Result<RequestBody, CallError> {
-        CallRequest::encode_args(function, args).map_err(|e| {
+    fn encode<A: Serialize + ?Sized>(
+        &self,
+        function: &str,
+        args: &A,
+        meta: RequestMeta,
+    ) -> Result<RequestBody, CallError> {
+        CallRequest::encode_args_with(function, args, meta).map_err(|e| {
             CallError::new(
                 CallErrorKind::Malformed,
                 format!("the arguments do not encode: {e}"),

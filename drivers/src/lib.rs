@@ -43,6 +43,7 @@ mod driver;
 mod error;
 mod exit;
 pub mod faults;
+mod function;
 mod groups;
 mod logs;
 mod oneshot;
@@ -59,8 +60,9 @@ pub use arbor_core::ids::ContextId;
 pub use arbor_core::lines::LogSource;
 pub use arbor_core::reaper::{ExitStatus, Pid};
 
-pub use client::{context, Context, PendingCall, PendingSpawn};
+pub use client::{context, CallOptions, Context, PendingCall, PendingSpawn};
 pub use error::{SpawnError, StartError};
+pub use function::{Function, FunctionName};
 pub use logs::LogRecord;
 pub use registry::{CallFuture, Functions};
 pub use root::{init, Launcher, Root, ShutdownReport, RUNTIME_VAR};

@@ -17,10 +17,12 @@ use std::sync::Arc;
 use std::future::Future;
 use std::pin::Pin;
 
-use arbor_core::call::{CallError, CallErrorKind, CallRequest, CallResult, JobId};
+use arbor_core::call::{CallError, CallErrorKind, CallRequest, CallResult, JobId, TypeFingerprint};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::function::{FunctionName, Types};
 
 type Erased = dyn Fn(&[u8], &str) -> CallResult + Send + Sync;
 /// An async function's future, answering one call.
@@ -28,9 +30,36 @@ pub type CallFuture = Pin<Box<dyn Future<Output = CallResult> + Send + 'static>>
 type ErasedAsync = dyn Fn(Bytes, String) -> CallFuture + Send + Sync;
 
 #[derive(Clone)]
-enum Entry {
+enum Run {
     Blocking(Arc<Erased>),
     Async(Arc<ErasedAsync>),
+}
+
+/// A registered function: how to run it and its types.
+#[derive(Clone)]
+struct Entry {
+    run: Run,
+    types: Types,
+    fingerprint: TypeFingerprint,
+}
+
+impl Entry {
+    fn new<A, R>(run: Run) -> Entry {
+        Entry { run, types: Types::of::<A, R>(), fingerprint: TypeFingerprint::of::<A, R>() }
+    }
+
+    /// Refuses a request whose caller's types are not this function's, before anything is
+    /// decoded. A request without a fingerprint (built from raw bytes) is not checked.
+    fn check(&self, request: &CallRequest, context: &str) -> Result<(), CallError> {
+        match request.meta.types {
+            Some(theirs) if !theirs.accepts(&self.fingerprint) => Err(CallError::new(
+                CallErrorKind::TypeMismatch,
+                format!("{context} declares {:?} as {}", request.function, self.types),
+                context,
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One call handed to the calls thread.
@@ -58,19 +87,22 @@ impl Functions {
         Functions::default()
     }
 
-    /// Adds `function` under `name` (replacing any function of that name).
+    /// Adds `function` under `name` — a typed [`Function`](crate::Function) handle, or a `&str`
+    /// — replacing any function of that name.
     ///
-    /// Arguments that do not decode as `A` are answered with a `Malformed` error; an `Err(e)`
+    /// A call whose types are not `A` and `R` is answered `TypeMismatch` before anything is
+    /// decoded; arguments that still do not decode as `A` are answered `Malformed`; an `Err(e)`
     /// is answered `Failed` with `e`'s text; a panic is caught and answered `Failed`. In every
     /// case the context keeps serving.
-    pub fn register<A, R, E, F>(mut self, name: &str, function: F) -> Functions
+    pub fn register<A, R, E, F>(mut self, name: impl FunctionName<A, R>, function: F) -> Functions
     where
         A: DeserializeOwned,
         R: Serialize,
         E: fmt::Display,
         F: Fn(A) -> Result<R, E> + Send + Sync + 'static,
     {
-        let fname = name.to_string();
+        let name = name.name().to_string();
+        let fname = name.clone();
         let erased = move |args: &[u8], context: &str| -> CallResult {
             // postcard is not self-describing: refusing leftover bytes catches most arguments
             // meant for another signature instead of running on garbage.
@@ -79,14 +111,14 @@ impl Functions {
                 function(args).map_err(|e| CallError::new(CallErrorKind::Failed, e.to_string(), context))?;
             encode_result(&fname, &value, context)
         };
-        self.by_name.insert(name.to_string(), Entry::Blocking(Arc::new(erased)));
+        self.by_name.insert(name, Entry::new::<A, R>(Run::Blocking(Arc::new(erased))));
         self
     }
 
     /// Adds an async `function` under `name`: it runs as a task on the context's tasks thread,
     /// so it should not block (use [`Functions::register`] for code that does). Errors and panics
     /// are answered as for [`Functions::register`].
-    pub fn register_async<A, R, E, F, Fut>(mut self, name: &str, function: F) -> Functions
+    pub fn register_async<A, R, E, F, Fut>(mut self, name: impl FunctionName<A, R>, function: F) -> Functions
     where
         A: DeserializeOwned + Send + 'static,
         R: Serialize + 'static,
@@ -95,7 +127,8 @@ impl Functions {
         Fut: Future<Output = Result<R, E>> + Send + 'static,
     {
         let function = Arc::new(function);
-        let fname = name.to_string();
+        let name = name.name().to_string();
+        let fname = name.clone();
         let erased = move |args: Bytes, context: String| -> CallFuture {
             let decoded = decode_args::<A>(&fname, &args, &context);
             let function = function.clone();
@@ -116,7 +149,7 @@ impl Functions {
                 encode_result(&fname, &value, &context)
             })
         };
-        self.by_name.insert(name.to_string(), Entry::Async(Arc::new(erased)));
+        self.by_name.insert(name, Entry::new::<A, R>(Run::Async(Arc::new(erased))));
         self
     }
 
@@ -124,10 +157,12 @@ impl Functions {
     /// reports its result with `Input::CallFinished`); `None` for a blocking or unknown one,
     /// which [`Functions::run`] answers.
     pub fn task(&self, request: &CallRequest, context: &str) -> Option<CallFuture> {
-        match self.by_name.get(&request.function) {
-            Some(Entry::Async(f)) => Some(f(request.args.clone(), context.to_string())),
-            _ => None,
-        }
+        let entry = self.by_name.get(&request.function)?;
+        let Run::Async(f) = &entry.run else { return None };
+        Some(match entry.check(request, context) {
+            Ok(()) => f(request.args.clone(), context.to_string()),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        })
     }
 
     /// Runs one request on this thread, as a host does with the core's `Output::RunCall`;
@@ -135,13 +170,16 @@ impl Functions {
     /// arguments that do not decode `Malformed`, a panic `Failed`; an async function is run to
     /// completion on this thread.
     pub fn run(&self, request: &CallRequest, context: &str) -> CallResult {
-        let function = match self.by_name.get(&request.function) {
-            Some(Entry::Blocking(f)) => f,
-            Some(Entry::Async(f)) => {
+        let Some(entry) = self.by_name.get(&request.function) else {
+            return Err(CallError::unknown_function(&request.function, context));
+        };
+        entry.check(request, context)?;
+        let function = match &entry.run {
+            Run::Blocking(f) => f,
+            Run::Async(f) => {
                 // Only reached if a caller bypassed the IO thread: run it to completion here.
                 return smol::future::block_on(f(request.args.clone(), context.to_string()));
             }
-            None => return Err(CallError::unknown_function(&request.function, context)),
         };
         match catch_unwind(AssertUnwindSafe(|| function(&request.args, context))) {
             Ok(result) => result,
@@ -215,6 +253,23 @@ mod tests {
     fn a_registered_function_runs_on_decoded_arguments() {
         let out = functions().run(&request("add", &(2, 3)), "ctx").map(|b| postcard::from_bytes::<i32>(&b));
         assert_eq!(out, Ok(Ok(5)));
+    }
+
+    #[test]
+    fn a_call_with_other_types_is_refused_before_decoding_naming_the_callees_types() {
+        use arbor_core::call::{RequestMeta, TypeFingerprint};
+        // (2u8, 3u8) would decode as an (i32, i32) of garbage: the fingerprint stops it first.
+        let meta = RequestMeta { types: Some(TypeFingerprint::of::<(u8, u8), i32>()), timeout: None };
+        let wrong = request("add", &(2u8, 3u8)).with_meta(meta);
+        let e = functions().run(&wrong, "ctx").unwrap_err();
+        assert_eq!(e.kind, CallErrorKind::TypeMismatch);
+        assert_eq!(e.message, "ctx declares \"add\" as (i32, i32) -> i32");
+        let meta = RequestMeta { types: Some(TypeFingerprint::of::<(i32, i32), i32>()), timeout: None };
+        let right = request("add", &(2i32, 3i32)).with_meta(meta);
+        assert_eq!(functions().run(&right, "ctx").map(|b| postcard::from_bytes::<i32>(&b).ok()), Ok(Some(5)));
+        // A caller that takes no result (call_no_reply) matches on the arguments alone.
+        let meta = RequestMeta { types: Some(TypeFingerprint::of_args::<(i32, i32)>()), timeout: None };
+        assert!(functions().run(&request("add", &(2i32, 3i32)).with_meta(meta), "ctx").is_ok());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use arbor_core::call::{CallError, CallErrorKind, CallResult, JobId};
+use arbor_core::call::{CallError, CallErrorKind, CallId, CallResult, JobId};
 use arbor_core::host::Host;
 use arbor_core::ids::ContextId;
 use arbor_core::time::Instant;
@@ -91,22 +91,35 @@ impl Shared {
         target: ContextId,
         body: arbor_core::call::RequestBody,
         defer: bool,
-    ) -> oneshot::Receiver<CallResult> {
+    ) -> (oneshot::Receiver<CallResult>, Option<CallId>) {
         let (reply, answer) = oneshot::channel();
-        self.with(|state, now| {
+        let call = self.with(|state, now| {
             state.defer_writes = defer;
             if state.exited.is_some() {
                 state.deliveries.answers.push((reply, Err(gone(&self.name))));
-                return;
+                return None;
             }
             match state.host.call_body(now, target, body) {
                 Ok(call) => {
                     state.calls.insert(call, reply);
+                    Some(call)
                 }
-                Err(e) => state.deliveries.answers.push((reply, Err(e))),
+                Err(e) => {
+                    state.deliveries.answers.push((reply, Err(e)));
+                    None
+                }
             }
         });
-        answer
+        (answer, call)
+    }
+
+    /// Gives up on a call whose future was dropped unresolved (the node tells the callee).
+    pub fn cancel(self: &Arc<Self>, call: CallId) {
+        self.with(|state, now| {
+            if state.exited.is_none() && state.calls.contains_key(&call) {
+                state.host.cancel_call(now, call);
+            }
+        });
     }
 
     /// Asks for a child context; the answer arrives on the returned receiver.
@@ -133,6 +146,14 @@ impl Shared {
     pub fn call_finished(self: &Arc<Self>, job: JobId, result: CallResult) {
         self.with(|state, now| {
             state.defer_if_busy = true;
+            state.host.call_finished(now, job, result);
+        });
+    }
+
+    /// An async function's task ended (or was stopped because its caller gave up).
+    pub fn task_finished(self: &Arc<Self>, job: JobId, result: CallResult) {
+        self.with(|state, now| {
+            state.stops.remove(&job);
             state.host.call_finished(now, job, result);
         });
     }

@@ -92,6 +92,9 @@ pub(crate) struct State {
     pub groups: Groups,
     pub next_stream: u32,
     pub calls: BTreeMap<CallId, oneshot::Sender<CallResult>>,
+    /// What stops each running async function's task (dropping its future) if its caller
+    /// gives up.
+    pub stops: BTreeMap<JobId, oneshot::Sender<()>>,
     pub spawns: BTreeMap<SpawnTicket, (SpawnOptions, SpawnReply)>,
     /// Spawns the host handed out, for the IO thread to carry out.
     pub to_spawn: Vec<(SpawnTicket, ContextId)>,
@@ -127,6 +130,7 @@ impl State {
             groups: Groups::default(),
             next_stream: 0,
             calls: BTreeMap::new(),
+            stops: BTreeMap::new(),
             spawns: BTreeMap::new(),
             to_spawn: Vec::new(),
             jobs: Some(jobs),
@@ -287,6 +291,14 @@ impl State {
         match out {
             Output::RunCall { job, request, .. } => self.run_call(shared, job, request),
             Output::CallsClosed => self.jobs = None,
+            Output::CancelCall { job } => match self.stops.remove(&job) {
+                Some(stop) => stop.send(()),
+                None => self.deliveries.notes.push(Note::Warn(format!(
+                    "the caller of call {} gave up on it, but a blocking function cannot be stopped: it \
+                     runs on, and its result will be dropped",
+                    job.0
+                ))),
+            },
             Output::CallReturned { call, result } => {
                 if let Some(reply) = self.calls.remove(&call) {
                     self.deliveries.answers.push((reply, result));
@@ -312,10 +324,19 @@ impl State {
     fn run_call(&mut self, shared: &Arc<Shared>, job: JobId, request: CallRequest) {
         if let Some(task) = shared.functions.task(&request, &shared.name) {
             let done = Arc::downgrade(shared);
+            let (stop, stopped) = oneshot::channel::<()>();
+            self.stops.insert(job, stop);
+            let name = shared.name.clone();
             self.deliveries.tasks.push(Box::pin(async move {
-                let result = task.await;
+                // The function's own future is polled first, so one that finished wins; a stop
+                // drops it where it stands.
+                let dropped = async move {
+                    let _ = stopped.await;
+                    Err(CallError::new(CallErrorKind::Cancelled, "dropped: its caller gave up", name))
+                };
+                let result = smol::future::or(task, dropped).await;
                 if let Some(shared) = done.upgrade() {
-                    shared.call_finished(job, result);
+                    shared.task_finished(job, result);
                 }
             }));
             return;

@@ -45,6 +45,9 @@ on_every_runtime!(
     s29_a_process_user_code_left_in_the_group_does_not_outlive_the_tree,
     the_async_api_spawns_pipelines_and_runs_async_functions_from_any_task,
     a_spawn_not_carried_out_when_shutdown_begins_fails_shutting_down,
+    s28_a_call_to_a_sibling_is_answered_with_the_refusal_within_milliseconds,
+    s30_mismatched_types_are_a_type_mismatch_naming_both_sides,
+    s31_deadlines_resolve_once_at_the_deadline_and_the_callee_is_told,
 );
 
 static NEXT_MARKER: AtomicU32 = AtomicU32::new(0);
@@ -193,8 +196,8 @@ fn bad_input_is_a_typed_error_and_the_child_keeps_serving(runtime: &str) {
     let out = run("bad_input", runtime);
     assert_eq!(get(&out, "unknown"), "UnknownFunction");
     assert_eq!(get(&out, "panic"), "Failed");
-    assert_eq!(get(&out, "bad_args"), "Malformed");
-    assert_eq!(get(&out, "bad_result"), "Malformed");
+    assert_eq!(get(&out, "bad_args"), "TypeMismatch");
+    assert_eq!(get(&out, "bad_result"), "TypeMismatch");
     assert_eq!(get(&out, "still_serving"), "Ok");
 }
 
@@ -231,6 +234,49 @@ fn s17_a_sigkilled_root_leaves_no_descendant_alive(runtime: &str) {
     // Parent-death signals cascade level by level; a generous bound for a loaded machine.
     assert!(took < Duration::from_secs(2), "descendants took {took:?} to die");
     eprintln!("s17: every descendant gone {took:?} after the root was SIGKILLed");
+}
+
+/// S28: a call from one child to its sibling is refused by the sibling's router for lacking
+/// authority, and answered at once with the refusal — never left pending until someone exits.
+fn s28_a_call_to_a_sibling_is_answered_with_the_refusal_within_milliseconds(runtime: &str) {
+    let out = run("s28", runtime);
+    assert_eq!(get(&out, "sibling_call"), "Undeliverable", "{out:?}");
+    assert!(get(&out, "sibling_message").contains("CALL_FUNCTION without parent authority"), "{out:?}");
+    assert!(ms(&out, "sibling_ms") < 500.0, "{out:?}");
+    assert_eq!(get(&out, "b_still_serving"), "Ok");
+}
+
+/// S30: `(2u8, 3u8)` sent to a function of `(i32, i32)` is a `TypeMismatch` naming both sides,
+/// never a value; the typed handle gives the answer.
+fn s30_mismatched_types_are_a_type_mismatch_naming_both_sides(runtime: &str) {
+    let out = run("s30", runtime);
+    assert_eq!(get(&out, "wrong_types"), "TypeMismatch", "{out:?}");
+    let message = get(&out, "wrong_types_message");
+    assert!(message.contains("called as (u8, u8) -> i32"), "{message}");
+    assert!(message.contains("declares \"add\" as (i32, i32) -> i32"), "{message}");
+    assert_eq!(get(&out, "wrong_result"), "TypeMismatch");
+    assert_eq!(get(&out, "typed"), "5");
+    assert_eq!(get(&out, "str_for_string"), "Ok");
+}
+
+/// S31: a call with a deadline queued behind a busy function times out at its deadline and
+/// never starts; a running async function past its deadline, or whose future was dropped, is
+/// dropped; a running blocking one runs on and is reported; the child serves on throughout.
+fn s31_deadlines_resolve_once_at_the_deadline_and_the_callee_is_told(runtime: &str) {
+    let out = run("s31", runtime);
+    assert_eq!(get(&out, "queued"), "Timeout", "{out:?}");
+    let at = ms(&out, "queued_ms");
+    assert!((100.0..400.0).contains(&at), "timed out after {at} ms, not at its 100 ms deadline");
+    assert_eq!(get(&out, "busy"), "Ok");
+    assert_eq!(get(&out, "serving_after"), "Ok");
+    assert_eq!(get(&out, "queued_never_ran"), "true", "{out:?}");
+    assert_eq!(get(&out, "async"), "Timeout");
+    assert!(ms(&out, "async_ms") < 300.0, "{out:?}");
+    assert_eq!(get(&out, "blocking"), "Timeout");
+    assert_eq!(get(&out, "blocking_reported"), "true", "{out:?}");
+    assert_eq!(get(&out, "async_never_finished"), "true", "{out:?}");
+    assert_eq!(get(&out, "dropped_never_finished"), "true", "{out:?}");
+    assert_eq!(get(&out, "serving_at_end"), "Ok");
 }
 
 /// A thousand calls in flight from one thread, and bursts from four threads at once, are each

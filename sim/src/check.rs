@@ -539,6 +539,9 @@ pub fn kind_name(k: CallErrorKind) -> &'static str {
         CallErrorKind::Disconnected => "disconnected",
         CallErrorKind::Undeliverable => "undeliverable",
         CallErrorKind::TooLarge => "too-large",
+        CallErrorKind::TypeMismatch => "type-mismatch",
+        CallErrorKind::Timeout => "timeout",
+        CallErrorKind::Cancelled => "cancelled",
     }
 }
 

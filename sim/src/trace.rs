@@ -198,6 +198,10 @@ fn hash_output(h: &mut Fnv, o: &Output) {
             h.bytes(format!("{d:?}").as_bytes());
         }
         Output::Exit { how } => h.u64(11 << 32 | *how as u64),
+        Output::CancelCall { job } => {
+            h.u64(12);
+            h.u64(job.0);
+        }
     }
 }
 
@@ -496,6 +500,7 @@ impl fmt::Display for OutText<'_> {
             Output::IdsAvailable => f.write_str("ids available"),
             Output::Diagnostic(d) => DiagText(d).fmt(f),
             Output::Exit { how } => write!(f, "EXIT {how:?}"),
+            Output::CancelCall { job } => write!(f, "cancel running call job={}", JobText(*job)),
         }
     }
 }

@@ -1,13 +1,16 @@
 //! The node's call API as a host with large arguments or a burst of calls uses it:
 //! `CallRequest::encode_args` + `Node::call_body`, and `Node::calls_waiting`.
 
-use arbor_core::call::{CallErrorKind, CallRequest};
+use std::time::Duration;
+
+use arbor_core::call::{CallErrorKind, CallId, CallRequest, JobId, RequestMeta};
 use arbor_core::frame::{Encoding, Message};
 use arbor_core::handle::Handle;
 use arbor_core::ids::ContextId;
-use arbor_core::node::{Input, Node, NodeConfig, Output, StreamKind};
+use arbor_core::node::{Diagnostic, Input, Node, NodeConfig, Output, StreamKind};
 use arbor_core::router::StreamId;
 use arbor_core::time::Instant;
+use bytes::Bytes;
 
 const PARENT: StreamId = StreamId(1);
 
@@ -87,4 +90,218 @@ fn calls_waiting_counts_the_calls_behind_the_running_one() {
     let next = outputs(&mut node).into_iter().filter(|o| matches!(o, Output::RunCall { .. })).count();
     assert_eq!(next, 1);
     assert_eq!(node.calls_waiting(), 1);
+}
+
+// --- S31: deadlines and cancellation ------------------------------------------------------------
+
+const TO_CHILD: StreamId = StreamId(7);
+
+/// A root and its child 1, joined by hand: every frame one transmits is fed to the other at the
+/// same instant. Outputs other than frames are kept per side, in order.
+struct Pair {
+    root: Node,
+    child: Node,
+    now: Instant,
+    at_root: Vec<Output>,
+    at_child: Vec<Output>,
+    /// Frames for the child are dropped while set (a cut-off cancel).
+    drop_to_child: bool,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let mut root = Node::new(NodeConfig::root());
+        let kind = StreamKind::Child { id: ContextId(1), pid: None, name: None };
+        root.handle_input(Instant::ZERO, Input::StreamOpened { stream: TO_CHILD, kind }).unwrap();
+        let mut pair = Pair {
+            root,
+            child: child(1 << 20),
+            now: Instant::ZERO,
+            at_root: Vec::new(),
+            at_child: Vec::new(),
+            drop_to_child: false,
+        };
+        pair.pump();
+        pair.at_root.clear();
+        pair.at_child.clear();
+        pair
+    }
+
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(o) = self.root.poll_output() {
+                match o {
+                    Output::Transmit { stream, frame } if stream == TO_CHILD => {
+                        if !self.drop_to_child {
+                            let bytes = frame.to_vec();
+                            self.child
+                                .handle_input(self.now, Input::Received { stream: PARENT, bytes: &bytes })
+                                .unwrap();
+                        }
+                        moved = true;
+                    }
+                    other => self.at_root.push(other),
+                }
+            }
+            while let Some(o) = self.child.poll_output() {
+                match o {
+                    Output::Transmit { stream, frame } if stream == PARENT => {
+                        let bytes = frame.to_vec();
+                        self.root
+                            .handle_input(self.now, Input::Received { stream: TO_CHILD, bytes: &bytes })
+                            .unwrap();
+                        moved = true;
+                    }
+                    other => self.at_child.push(other),
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn call(&mut self, function: &str, timeout: Option<Duration>) -> CallId {
+        let meta = RequestMeta { types: None, timeout };
+        let body = CallRequest::body_with(function, b"", meta);
+        let call = self.root.call_body(self.now, ContextId(1), body).unwrap();
+        self.pump();
+        call
+    }
+
+    /// Moves time to `at`, firing the root's and the child's timers that are due.
+    fn advance(&mut self, at: Instant) {
+        self.now = at;
+        self.root.handle_timeout(at);
+        self.child.handle_timeout(at);
+        self.pump();
+    }
+
+    fn finish(&mut self, job: JobId) {
+        self.child.handle_input(self.now, Input::CallFinished { job, result: Ok(Bytes::new()) }).unwrap();
+        self.pump();
+    }
+
+    fn answers(&self, call: CallId) -> Vec<Result<Bytes, CallErrorKind>> {
+        self.at_root
+            .iter()
+            .filter_map(|o| match o {
+                Output::CallReturned { call: c, result } if *c == call => {
+                    Some(result.clone().map_err(|e| e.kind))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn started(&self) -> Vec<(JobId, String)> {
+        self.at_child
+            .iter()
+            .filter_map(|o| match o {
+                Output::RunCall { job, request, .. } => Some((*job, request.function.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn not_started(&self) -> Vec<(String, bool)> {
+        self.at_child
+            .iter()
+            .filter_map(|o| match o {
+                Output::Diagnostic(Diagnostic::CallNotStarted { function, cancelled, .. }) => {
+                    Some((function.clone(), *cancelled))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn ms(n: u64) -> Instant {
+    Instant::ZERO + Duration::from_millis(n)
+}
+
+#[test]
+fn s31_calls_queued_behind_a_hung_call_time_out_at_their_deadlines_and_never_start() {
+    let mut p = Pair::new();
+    let hung = p.call("hang", None);
+    let a = p.call("a", Some(Duration::from_millis(100)));
+    let b = p.call("b", Some(Duration::from_millis(200)));
+    assert_eq!(p.started().len(), 1, "only the hung call runs");
+    assert_eq!(p.root.poll_timeout(), Some(ms(100)), "the earliest deadline is the root's timer");
+
+    p.advance(ms(99));
+    assert!(p.answers(a).is_empty(), "not before its deadline");
+    p.advance(ms(100));
+    assert_eq!(p.answers(a), vec![Err(CallErrorKind::Timeout)]);
+    assert_eq!(p.not_started(), vec![("a".to_string(), true)], "the callee was told, and dropped it");
+    p.advance(ms(200));
+    assert_eq!(p.answers(b), vec![Err(CallErrorKind::Timeout)]);
+
+    // The hung call ends at last: nothing queued behind it starts, nothing resolves twice.
+    let (job, _) = p.started()[0].clone();
+    p.finish(job);
+    assert_eq!(p.started().len(), 1);
+    assert_eq!(p.answers(hung), vec![Ok(Bytes::new())]);
+    assert_eq!(p.answers(a).len() + p.answers(b).len(), 2);
+    assert_eq!(p.root.pending_calls(), 0);
+}
+
+#[test]
+fn s31_a_queued_call_whose_cancel_was_lost_still_never_starts_after_its_deadline() {
+    let mut p = Pair::new();
+    p.call("hang", None);
+    let late = p.call("late", Some(Duration::from_millis(50)));
+    p.drop_to_child = true; // the cancel never arrives
+    p.advance(ms(50));
+    assert_eq!(p.answers(late), vec![Err(CallErrorKind::Timeout)]);
+    p.drop_to_child = false;
+    p.advance(ms(60));
+    let (job, _) = p.started()[0].clone();
+    p.finish(job);
+    assert_eq!(p.started().len(), 1, "expired in the queue: never started");
+    assert_eq!(p.not_started(), vec![("late".to_string(), false)]);
+}
+
+#[test]
+fn s31_a_running_call_whose_caller_gave_up_is_reported_and_its_late_result_dropped() {
+    let mut p = Pair::new();
+    let slow = p.call("slow", Some(Duration::from_millis(10)));
+    let (job, _) = p.started()[0].clone();
+    p.advance(ms(10));
+    assert_eq!(p.answers(slow), vec![Err(CallErrorKind::Timeout)]);
+    assert!(p.at_child.iter().any(|o| matches!(o, Output::CancelCall { job: j } if *j == job)));
+    p.finish(job);
+    assert_eq!(p.answers(slow).len(), 1, "the late result is not sent, so not seen");
+    assert!(
+        !p.at_root.iter().any(|o| matches!(o, Output::Diagnostic(Diagnostic::UnknownHandle { .. }))),
+        "nothing arrived for a handle nobody waits on"
+    );
+}
+
+#[test]
+fn s31_cancelling_a_call_resolves_it_once_and_the_callee_drops_it() {
+    let mut p = Pair::new();
+    p.call("hang", None);
+    let dropped = p.call("dropped", None);
+    p.root.cancel_call(p.now, dropped);
+    p.pump();
+    assert_eq!(p.answers(dropped), vec![Err(CallErrorKind::Cancelled)]);
+    assert_eq!(p.not_started(), vec![("dropped".to_string(), true)]);
+    p.root.cancel_call(p.now, dropped); // twice: nothing more
+    p.pump();
+    assert_eq!(p.answers(dropped).len(), 1);
+}
+
+#[test]
+fn s31_a_call_answered_before_its_deadline_leaves_no_timer_behind() {
+    let mut p = Pair::new();
+    let quick = p.call("quick", Some(Duration::from_secs(5)));
+    let (job, _) = p.started()[0].clone();
+    p.finish(job);
+    assert_eq!(p.answers(quick), vec![Ok(Bytes::new())]);
+    assert_eq!(p.root.poll_timeout(), None);
+    p.advance(ms(5000));
+    assert_eq!(p.answers(quick).len(), 1);
 }
