@@ -13,8 +13,11 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant as WallClock};
 
+use arbor_core::node::Output;
+
 use crate::plan::{Action, Mutation, Net, Plan};
 use crate::run::run;
+use crate::trace::What;
 
 /// The W1 plan: `n` children, `k` sequential echo calls to each, 1 ms latency.
 pub fn tree_plan(n: usize, k: u32, seed: u64) -> Plan {
@@ -55,83 +58,71 @@ fn sample(workload: &str, metric: &str, unit: &str, value: f64) {
     println!("sample\tarbor-sim\t{workload}\t{metric}\t{unit}\t{value}");
 }
 
-/// `arbor-sim bench tree|sweep …`.
-pub fn command<'a>(
-    args: &[String],
-    num: impl Fn(&str, u64) -> Result<u64, String>,
-    _value: impl Fn(&str) -> Option<&'a str>,
-) -> Result<bool, String> {
-    match args.first().map(String::as_str) {
-        Some("tree") => {
-            let (n, k, seed) = (num("n", 10)? as usize, num("k", 1000)? as u32, num("seed", 1)?);
-            let plan = tree_plan(n, k, seed);
-            let t0 = WallClock::now();
-            let report = run(&plan);
-            let wall = t0.elapsed().as_secs_f64();
-            let ok = report.passed();
-            let answered = report
-                .trace
-                .events
-                .iter()
-                .filter(|e| matches!(&e.what, crate::trace::What::Out(arbor_core::node::Output::CallReturned { result: Ok(_), .. })))
-                .count();
-            if answered != n * k as usize {
-                return Err(format!("only {answered} of {} calls answered", n * k as usize));
-            }
-            let sim_s = report
-                .trace
-                .events
-                .iter()
-                .rev()
-                .find(|e| e.proc == 0 && matches!(e.what, crate::trace::What::Died(_)))
-                .map_or(0.0, |e| e.at.as_nanos() as f64 / 1e9);
-            sample("W1 tree", "wall time", "s", wall);
-            sample("W1 tree", "messages delivered", "msgs", report.stats.messages as f64);
-            sample("W1 tree", "throughput", "msgs/wall-s", report.stats.messages as f64 / wall);
-            sample("W1 tree", "simulated time", "sim-s", sim_s);
-            if !ok {
-                for v in &report.violations {
-                    eprintln!("{v}");
-                }
-            }
-            Ok(ok)
-        }
-        Some("sweep") => {
-            let children = num("children", 3)? as usize;
-            let rpcs = num("rpcs", 20)? as u32;
-            let seeds = num("seeds", 20_000)?;
-            let budget = Duration::from_secs(num("budget-s", 20)?);
-            let jobs = num("jobs", std::thread::available_parallelism().map_or(1, |n| n.get() as u64))?.max(1);
-            let next = AtomicU64::new(0);
-            let done = AtomicU64::new(0);
-            let failed = AtomicBool::new(false);
-            let t0 = WallClock::now();
-            std::thread::scope(|s| {
-                for _ in 0..jobs {
-                    s.spawn(|| loop {
-                        if t0.elapsed() >= budget {
-                            break;
-                        }
-                        let seed = next.fetch_add(1, Ordering::Relaxed);
-                        if seed >= seeds {
-                            break;
-                        }
-                        let report = run(&sweep_plan(children, rpcs, seed));
-                        if !report.passed() {
-                            eprintln!("seed {seed}: {}", report.violations[0]);
-                            failed.store(true, Ordering::Relaxed);
-                        }
-                        done.fetch_add(1, Ordering::Relaxed);
-                    });
-                }
-            });
-            let wall = t0.elapsed().as_secs_f64();
-            let n = done.load(Ordering::Relaxed) as f64;
-            sample("W2 sweep", "wall time", "s", wall);
-            sample("W2 sweep", "seed rate", "seeds/min", n / wall * 60.0);
-            sample("W2 sweep", "seeds completed", "seeds", n);
-            Ok(!failed.load(Ordering::Relaxed))
-        }
-        _ => Err("usage: arbor-sim bench tree [--n N] [--k K] [--seed S] | bench sweep [--children C] [--rpcs R] [--seeds N] [--budget-s S] [--jobs J]".into()),
+/// `arbor-sim bench tree`: runs W1 once and prints its samples; an error if a call went
+/// unanswered, `Ok(false)` if an invariant broke.
+pub fn tree(n: usize, k: u32, seed: u64) -> Result<bool, String> {
+    let plan = tree_plan(n, k, seed);
+    let t0 = WallClock::now();
+    let report = run(&plan);
+    let wall = t0.elapsed().as_secs_f64();
+    let ok = report.passed();
+    let answered = report
+        .trace
+        .events
+        .iter()
+        .filter(|e| matches!(&e.what, What::Out(Output::CallReturned { result: Ok(_), .. })))
+        .count();
+    if answered != n * k as usize {
+        return Err(format!("only {answered} of {} calls answered", n * k as usize));
     }
+    let sim_s = report
+        .trace
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.proc == 0 && matches!(e.what, What::Died(_)))
+        .map_or(0.0, |e| e.at.as_nanos() as f64 / 1e9);
+    sample("W1 tree", "wall time", "s", wall);
+    sample("W1 tree", "messages delivered", "msgs", report.stats.messages as f64);
+    sample("W1 tree", "throughput", "msgs/wall-s", report.stats.messages as f64 / wall);
+    sample("W1 tree", "simulated time", "sim-s", sim_s);
+    for v in &report.violations {
+        eprintln!("{v}");
+    }
+    Ok(ok)
+}
+
+/// `arbor-sim bench sweep`: W2 on `jobs` threads until `seeds` or `budget_s` run out; whether
+/// every run passed.
+pub fn sweep(children: usize, rpcs: u32, seeds: u64, budget_s: u64, jobs: u64) -> bool {
+    let budget = Duration::from_secs(budget_s);
+    let next = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let t0 = WallClock::now();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| loop {
+                if t0.elapsed() >= budget {
+                    break;
+                }
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= seeds {
+                    break;
+                }
+                let report = run(&sweep_plan(children, rpcs, seed));
+                if !report.passed() {
+                    eprintln!("seed {seed}: {}", report.violations[0]);
+                    failed.store(true, Ordering::Relaxed);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+    });
+    let wall = t0.elapsed().as_secs_f64();
+    let n = done.load(Ordering::Relaxed) as f64;
+    sample("W2 sweep", "wall time", "s", wall);
+    sample("W2 sweep", "seed rate", "seeds/min", n / wall * 60.0);
+    sample("W2 sweep", "seeds completed", "seeds", n);
+    !failed.load(Ordering::Relaxed)
 }

@@ -50,6 +50,56 @@ impl fmt::Display for Violation {
     }
 }
 
+impl Violation {
+    /// A violation of the property `checker`, about no process and no instant in particular
+    /// (see [`Violation::at`]).
+    pub fn new(checker: &'static str, detail: impl Into<String>) -> Violation {
+        Violation { checker, proc: None, at: None, detail: detail.into() }
+    }
+
+    /// The same violation, about process `proc` at `at`.
+    pub fn at(self, proc: ProcId, at: Instant) -> Violation {
+        Violation { proc: Some(proc), at: Some(at), ..self }
+    }
+}
+
+/// A property of a finished run, stated by a user of the crate and checked beside the built-in
+/// checkers ([`crate::Sim::check`]): its violations fail the run like theirs do, and the shrinker
+/// keeps a smaller plan only while it still breaks one of the properties the original broke, a
+/// user's included.
+///
+/// Any `Fn(&Plan, &Trace) -> Vec<Violation>` paired with its name is one:
+///
+/// ```
+/// use arbor_sim::{Check, Violation, What};
+/// let no_kill = ("no-sigkill", |_: &arbor_sim::Plan, trace: &arbor_sim::Trace| {
+///     trace.events.iter()
+///         .filter(|e| matches!(e.what, What::Signalled(arbor_core::reaper::Signal::Kill)))
+///         .map(|e| Violation::new("no-sigkill", "a process was SIGKILLed").at(e.proc, e.at))
+///         .collect::<Vec<_>>()
+/// });
+/// assert_eq!(no_kill.name(), "no-sigkill");
+/// ```
+pub trait Check: Send + Sync {
+    /// The name violations carry ([`Violation::checker`]).
+    fn name(&self) -> &'static str;
+    /// Appends to `out` what the run broke; nothing if it held.
+    fn check(&self, plan: &Plan, trace: &Trace, out: &mut Vec<Violation>);
+}
+
+impl<F> Check for (&'static str, F)
+where
+    F: Fn(&Plan, &Trace) -> Vec<Violation> + Send + Sync,
+{
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn check(&self, plan: &Plan, trace: &Trace, out: &mut Vec<Violation>) {
+        out.extend((self.1)(plan, trace));
+    }
+}
+
 /// The names of all checkers, in the order they run.
 pub const CHECKERS: &[&str] = &[
     "shutdown-ordering",

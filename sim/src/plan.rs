@@ -286,8 +286,57 @@ impl Plan {
         s
     }
 
-    /// Parses [`Plan::to_text`]'s format; the error names the offending line.
-    pub fn from_text(text: &str) -> Result<Plan, String> {
+    /// Checks that the plan describes a run that can happen: every parent comes before its
+    /// child, every action and fault names a process of the tree, and every name is one word (so
+    /// the text form reads back the same plan). [`crate::Sim::run`] refuses a plan that fails
+    /// this, so a call to process 5 of a 2-process tree is an error, not a quiet pass.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        for (i, p) in self.parents.iter().enumerate() {
+            if *p > i {
+                return Err(PlanError::ParentAfterChild { child: i + 1, parent: *p });
+            }
+        }
+        let procs = self.procs();
+        let named = |what: &'static str, proc: ProcId| {
+            if proc < procs {
+                Ok(())
+            } else {
+                Err(PlanError::NoSuchProcess { what, proc, procs })
+            }
+        };
+        for (_, a) in &self.actions {
+            match a {
+                Action::Call { from, to, function, .. } => {
+                    named("call", *from)?;
+                    named("call", *to)?;
+                    one_word("function", function)?;
+                }
+                Action::Chain { from, to, .. } => {
+                    named("chain", *from)?;
+                    named("chain", *to)?;
+                }
+                Action::Print { proc, .. } => named("print", *proc)?,
+                Action::Shutdown { proc } => named("shutdown", *proc)?,
+                Action::Force { proc } => named("force", *proc)?,
+            }
+        }
+        for (_, f) in &self.faults {
+            named("fault", f.proc())?;
+        }
+        if !self.name.is_empty() {
+            one_word("name", &self.name)?;
+        }
+        for e in &self.expect {
+            if let Expect::CallErrors(kind, _) = e {
+                one_word("call-errors kind", kind)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses [`Plan::to_text`]'s format and [validates](Plan::validate) the plan; the error
+    /// names the offending line.
+    pub fn from_text(text: &str) -> Result<Plan, PlanError> {
         let mut plan = Plan {
             name: String::new(),
             seed: 0,
@@ -302,12 +351,12 @@ impl Plan {
         let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
         match lines.next() {
             Some((_, "arbor-sim plan v1")) => {}
-            _ => return Err("not an arbor-sim plan (first line must be `arbor-sim plan v1`)".into()),
+            _ => return Err(PlanError::NotAPlan),
         }
         for (no, line) in lines {
-            let bad = |why: &str| format!("line {}: {why}: {line}", no + 1);
+            let bad = |why: &'static str| PlanError::Line { line: no + 1, why, text: line.to_string() };
             let w: Vec<&str> = line.split_whitespace().collect();
-            let num = |i: usize| -> Result<u64, String> {
+            let num = |i: usize| -> Result<u64, PlanError> {
                 w.get(i).and_then(|s| s.parse().ok()).ok_or_else(|| bad("expected a number"))
             };
             let ns = |i: usize| num(i).map(Duration::from_nanos);
@@ -398,21 +447,60 @@ impl Plan {
                 _ => return Err(bad("unknown line")),
             }
         }
-        let n = plan.procs();
-        let in_range = |p: ProcId| p < n;
-        let actions_ok = plan.actions.iter().all(|(_, a)| match a {
-            Action::Call { from, to, .. } | Action::Chain { from, to, .. } => {
-                in_range(*from) && in_range(*to)
-            }
-            Action::Print { proc, .. } | Action::Shutdown { proc } | Action::Force { proc } => {
-                in_range(*proc)
-            }
-        });
-        if !actions_ok || !plan.faults.iter().all(|(_, f)| in_range(f.proc())) {
-            return Err("an action or fault names a process not in the tree".into());
-        }
+        plan.validate()?;
         Ok(plan)
     }
+}
+
+/// Why a plan cannot run, or a text is not a plan.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The text does not start with the format's first line.
+    #[error("not an arbor-sim plan (first line must be `arbor-sim plan v1`)")]
+    NotAPlan,
+    /// A line of the text could not be read.
+    #[error("line {line}: {why}: {text}")]
+    Line {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        why: &'static str,
+        /// The line.
+        text: String,
+    },
+    /// `parents` lists a parent at or after its child (the tree is spawned in index order).
+    #[error("process {child}'s parent {parent} must come before it")]
+    ParentAfterChild {
+        /// The child.
+        child: ProcId,
+        /// Its parent.
+        parent: ProcId,
+    },
+    /// An action or fault names a process the tree does not have.
+    #[error("{what} names process {proc}, but the tree has only processes 0..{procs}")]
+    NoSuchProcess {
+        /// The kind of step.
+        what: &'static str,
+        /// The process it names.
+        proc: ProcId,
+        /// How many processes the tree has.
+        procs: usize,
+    },
+    /// A name that must be one word (the text form splits on whitespace) is empty or is not.
+    #[error("{what} {value:?} must be one word")]
+    NotOneWord {
+        /// Which name.
+        what: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+fn one_word(what: &'static str, value: &str) -> Result<(), PlanError> {
+    if value.is_empty() || value.contains(char::is_whitespace) {
+        return Err(PlanError::NotOneWord { what, value: value.to_string() });
+    }
+    Ok(())
 }
 
 /// A fault in the plan's text form.
@@ -476,8 +564,25 @@ mod tests {
     fn bad_plans_are_refused_with_the_line() {
         assert!(Plan::from_text("hello").is_err());
         let err = Plan::from_text("arbor-sim plan v1\ntree 0\nfault 0 kill 7\n").unwrap_err();
-        assert!(err.contains("not in the tree"), "{err}");
-        let err = Plan::from_text("arbor-sim plan v1\nbogus 1\n").unwrap_err();
+        assert_eq!(err, PlanError::NoSuchProcess { what: "fault", proc: 7, procs: 2 });
+        let err = Plan::from_text("arbor-sim plan v1\nbogus 1\n").unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn a_plan_that_names_a_process_the_tree_lacks_does_not_validate() {
+        let mut plan = Plan::manual(vec![0]);
+        assert_eq!(plan.validate(), Ok(()));
+        plan.actions
+            .push((Duration::ZERO, Action::Call { from: 0, to: 5, function: "echo".into(), reply: true }));
+        assert_eq!(plan.validate(), Err(PlanError::NoSuchProcess { what: "call", proc: 5, procs: 2 }));
+        let mut plan = Plan::manual(vec![0, 2, 1]);
+        assert_eq!(plan.validate(), Err(PlanError::ParentAfterChild { child: 2, parent: 2 }));
+        plan.parents = vec![0];
+        plan.actions.push((
+            Duration::ZERO,
+            Action::Call { from: 0, to: 1, function: "two words".into(), reply: true },
+        ));
+        assert!(matches!(plan.validate(), Err(PlanError::NotOneWord { what: "function", .. })));
     }
 }

@@ -5,8 +5,10 @@ use std::time::Duration;
 use arbor_core::reaper::Escalation;
 use arbor_core::time::Instant;
 
-use crate::check::{check, Violation};
-use crate::plan::Plan;
+use std::sync::Arc;
+
+use crate::check::{check, Check, Violation};
+use crate::plan::{Plan, PlanError};
 use crate::trace::{Trace, What};
 use crate::world::{Stats, World};
 
@@ -32,6 +34,18 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report of a plan that was not run because it is invalid: one `plan` violation.
+    pub(crate) fn refused(plan: &Plan, error: &PlanError) -> Report {
+        Report {
+            plan: plan.clone(),
+            trace: Trace::default(),
+            hash: 0,
+            violations: vec![Violation::new("plan", error.to_string())],
+            stats: Stats::default(),
+            end: Instant::ZERO,
+        }
+    }
+
     /// Whether every invariant held.
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
@@ -68,11 +82,86 @@ impl Report {
     }
 }
 
-/// Runs `plan` until nothing is left to happen (or well past the liveness bound) and checks it.
+/// Runs `plan` until nothing is left to happen (or well past the liveness bound) and checks it
+/// with the built-in checkers. A plan that does not [validate](Plan::validate) is not run: its
+/// report carries one `plan` violation saying why, so it cannot pass ([`Sim::run`] returns the
+/// error instead).
 pub fn run(plan: &Plan) -> Report {
-    let mut world = World::new(plan);
-    world.run_until(limit(plan));
-    finish(world)
+    Sim::new().run(plan).unwrap_or_else(|e| Report::refused(plan, &e))
+}
+
+/// The simulator as a user drives it: plans are validated before they run, and every run is
+/// judged by the built-in checkers and by the user's own [`Check`]s, which shrinking honours
+/// too.
+///
+/// ```
+/// use arbor_sim::{scenario, Sim, Violation};
+/// let sim = Sim::new().check(("root-dies-last", |plan: &arbor_sim::Plan, trace: &arbor_sim::Trace| {
+///     let died = |p| trace.events.iter().rposition(|e| e.proc == p && matches!(e.what, arbor_sim::What::Died(_)));
+///     (1..plan.procs())
+///         .filter(|p| died(*p) > died(0))
+///         .map(|p| Violation::new("root-dies-last", format!("process {p} outlived the root")))
+///         .collect()
+/// }));
+/// let report = sim.run(&scenario::find("s2-grandchild").unwrap().plan(3)).unwrap();
+/// assert!(report.passed(), "{:?}", report.violations);
+/// ```
+#[derive(Clone, Default)]
+pub struct Sim {
+    checks: Vec<Arc<dyn Check>>,
+    /// Where [`Sim::sweep`] writes a failure's repro file, if not `ARBOR_SIM_REPRO_DIR`.
+    pub(crate) repro_dir: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim").field("checks", &self.check_names().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Sim {
+    /// A simulator with the built-in checkers only.
+    pub fn new() -> Sim {
+        Sim::default()
+    }
+
+    /// Adds a user's check, run after the built-in checkers on every run.
+    pub fn check(mut self, check: impl Check + 'static) -> Sim {
+        self.checks.push(Arc::new(check));
+        self
+    }
+
+    /// Makes [`Sim::sweep`] and [`Sim::test`] write repro files into `dir` (instead of
+    /// `ARBOR_SIM_REPRO_DIR`, or the temp dir).
+    pub fn repro_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Sim {
+        self.repro_dir = Some(dir.into());
+        self
+    }
+
+    /// The names of every check a run is judged by: the built-in ones, then the user's.
+    pub fn check_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        crate::check::CHECKERS.iter().copied().chain(self.checks.iter().map(|c| c.name()))
+    }
+
+    /// Validates `plan`, runs it until nothing is left to happen (or well past the liveness
+    /// bound) and judges it.
+    pub fn run(&self, plan: &Plan) -> Result<Report, PlanError> {
+        plan.validate()?;
+        let mut world = World::new(plan);
+        world.run_until(limit(plan));
+        let mut report = finish(world);
+        for c in &self.checks {
+            c.check(&report.plan, &report.trace, &mut report.violations);
+        }
+        Ok(report)
+    }
+
+    /// A smaller plan that still breaks at least one of the properties `plan` breaks (a user's
+    /// included), and how many runs it took; `plan` unchanged if it passes.
+    pub fn shrink(&self, plan: &Plan, max_runs: usize) -> Result<(Plan, usize), PlanError> {
+        plan.validate()?;
+        Ok(crate::shrink::shrink_with(self, plan, max_runs))
+    }
 }
 
 /// How long a run of `plan` goes on at most: [`OVERTIME`] past the liveness bound.

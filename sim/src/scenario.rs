@@ -10,6 +10,27 @@ use crate::plan::{Action, Expect, Fault, Mutation, Net, Plan, ProcId};
 use crate::rng::Rng;
 
 /// A scenario: a name, what it shows, and its recipe.
+///
+/// Users define their own with [`Scenario::new`] and run them beside the built-in ones through a
+/// [`Scenarios`] list (the command line of [`crate::cli`] takes one):
+///
+/// ```
+/// use std::time::Duration;
+/// use arbor_sim::{Action, Fault, Scenario, Scenarios};
+/// static FROZEN_LEAF: Scenario = Scenario::new(
+///     "my-frozen-leaf",
+///     "a leaf frozen while its parent serves a call",
+///     |rng, plan| {
+///         plan.parents = vec![0, 1];
+///         let at = Duration::from_millis(rng.range(1, 5));
+///         plan.actions.push((at, Action::Call { from: 0, to: 1, function: "work".into(), reply: true }));
+///         plan.faults.push((at, Fault::Freeze(2)));
+///     },
+/// );
+/// let all = Scenarios::builtin().with(&FROZEN_LEAF);
+/// let plan = all.find("my-frozen-leaf").unwrap().plan(7);
+/// assert!(arbor_sim::Sim::new().run(&plan).unwrap().passed());
+/// ```
 #[derive(Debug)]
 pub struct Scenario {
     /// Its name on the command line.
@@ -17,6 +38,54 @@ pub struct Scenario {
     /// What it shows.
     pub about: &'static str,
     build: fn(&mut Rng, &mut Plan),
+}
+
+impl Scenario {
+    /// A scenario whose recipe `build` fills in a plan's tree, actions, faults and expectations.
+    /// The plan it is handed already has a seeded network and a shutdown time (20 to 60 ms);
+    /// afterwards every time in it except zero is moved [`SETTLE`] later, so the recipe's
+    /// actions find a spawned tree.
+    pub const fn new(name: &'static str, about: &'static str, build: fn(&mut Rng, &mut Plan)) -> Scenario {
+        Scenario { name, about, build }
+    }
+}
+
+/// A list of scenarios to look names up in: the built-in ones and any a user adds.
+#[derive(Clone, Debug)]
+pub struct Scenarios {
+    list: Vec<&'static Scenario>,
+}
+
+impl Scenarios {
+    /// The built-in scenarios ([`SCENARIOS`]).
+    pub fn builtin() -> Scenarios {
+        Scenarios { list: SCENARIOS.iter().collect() }
+    }
+
+    /// No scenarios at all: only the ones [added](Scenarios::with).
+    pub fn none() -> Scenarios {
+        Scenarios { list: Vec::new() }
+    }
+
+    /// The list with `scenario` added at its end. A scenario named like one already listed
+    /// takes its place, so a user can replace a built-in one.
+    pub fn with(mut self, scenario: &'static Scenario) -> Scenarios {
+        match self.list.iter_mut().find(|s| s.name == scenario.name) {
+            Some(old) => *old = scenario,
+            None => self.list.push(scenario),
+        }
+        self
+    }
+
+    /// The scenario called `name`.
+    pub fn find(&self, name: &str) -> Option<&'static Scenario> {
+        self.list.iter().copied().find(|s| s.name == name)
+    }
+
+    /// Every scenario, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'static Scenario> + '_ {
+        self.list.iter().copied()
+    }
 }
 
 const MS: Duration = Duration::from_millis(1);

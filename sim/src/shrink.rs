@@ -8,19 +8,27 @@
 use std::time::Duration;
 
 use crate::plan::{Action, Fault, Plan, ProcId};
-use crate::run::run;
+use crate::run::Sim;
 
-/// The checkers a plan breaks.
-fn broken(plan: &Plan) -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = run(plan).violations.iter().map(|v| v.checker).collect();
+/// A smaller plan that still breaks at least one built-in invariant `plan` breaks, and how many
+/// runs it took. Returns `plan` unchanged if it passes. [`Sim::shrink`] does the same with a
+/// user's checks too.
+pub fn shrink(plan: &Plan, max_runs: usize) -> (Plan, usize) {
+    shrink_with(&Sim::new(), plan, max_runs)
+}
+
+/// The checkers a plan breaks when `sim` runs it (none for a plan `sim` refuses).
+fn broken(sim: &Sim, plan: &Plan) -> Vec<&'static str> {
+    let Ok(report) = sim.run(plan) else { return Vec::new() };
+    let mut names: Vec<&'static str> = report.violations.iter().map(|v| v.checker).collect();
     names.sort_unstable();
     names.dedup();
     names
 }
 
-/// A smaller plan that still breaks at least one invariant `plan` breaks, and how many runs it
-/// took. Returns `plan` unchanged if it passes.
-pub fn shrink(plan: &Plan, max_runs: usize) -> (Plan, usize) {
+/// [`shrink`] judged by `sim`'s checkers, the built-in ones and the user's.
+pub(crate) fn shrink_with(sim: &Sim, plan: &Plan, max_runs: usize) -> (Plan, usize) {
+    let broken = |p: &Plan| broken(sim, p);
     let target = broken(plan);
     let mut runs = 1;
     if target.is_empty() {
