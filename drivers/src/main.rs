@@ -9,14 +9,49 @@ use std::time::{Duration, Instant};
 use arbor::blocking::{PendingCall, Root};
 use arbor::{CallError, ContextId, Functions, SpawnOptions};
 
-const USAGE: &str = "\
-usage: arbor demo [--children N] [--depth D] [--lines L] [--grace-ms G] [--no-faults]
+const HELP: &str = "\
+arbor: the arbor process-tree driver
 
-  --children N   children of the root (default 3)
-  --depth D      contexts in the chain below each child (default 1)
-  --lines L      lines each context prints (default 2)
-  --grace-ms G   the root's grace period in milliseconds (default 5000)
-  --no-faults    skip the hung call and the SIGTERM-ignoring child";
+Usage: arbor <COMMAND>
+
+Commands:
+  demo   Spawn a real tree, call into every context, collect its output, shut it down
+  help   Print this message or the help of a command
+
+Options:
+  -h, --help     Print help
+  -V, --version  Print version
+
+Exit status: 0 the demo ran and every process is gone; 1 it failed (an error, or a process
+left running); 2 usage error (unknown command or flag, a missing or bad value).";
+
+const DEMO_HELP: &str = "\
+Spawn a real tree of processes, call a function in every context, let them print, inject two
+faults (a hung call and a child that ignores SIGTERM), shut the tree down and show that every
+process is gone.
+
+Usage: arbor demo [OPTIONS]
+
+Options:
+      --children <N>  children of the root, at least 1 [default: 3]
+      --depth <D>     contexts in the chain below each child [default: 1]
+      --lines <L>     lines each context prints [default: 2]
+      --grace-ms <G>  the root's grace period in milliseconds [default: 5000]
+      --no-faults     skip the hung call and the SIGTERM-ignoring child
+  -h, --help          Print help";
+
+/// Status for a command line that is wrong (unknown command or flag, missing or bad value), as
+/// cargo and clap use it.
+const EXIT_USAGE: u8 = 2;
+
+/// What the command line asks for.
+#[derive(Debug)]
+enum Command {
+    /// Print this text on stdout and exit 0 (`--help`, `help`, `--version`).
+    Print(String),
+    /// Run the demo.
+    Demo(Demo),
+}
 
 /// The demo's settings.
 #[derive(Debug)]
@@ -65,12 +100,15 @@ fn main() -> ExitCode {
     let launcher = arbor::init(functions());
     let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::fmt().with_target(false).without_time().with_ansi(colour).init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let demo = match parse(&args) {
-        Ok(demo) => demo,
+    let demo = match parse(std::env::args_os().skip(1)) {
+        Ok(Command::Demo(demo)) => demo,
+        Ok(Command::Print(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
         Err(message) => {
-            eprintln!("{message}\n\n{USAGE}");
-            return ExitCode::from(2);
+            eprintln!("error: {message}\n\nFor more information, try '--help'.");
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let root = match launcher.grace(demo.grace).start_blocking() {
@@ -90,37 +128,58 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse(args: &[String]) -> Result<Demo, String> {
+/// Parses the arguments after the program name with lexopt: flags in any order, `--flag value`
+/// or `--flag=value`, anything unknown an error.
+fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Command, String> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut command: Option<String> = None;
     let mut demo = Demo { children: 3, depth: 1, lines: 2, grace: Duration::from_secs(5), faults: true };
-    let mut args = args.iter();
-    match args.next().map(String::as_str) {
-        Some("demo") => {}
-        Some("-h" | "--help") => return Err("arbor: the arbor process-tree driver".into()),
-        Some(other) => return Err(format!("unknown command {other:?}")),
-        None => return Err("a command is required".into()),
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => {
+                return Ok(Command::Print(if command.is_some() { DEMO_HELP } else { HELP }.into()))
+            }
+            Short('V') | Long("version") if command.is_none() => {
+                return Ok(Command::Print(format!("arbor {}", env!("CARGO_PKG_VERSION"))))
+            }
+            Value(word) if command.is_none() => {
+                let word = word.into_string().map_err(|w| format!("unknown command {w:?}"))?;
+                match word.as_str() {
+                    "demo" => command = Some(word),
+                    "help" => {
+                        let topic = parser.value().ok().and_then(|v| v.into_string().ok());
+                        return match topic.as_deref() {
+                            None => Ok(Command::Print(HELP.into())),
+                            Some("demo") => Ok(Command::Print(DEMO_HELP.into())),
+                            Some(other) => Err(format!("unknown command {other:?}")),
+                        };
+                    }
+                    _ => return Err(format!("unknown command {word:?}")),
+                }
+            }
+            Long("no-faults") if command.is_some() => demo.faults = false,
+            Long(flag @ ("children" | "depth" | "lines" | "grace-ms")) if command.is_some() => {
+                let flag = flag.to_string();
+                let value = parser.value().map_err(|e| e.to_string())?;
+                let number: u32 = value.parse().map_err(|e| format!("--{flag}: {e}"))?;
+                match flag.as_str() {
+                    "children" => demo.children = number,
+                    "depth" => demo.depth = number,
+                    "lines" => demo.lines = number,
+                    _ => demo.grace = Duration::from_millis(number.into()),
+                }
+            }
+            other => return Err(other.unexpected().to_string()),
+        }
     }
-    while let Some(flag) = args.next() {
-        if flag == "--no-faults" {
-            demo.faults = false;
-            continue;
-        }
-        if !["--children", "--depth", "--lines", "--grace-ms"].contains(&flag.as_str()) {
-            return Err(format!("unknown option {flag:?}"));
-        }
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let number: u32 = value.parse().map_err(|_| format!("{flag}: {value:?} is not a number"))?;
-        match flag.as_str() {
-            "--children" => demo.children = number,
-            "--depth" => demo.depth = number,
-            "--lines" => demo.lines = number,
-            "--grace-ms" => demo.grace = Duration::from_millis(number.into()),
-            _ => return Err(format!("unknown option {flag:?}")),
-        }
+    if command.is_none() {
+        return Err(format!("a command is required\n\n{HELP}"));
     }
     if demo.children == 0 {
         return Err("--children must be at least 1".into());
     }
-    Ok(demo)
+    Ok(Command::Demo(demo))
 }
 
 /// One context of the tree, as the demo knows it.
