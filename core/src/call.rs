@@ -6,8 +6,8 @@
 //! never runs user code: it hands the host one [`crate::node::Output::RunCall`] at a time
 //! (a context's main thread runs one call at a time) and takes the result back.
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;

@@ -39,6 +39,10 @@ impl Handle {
     /// arbor's own: the caller gave up on a call (its deadline passed, or it was dropped); the
     /// body is the call's reply handle, 4 bytes big-endian. Not a mitogen handle.
     pub const CANCEL_CALL: Handle = Handle(120);
+    /// arbor's own: a context reaped a child; the postcard body says who, how and why, for the
+    /// root's record of every descendant ([`crate::departure::Departure`]). Not a mitogen
+    /// handle.
+    pub const CHILD_LEFT: Handle = Handle(121);
     /// The `reply_to` value that marks a dead message.
     pub const IS_DEAD: Handle = Handle(999);
     /// The first handle a context allocates for itself.
@@ -66,6 +70,7 @@ impl fmt::Display for Handle {
             Handle::DETACHING => "DETACHING",
             Handle::CALL_SERVICE => "CALL_SERVICE",
             Handle::CANCEL_CALL => "CANCEL_CALL",
+            Handle::CHILD_LEFT => "CHILD_LEFT",
             Handle::IS_DEAD => "IS_DEAD",
             Handle(n) => return write!(f, "{n}"),
         };

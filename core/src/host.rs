@@ -22,6 +22,7 @@ use core::time::Duration;
 use bytes::Bytes;
 
 use crate::call::{CallError, CallId, CallResult, JobId, RequestBody};
+use crate::departure::ControlError;
 use crate::frame::Frame;
 use crate::ids::{ContextId, IdError};
 use crate::node::{Input, Node, NodeError, Output, StreamKind};
@@ -526,6 +527,20 @@ impl Host {
         r
     }
 
+    /// See [`Node::shutdown_child`].
+    pub fn shutdown_child(&mut self, now: Instant, id: ContextId) -> Result<(), ControlError> {
+        let r = self.node.shutdown_child(now, id);
+        self.settle(now);
+        r
+    }
+
+    /// See [`Node::kill_child`].
+    pub fn kill_child(&mut self, now: Instant, id: ContextId) -> Result<(), ControlError> {
+        let r = self.node.kill_child(now, id);
+        self.settle(now);
+        r
+    }
+
     /// See [`Node::cancel_call`].
     pub fn cancel_call(&mut self, now: Instant, call: CallId) {
         self.node.cancel_call(now, call);
@@ -721,6 +736,7 @@ impl Host {
             Output::IdsAvailable
             | Output::RunCall { .. }
             | Output::CancelCall { .. }
+            | Output::Departed(_)
             | Output::CallsClosed
             | Output::CallReturned { .. }
             | Output::LogLine(_)

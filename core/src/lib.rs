@@ -29,6 +29,7 @@
 extern crate alloc;
 
 pub mod call;
+pub mod departure;
 pub mod frame;
 pub mod handle;
 pub mod host;

@@ -19,11 +19,12 @@ use crate::call::{
     decode_result, encode_result, BodyError, CallError, CallErrorKind, CallId, CallRequest, CallResult,
     Cancelled, Dispatcher, JobId, Pending, PendingCalls, RequestBody,
 };
+use crate::departure::{self, ChildRecord, ControlError, Departure, DepartureCause, Stop, StopStage};
 use crate::frame::{DecodeError, Encoding, Frame, Message, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::handle::{Handle, ReplyHandles};
 use crate::ids::{ContextId, IdAllocator, IdBlock, IdError};
 use crate::lines::{LineSplitter, LogSource, DEFAULT_MAX_LINE_LEN};
-use crate::reaper::{Escalation, ExitStatus, Pid, Reaper, Signal};
+use crate::reaper::{ChildProcess, Escalation, ExitStatus, Pid, Reaper, Signal};
 use crate::router::{Event, Origin, Peer, Rejection, Router, RouterConfig, RouterError, StreamId};
 use crate::shutdown::{self, Cause, ExitKind, Phase, PhaseKind, Trigger};
 use crate::time::Instant;
@@ -217,6 +218,11 @@ pub enum Diagnostic {
         /// The handle.
         handle: Handle,
     },
+    /// A CHILD_LEFT body that does not parse.
+    BadDepartureReport {
+        /// Sender.
+        src: ContextId,
+    },
     /// A FORWARD_LOG body was not `name\0level\0text`.
     BadLogRecord {
         /// Sender.
@@ -320,6 +326,9 @@ pub enum Output {
         /// Its result.
         result: CallResult,
     },
+    /// A child process of this context was reaped, or — at the root — a descendant's parent
+    /// reported one (CHILD_LEFT), so the root hears of every context that leaves.
+    Departed(Departure),
     /// A log line arrived at the root.
     LogLine(LogLine),
     /// A block of ids arrived; [`Node::allocate_id`] will now succeed.
@@ -393,6 +402,7 @@ impl TimerTable {
 #[derive(Clone, Debug)]
 struct ChildLink {
     id: ContextId,
+    pid: Option<Pid>,
 }
 
 #[derive(Clone, Debug)]
@@ -418,6 +428,8 @@ pub struct Node {
     parent: Option<StreamId>,
     children: BTreeMap<StreamId, ChildLink>,
     reaper: Reaper,
+    /// Every child process not reaped yet: what its departure will say, and its own stop.
+    records: BTreeMap<Pid, ChildRecord>,
     loggers: BTreeMap<StreamId, Logger>,
     /// Set when the parent stream is forgotten; acted on in `settle`, which knows `now`.
     parent_lost: bool,
@@ -446,6 +458,7 @@ impl Node {
             parent: None,
             children: BTreeMap::new(),
             reaper: Reaper::default(),
+            records: BTreeMap::new(),
             loggers: BTreeMap::new(),
             parent_lost: false,
             config,
@@ -492,10 +505,10 @@ impl Node {
     /// The earliest instant at which [`Node::handle_timeout`] has work, if any.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.timers.earliest(), self.pending.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.timers.earliest(), self.pending.next_deadline(), departure::next_stop(&self.records)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Handles one input.
@@ -529,11 +542,10 @@ impl Node {
             }
             Input::Eof { stream } | Input::StreamClosed { stream } => self.stream_ended(now, stream),
             Input::Closed { .. } => {}
-            Input::ChildExited { pid, status: _ } => {
-                if !self.reaper.exited(pid) {
-                    self.diag(Diagnostic::UnknownChild(pid));
-                }
-            }
+            Input::ChildExited { pid, status } => match self.reaper.reaped(pid) {
+                Some(state) => self.departed(now, pid, status, state),
+                None => self.diag(Diagnostic::UnknownChild(pid)),
+            },
             Input::CallFinished { job, result } => self.call_finished(job, result),
         }
         self.settle(now);
@@ -542,6 +554,9 @@ impl Node {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        for pid in departure::due_stops(&self.records, now) {
+            self.advance_stop(now, pid);
+        }
         for (handle, p) in self.pending.take_expired(now) {
             let e = CallError::new(
                 CallErrorKind::Timeout,
@@ -564,6 +579,7 @@ impl Node {
                     }
                     Timer::Abandon => {
                         for pid in self.reaper.abandon_all() {
+                            self.records.remove(&pid);
                             self.diag(Diagnostic::ChildAbandoned(pid));
                         }
                     }
@@ -604,6 +620,117 @@ impl Node {
         self.pending.insert(handle, Pending { call, target, deadline });
         self.send_request(now, target, body, handle);
         Ok(call)
+    }
+
+    /// Shuts one child and its subtree down gracefully while the rest of the tree runs on: the
+    /// whole-tree sequence, for that subtree (SHUTDOWN with this context's grace as budget, so
+    /// the child closes its call channel before telling its own children); if it has not left
+    /// by then, its stream is closed and its process gets SIGTERM, SIGKILL `kill_after` later,
+    /// and is given up on `abandon_after` after that. Its departure comes as
+    /// [`Output::Departed`]. docs/shutdown.md "One child".
+    pub fn shutdown_child(&mut self, now: Instant, id: ContextId) -> Result<(), ControlError> {
+        let pid = self.control_target(id)?;
+        let deadline = now + self.config.grace;
+        if let Some(r) = pid.and_then(|p| self.records.get_mut(&p)) {
+            if r.stop.is_none() {
+                r.stop = Some(Stop { stage: StopStage::Asked, deadline });
+            }
+        }
+        self.send_shutdown(now, id, deadline);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Kills one child now: its stream is closed (every call waiting on it or below it fails
+    /// `Disconnected`) and its process gets SIGKILL; it is given up on `abandon_after` later if
+    /// its exit is never reported. Its subtree follows: each descendant loses its parent and
+    /// ends itself. The departure comes as [`Output::Departed`], cause `Killed`.
+    pub fn kill_child(&mut self, now: Instant, id: ContextId) -> Result<(), ControlError> {
+        let pid = self.control_target(id)?;
+        if let Some(stream) = self.children.iter().find(|(_, c)| c.id == id).map(|(s, _)| *s) {
+            self.forget_framed(stream);
+            self.router.remove_stream(stream);
+            self.pump(now);
+        }
+        if let Some(pid) = pid {
+            let abandon_at = now + self.config.escalation.abandon_after;
+            if let Some(r) = self.records.get_mut(&pid) {
+                r.killed = true;
+                r.stop = Some(Stop { stage: StopStage::Killed, deadline: abandon_at });
+            }
+            if self.reaper.escalate_one(pid, Signal::Kill) {
+                self.outputs.push_back(Output::Signal { pid, signal: Signal::Kill });
+            }
+        }
+        self.settle(now);
+        Ok(())
+    }
+
+    /// A connected child of a running context, and its pid.
+    fn control_target(&self, id: ContextId) -> Result<Option<Pid>, ControlError> {
+        if self.phase != Phase::Running {
+            return Err(ControlError::ShuttingDown);
+        }
+        self.children.values().find(|c| c.id == id).map(|c| c.pid).ok_or(ControlError::NotAChild(id))
+    }
+
+    /// A per-child stop's deadline passed: the next step of its escalation.
+    fn advance_stop(&mut self, now: Instant, pid: Pid) {
+        let Some(r) = self.records.get_mut(&pid) else { return };
+        let Some(stop) = r.stop else { return };
+        let id = r.id;
+        match stop.stage {
+            StopStage::Asked => {
+                r.stop = Some(Stop {
+                    stage: StopStage::Terminated,
+                    deadline: now + self.config.escalation.kill_after,
+                });
+                if let Some(stream) = self.children.iter().find(|(_, c)| c.id == id).map(|(s, _)| *s) {
+                    self.forget_framed(stream);
+                    self.router.remove_stream(stream);
+                    self.pump(now);
+                }
+                if self.reaper.escalate_one(pid, Signal::Term) {
+                    self.outputs.push_back(Output::Signal { pid, signal: Signal::Term });
+                }
+            }
+            StopStage::Terminated => {
+                r.stop = Some(Stop {
+                    stage: StopStage::Killed,
+                    deadline: now + self.config.escalation.abandon_after,
+                });
+                if self.reaper.escalate_one(pid, Signal::Kill) {
+                    self.outputs.push_back(Output::Signal { pid, signal: Signal::Kill });
+                }
+            }
+            StopStage::Killed => {
+                self.records.remove(&pid);
+                if self.reaper.abandon(pid) {
+                    self.diag(Diagnostic::ChildAbandoned(pid));
+                }
+            }
+        }
+    }
+
+    /// A child process was reaped: say so here and, from below the root, to the root.
+    fn departed(&mut self, now: Instant, pid: Pid, status: ExitStatus, state: ChildProcess) {
+        let Some(r) = self.records.remove(&pid) else { return };
+        let cause = if r.killed {
+            DepartureCause::Killed
+        } else if state != ChildProcess::Running {
+            DepartureCause::Forced
+        } else if r.asked {
+            DepartureCause::Shutdown
+        } else {
+            DepartureCause::Exited
+        };
+        let d = Departure { id: r.id, name: r.name, pid, parent: self.id(), status, cause };
+        if !self.config.is_root() {
+            let msg =
+                Message::new(ContextId::ROOT, self.id(), Handle::CHILD_LEFT, Encoding::Postcard, d.encode());
+            self.send(now, msg);
+        }
+        self.outputs.push_back(Output::Departed(d));
     }
 
     /// Gives up on an outgoing call (its future was dropped): it resolves now with
@@ -712,10 +839,12 @@ impl Node {
                 self.parent = Some(stream);
             }
             StreamKind::Child { id, pid, name } => {
-                self.router.add_stream(stream, Peer::Child { id, name })?;
-                self.children.insert(stream, ChildLink { id });
+                self.router.add_stream(stream, Peer::Child { id, name: name.clone() })?;
+                self.children.insert(stream, ChildLink { id, pid });
                 if let Some(pid) = pid {
                     self.reaper.track(pid);
+                    let record = ChildRecord { id, name, asked: false, killed: false, stop: None };
+                    self.records.insert(pid, record);
                 }
                 // A child that arrives while we are already going tells it to follow at once.
                 match self.phase {
@@ -842,6 +971,12 @@ impl Node {
                 }
                 None => self.diag(Diagnostic::BadLogRecord { src: msg.src }),
             },
+            Handle::CHILD_LEFT if self.config.is_root() && !msg.is_dead() => {
+                match Departure::decode(&msg.body, msg.src) {
+                    Some(d) => self.outputs.push_back(Output::Departed(d)),
+                    None => self.diag(Diagnostic::BadDepartureReport { src: msg.src }),
+                }
+            }
             Handle::ALLOCATE_ID if self.config.is_root() && !msg.is_dead() => {
                 let reply = match self.ids.allocate_block() {
                     Ok(block) => Message::new(
@@ -1041,6 +1176,9 @@ impl Node {
     }
 
     fn send_shutdown(&mut self, now: Instant, child: ContextId, deadline: Instant) {
+        if let Some(r) = self.records.values_mut().find(|r| r.id == child) {
+            r.asked = true;
+        }
         let budget = deadline.saturating_duration_since(now);
         let body = shutdown::encode_budget(budget).to_vec();
         self.send(now, Message::new(child, self.id(), Handle::SHUTDOWN, Encoding::Binary, body));

@@ -86,6 +86,29 @@ impl Reaper {
 
     /// The host reaped `pid`; returns whether it was tracked.
     pub fn exited(&mut self, pid: Pid) -> bool {
+        self.reaped(pid).is_some()
+    }
+
+    /// The host reaped `pid`: where it stood (`None` if it was not tracked).
+    pub fn reaped(&mut self, pid: Pid) -> Option<ChildProcess> {
+        self.children.remove(&pid)
+    }
+
+    /// Moves one child on to `signal` (as [`Reaper::escalate`] does for all); true if the
+    /// signal is to be sent now.
+    pub fn escalate_one(&mut self, pid: Pid, signal: Signal) -> bool {
+        let Some(state) = self.children.get_mut(&pid) else { return false };
+        let next = match (signal, *state) {
+            (Signal::Term, ChildProcess::Running) => ChildProcess::Terminated,
+            (Signal::Kill, ChildProcess::Running | ChildProcess::Terminated) => ChildProcess::Killed,
+            _ => return false,
+        };
+        *state = next;
+        true
+    }
+
+    /// Gives up on one child; true if it was tracked.
+    pub fn abandon(&mut self, pid: Pid) -> bool {
         self.children.remove(&pid).is_some()
     }
 

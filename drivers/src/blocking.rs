@@ -16,6 +16,7 @@
 //! ```
 
 use arbor_core::call::CallError;
+use arbor_core::departure::{ControlError, Departure};
 use arbor_core::ids::ContextId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -143,6 +144,17 @@ impl Context {
     /// Starts a child context of this context and waits until it is connected.
     pub fn spawn(&self, options: SpawnOptions) -> Result<ChildInfo, SpawnError> {
         self.0.spawn(options).wait()
+    }
+
+    /// Shuts one child and its subtree down gracefully (see [`crate::Context::shutdown_child`])
+    /// and waits until it is reaped.
+    pub fn shutdown_child(&self, child: ContextId) -> Result<Departure, ControlError> {
+        self.0.shutdown_child(child).wait()
+    }
+
+    /// Kills one child (see [`crate::Context::kill_child`]) and waits until it is reaped.
+    pub fn kill_child(&self, child: ContextId) -> Result<Departure, ControlError> {
+        self.0.kill_child(child).wait()
     }
 
     /// Starts a graceful shutdown of this context and everything below it; returns at once.

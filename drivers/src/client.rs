@@ -16,6 +16,7 @@ use std::time::Duration;
 use arbor_core::call::{
     CallError, CallErrorKind, CallId, CallRequest, CallResult, RequestBody, RequestMeta, TypeFingerprint,
 };
+use arbor_core::departure::{ControlError, Departure};
 use arbor_core::ids::ContextId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -124,6 +125,34 @@ impl<R> Drop for PendingCall<R> {
     fn drop(&mut self) {
         if let Some(call) = self.call.take() {
             self.shared.cancel(call);
+        }
+    }
+}
+
+/// One child being stopped ([`Context::shutdown_child`], [`Context::kill_child`]): await it
+/// for its departure, once its process is reaped.
+#[derive(Debug)]
+#[must_use = "the child's departure arrives here (dropping this does not undo the stop)"]
+pub struct PendingDeparture {
+    answer: Result<oneshot::Receiver<Departure>, Option<ControlError>>,
+}
+
+impl PendingDeparture {
+    pub(crate) fn wait(self) -> Result<Departure, ControlError> {
+        match self.answer {
+            Ok(answer) => answer.wait().ok_or(ControlError::ShuttingDown),
+            Err(e) => Err(e.unwrap_or(ControlError::ShuttingDown)),
+        }
+    }
+}
+
+impl Future for PendingDeparture {
+    type Output = Result<Departure, ControlError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match &mut self.answer {
+            Ok(answer) => Pin::new(answer).poll(cx).map(|d| d.ok_or(ControlError::ShuttingDown)),
+            Err(e) => Poll::Ready(Err(e.take().unwrap_or(ControlError::ShuttingDown))),
         }
     }
 }
@@ -263,6 +292,46 @@ impl Context {
     /// [`SpawnError::Refused`].
     pub fn spawn(&self, options: SpawnOptions) -> PendingSpawn {
         PendingSpawn { answer: self.shared.spawn(options) }
+    }
+
+    /// Shuts one child of this context, and everything below it, down gracefully while the
+    /// rest of the tree serves on: the child closes its call channel, then tells its own
+    /// children, as in a whole-tree shutdown (S1/S2 hold inside that subtree); if it has not
+    /// left within this context's grace period it is forced (its stream closed, SIGTERM, then
+    /// SIGKILL). Calls waiting on it fail once it is gone. The future resolves with its
+    /// [`Departure`]. Only a connected child of *this* context can be stopped (to stop a
+    /// grandchild, call a function in its parent that stops it): anything else is
+    /// [`ControlError::NotAChild`].
+    pub fn shutdown_child(&self, child: ContextId) -> PendingDeparture {
+        self.control(child, |state, now| state.host.shutdown_child(now, child))
+    }
+
+    /// Kills one child of this context now (SIGKILL; calls waiting on it fail `Disconnected`
+    /// at once). Its own children lose their parent and end themselves. The future resolves
+    /// with its [`Departure`], cause [`DepartureCause::Killed`](arbor_core::departure::DepartureCause).
+    pub fn kill_child(&self, child: ContextId) -> PendingDeparture {
+        self.control(child, |state, now| state.host.kill_child(now, child))
+    }
+
+    fn control(
+        &self,
+        child: ContextId,
+        act: impl FnOnce(&mut crate::state::State, arbor_core::time::Instant) -> Result<(), ControlError>,
+    ) -> PendingDeparture {
+        let (reply, answer) = oneshot::channel();
+        let done = self.shared.with(|state, now| {
+            if state.exited.is_some() {
+                return Err(ControlError::ShuttingDown);
+            }
+            // Registered first: the departure may be handed out within `act` itself.
+            state.awaiting.entry(child).or_default().push(reply);
+            let r = act(state, now);
+            if r.is_err() {
+                state.awaiting.remove(&child);
+            }
+            r
+        });
+        PendingDeparture { answer: done.map(|()| answer).map_err(Some) }
     }
 
     /// Starts a graceful shutdown of this context and everything below it; returns at once.

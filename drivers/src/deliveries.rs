@@ -4,6 +4,7 @@
 //! a capture socket only this context drains) with the context stuck behind it.
 
 use arbor_core::call::CallResult;
+use arbor_core::departure::Departure;
 use arbor_core::node::Diagnostic;
 use std::task::Waker;
 
@@ -24,6 +25,9 @@ pub(crate) enum Note {
 
 pub(crate) type SpawnReply = oneshot::Sender<Result<ChildInfo, SpawnError>>;
 
+/// Told of every context that leaves the tree ([`crate::Launcher::on_departure`]).
+pub(crate) type DepartureHandler = std::sync::Arc<dyn Fn(&Departure) + Send + Sync>;
+
 /// Everything handed out once the lock is let go of.
 #[derive(Default)]
 pub(crate) struct Deliveries {
@@ -32,6 +36,8 @@ pub(crate) struct Deliveries {
     pub logs: Vec<LogRecord>,
     pub notes: Vec<Note>,
     pub tasks: Vec<Task>,
+    /// Departures for the handler, and for whoever waits on one child leaving.
+    pub departures: Vec<(Option<DepartureHandler>, Vec<oneshot::Sender<Departure>>, Departure)>,
     pub wake: Option<Waker>,
 }
 
@@ -53,6 +59,7 @@ impl Deliveries {
             && self.logs.is_empty()
             && self.notes.is_empty()
             && self.tasks.is_empty()
+            && self.departures.is_empty()
             && self.wake.is_none()
     }
 
@@ -73,6 +80,14 @@ impl Deliveries {
         }
         for (reply, result) in out.spawns {
             reply.send(result);
+        }
+        for (handler, waiting, departure) in out.departures {
+            if let Some(handler) = handler {
+                handler(&departure);
+            }
+            for w in waiting {
+                w.send(departure.clone());
+            }
         }
         for task in out.tasks {
             runtime.spawn(task);

@@ -57,6 +57,7 @@ pub(crate) struct Setup {
 pub(crate) struct Finished {
     pub shutdown_began: Option<std::time::Instant>,
     pub reaped: Vec<Reaped>,
+    pub departed: Vec<arbor_core::departure::Departure>,
 }
 
 /// Drives the context until the host says `Exit` and every process group it signalled is
@@ -128,6 +129,7 @@ impl Driver {
                 finished = Some(Finished {
                     shutdown_began: st.shutdown_began,
                     reaped: std::mem::take(&mut st.reaped),
+                    departed: std::mem::take(&mut st.departed),
                 });
                 break;
             }

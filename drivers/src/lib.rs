@@ -60,7 +60,8 @@ pub use arbor_core::ids::ContextId;
 pub use arbor_core::lines::LogSource;
 pub use arbor_core::reaper::{ExitStatus, Pid};
 
-pub use client::{context, CallOptions, Context, PendingCall, PendingSpawn};
+pub use arbor_core::departure::{ControlError, Departure, DepartureCause};
+pub use client::{context, CallOptions, Context, PendingCall, PendingDeparture, PendingSpawn};
 pub use error::{SpawnError, StartError};
 pub use function::{Function, FunctionName};
 pub use logs::LogRecord;

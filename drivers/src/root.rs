@@ -11,6 +11,7 @@ use arbor_core::node::{Node, NodeConfig, DEFAULT_GRACE};
 use crate::blocking;
 use crate::bootstrap;
 use crate::client::{self, Context};
+use crate::deliveries::DepartureHandler;
 use crate::driver::{self, Setup};
 use crate::error::StartError;
 use crate::logs::{LogHandler, LogRecord};
@@ -21,6 +22,7 @@ use crate::shared::Shared;
 use crate::signals::Interrupts;
 use crate::state::Reaped;
 use crate::{clock, context};
+use arbor_core::departure::Departure;
 
 /// Set while a root runs in this process.
 static ROOT_RUNNING: AtomicBool = AtomicBool::new(false);
@@ -34,9 +36,14 @@ pub const RUNTIME_VAR: &str = "ARBOR_RUNTIME";
 /// any other process it returns a [`Launcher`] for the root.
 pub fn init(functions: Functions) -> Launcher {
     match bootstrap::take_over() {
-        Ok(None) => {
-            Launcher { functions, grace: DEFAULT_GRACE, handle_signals: true, on_log: None, runtime: None }
-        }
+        Ok(None) => Launcher {
+            functions,
+            grace: DEFAULT_GRACE,
+            handle_signals: true,
+            on_log: None,
+            on_departure: None,
+            runtime: None,
+        },
         Ok(Some(boot)) => context::run_child(boot, functions),
         Err(e) => bootstrap::fail(&e),
     }
@@ -48,6 +55,7 @@ pub struct Launcher {
     grace: Duration,
     handle_signals: bool,
     on_log: Option<LogHandler>,
+    on_departure: Option<DepartureHandler>,
     runtime: Option<Arc<dyn Runtime>>,
 }
 
@@ -81,6 +89,15 @@ impl Launcher {
     /// whichever thread handed the line out, with no lock held; it should be quick.
     pub fn on_log(mut self, handler: impl Fn(&LogRecord) + Send + Sync + 'static) -> Launcher {
         self.on_log = Some(Box::new(handler));
+        self
+    }
+
+    /// Called for every context that leaves the tree — a child of the root, or any descendant,
+    /// whose parent reports it — with who it was, how its process ended and why. Runs on
+    /// whichever thread handed the departure out, with no lock held; it should be quick. The
+    /// same departures are in [`ShutdownReport::departed`].
+    pub fn on_departure(mut self, handler: impl Fn(&Departure) + Send + Sync + 'static) -> Launcher {
+        self.on_departure = Some(Arc::new(handler));
         self
     }
 
@@ -129,6 +146,8 @@ impl Launcher {
         let (jobs, calls) = mpsc::channel();
         let host = Host::new(Node::new(config), HostConfig::default());
         let shared = Shared::new(host, runtime, self.functions, self.on_log, jobs);
+        let on_departure = self.on_departure;
+        shared.with(|state, _| state.on_departure = on_departure);
         let (report, done) = oneshot::channel();
         let io_shared = shared.clone();
         let setup = Setup { parent: None, captures: Vec::new(), interrupts: wakeups };
@@ -139,7 +158,7 @@ impl Launcher {
             ROOT_RUNNING.store(false, Ordering::SeqCst);
             let report_of = |f: driver::Finished| {
                 let took = f.shutdown_began.map(|t| t.elapsed()).unwrap_or_default();
-                ShutdownReport { took, reaped: f.reaped }
+                ShutdownReport { took, reaped: f.reaped, departed: f.departed }
             };
             report.send(finished.map(report_of).unwrap_or_default());
         })?;
@@ -164,6 +183,11 @@ pub struct ShutdownReport {
     pub took: Duration,
     /// The root's children, in the order they were reaped.
     pub reaped: Vec<Reaped>,
+    /// Every context that left the tree while the root ran — its children and, reported up by
+    /// their parents, every descendant — in the order the root heard of them. A descendant
+    /// whose parent was itself forced out (killed before it could report) is missing; its
+    /// parent's departure says `Forced` or `Killed`.
+    pub departed: Vec<Departure>,
 }
 
 /// The running root context. Dropping it shuts the tree down and waits (blocking the thread).

@@ -19,6 +19,7 @@ use std::task::Waker;
 use std::time::Duration;
 
 use arbor_core::call::{CallError, CallErrorKind, CallId, CallRequest, CallResult, JobId};
+use arbor_core::departure::Departure;
 use arbor_core::host::{Action, Host, Io, SpawnTicket};
 use arbor_core::ids::ContextId;
 use arbor_core::node::{Output, StreamKind};
@@ -29,7 +30,7 @@ use arbor_core::time::Instant;
 
 use crate::bootstrap::CaptureWrite;
 use crate::clock;
-use crate::deliveries::{Deliveries, Note, SpawnReply};
+use crate::deliveries::{Deliveries, DepartureHandler, Note, SpawnReply};
 use crate::error::SpawnError;
 use crate::groups::Groups;
 use crate::logs::LogRecord;
@@ -107,6 +108,12 @@ pub(crate) struct State {
     /// The host said `Exit`.
     pub exited: Option<ExitKind>,
     pub reaped: Vec<Reaped>,
+    /// Every departure this context heard of: its children's and, at the root, every
+    /// descendant's, in the order they were reported.
+    pub departed: Vec<Departure>,
+    pub on_departure: Option<DepartureHandler>,
+    /// Who waits for a child to leave (`shutdown_child`, `kill_child`).
+    pub awaiting: BTreeMap<ContextId, Vec<oneshot::Sender<Departure>>>,
     pub shutdown_began: Option<std::time::Instant>,
     pub started: std::time::Instant,
     pub interrupts: u32,
@@ -138,6 +145,9 @@ impl State {
             waker: None,
             exited: None,
             reaped: Vec::new(),
+            departed: Vec::new(),
+            on_departure: None,
+            awaiting: BTreeMap::new(),
             shutdown_began: None,
             started: std::time::Instant::now(),
             interrupts: 0,
@@ -304,6 +314,14 @@ impl State {
                     self.deliveries.answers.push((reply, result));
                 }
             }
+            Output::Departed(d) => {
+                let waiting = match d.parent == shared.id {
+                    true => self.awaiting.remove(&d.id).unwrap_or_default(),
+                    false => Vec::new(),
+                };
+                self.departed.push(d.clone());
+                self.deliveries.departures.push((self.on_departure.clone(), waiting, d));
+            }
             Output::LogLine(line) => {
                 let name = self.host.node().router().name(line.context).map(str::to_owned);
                 self.deliveries.logs.push(LogRecord::new(line, name.as_deref()));
@@ -420,6 +438,8 @@ impl State {
         for (_, (_, reply)) in std::mem::take(&mut self.spawns) {
             self.deliveries.spawns.push((reply, Err(SpawnError::ShuttingDown)));
         }
+        // Dropped, they resolve `ShuttingDown`.
+        self.awaiting.clear();
         self.jobs = None;
     }
 }

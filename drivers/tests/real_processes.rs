@@ -48,6 +48,7 @@ on_every_runtime!(
     s28_a_call_to_a_sibling_is_answered_with_the_refusal_within_milliseconds,
     s30_mismatched_types_are_a_type_mismatch_naming_both_sides,
     s31_deadlines_resolve_once_at_the_deadline_and_the_callee_is_told,
+    s32_one_child_and_its_subtree_shut_down_while_its_sibling_serves,
 );
 
 static NEXT_MARKER: AtomicU32 = AtomicU32::new(0);
@@ -277,6 +278,39 @@ fn s31_deadlines_resolve_once_at_the_deadline_and_the_callee_is_told(runtime: &s
     assert_eq!(get(&out, "async_never_finished"), "true", "{out:?}");
     assert_eq!(get(&out, "dropped_never_finished"), "true", "{out:?}");
     assert_eq!(get(&out, "serving_at_end"), "Ok");
+}
+
+/// S32: one child with a child of its own is shut down on its own, gracefully and at once,
+/// while its sibling keeps answering; another is killed with a call hung on it. The root hears
+/// of every departure — the grandchildren's from their parents — and the shutdown report has
+/// them all.
+fn s32_one_child_and_its_subtree_shut_down_while_its_sibling_serves(runtime: &str) {
+    let out = run("s32", runtime);
+    assert_eq!(get(&out, "a_cause"), "Shutdown", "{out:?}");
+    // A child context ends itself with SIGTERM once drained (docs/shutdown.md).
+    assert_eq!(get(&out, "a_status"), "Signaled(15)", "{out:?}");
+    assert_eq!(get(&out, "a_pid_matches"), "true");
+    assert!(ms(&out, "a_ms") < 1000.0, "nothing hung, so no waiting for the grace period: {out:?}");
+    assert_eq!(get(&out, "a_gone"), "true", "{out:?}");
+    assert_eq!(get(&out, "b_served"), "true", "{out:?}");
+    assert_ne!(get(&out, "call_to_a_after"), "Ok");
+    assert!(get(&out, "again").contains("not a connected child"), "{out:?}");
+    assert_eq!(get(&out, "a1_heard"), "1", "{out:?}");
+    assert_eq!(get(&out, "a1_parent_is_a"), "true", "{out:?}");
+    assert_eq!(get(&out, "c_cause"), "Killed", "{out:?}");
+    assert_eq!(get(&out, "c_status"), "true", "{out:?}");
+    assert_eq!(get(&out, "c_hung_call"), "Disconnected", "{out:?}");
+    // a, its child, c, then at the tree's shutdown b and its child: five departures, each of
+    // the two grandchildren reported by its own parent.
+    assert_eq!(get(&out, "departed"), "5", "{out:?}");
+    let names: Vec<String> = get(&out, "departed_names").split(',').map(String::from).collect();
+    for direct in ["a<0", "c<0", "b<0"] {
+        assert!(names.iter().any(|n| n == direct), "{names:?}");
+    }
+    let grandchildren: Vec<&String> = names.iter().filter(|n| n.starts_with("depth-1<")).collect();
+    assert_eq!(grandchildren.len(), 2, "{names:?}");
+    assert!(grandchildren.iter().all(|n| !n.ends_with("<0")), "reported by their own parents: {names:?}");
+    assert_eq!(get(&out, "all_gone"), "true", "{out:?}");
 }
 
 /// A thousand calls in flight from one thread, and bursts from four threads at once, are each

@@ -202,6 +202,11 @@ fn hash_output(h: &mut Fnv, o: &Output) {
             h.u64(12);
             h.u64(job.0);
         }
+        Output::Departed(d) => {
+            h.u64(13 << 32 | u64::from(d.id.0));
+            h.u64(u64::from(d.parent.0) << 32 | u64::from(d.pid.0));
+            h.u64(d.cause as u64);
+        }
     }
 }
 
@@ -501,6 +506,13 @@ impl fmt::Display for OutText<'_> {
             Output::Diagnostic(d) => DiagText(d).fmt(f),
             Output::Exit { how } => write!(f, "EXIT {how:?}"),
             Output::CancelCall { job } => write!(f, "cancel running call job={}", JobText(*job)),
+            Output::Departed(d) => {
+                write!(
+                    f,
+                    "departed: context {} (pid {}, child of {}) {:?}, {}",
+                    d.id, d.pid, d.parent, d.status, d.cause
+                )
+            }
         }
     }
 }

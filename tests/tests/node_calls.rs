@@ -305,3 +305,154 @@ fn s31_a_call_answered_before_its_deadline_leaves_no_timer_behind() {
     p.advance(ms(5000));
     assert_eq!(p.answers(quick).len(), 1);
 }
+
+// --- S32: one child on its own, and every departure reaching the root -------------------------
+
+mod one_child {
+    use super::*;
+    use arbor_core::departure::{ControlError, DepartureCause};
+    use arbor_core::reaper::{ExitStatus, Pid, Signal};
+
+    const KID: StreamId = StreamId(3);
+    const SIBLING: StreamId = StreamId(4);
+
+    /// The root with two children, 1 (pid 10) and 2 (pid 11).
+    fn root() -> Node {
+        let mut root = Node::new(NodeConfig::root());
+        for (stream, id, pid) in [(KID, 1, 10), (SIBLING, 2, 11)] {
+            let kind =
+                StreamKind::Child { id: ContextId(id), pid: Some(Pid(pid)), name: Some(format!("k{id}")) };
+            root.handle_input(Instant::ZERO, Input::StreamOpened { stream, kind }).unwrap();
+        }
+        outputs(&mut root);
+        root
+    }
+
+    fn handles_sent(out: &[Output], on: StreamId) -> Vec<Handle> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Transmit { stream, frame } if *stream == on => {
+                    Some(Handle(u32::from_be_bytes(frame.header()[14..18].try_into().unwrap())))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn departures(out: &[Output]) -> Vec<(ContextId, DepartureCause, ContextId)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Departed(d) => Some((d.id, d.cause, d.parent)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn s32_a_child_shut_down_alone_is_asked_once_and_reported_shut_down() {
+        let mut root = root();
+        root.shutdown_child(Instant::ZERO, ContextId(1)).unwrap();
+        let out = outputs(&mut root);
+        assert_eq!(handles_sent(&out, KID), vec![Handle::SHUTDOWN]);
+        assert!(handles_sent(&out, SIBLING).is_empty(), "the sibling is told nothing");
+        assert_eq!(root.phase(), arbor_core::shutdown::Phase::Running, "the root runs on");
+        // It leaves on its own: EOF, then its exit.
+        root.handle_input(Instant::ZERO, Input::Eof { stream: KID }).unwrap();
+        root.handle_input(
+            Instant::ZERO,
+            Input::ChildExited { pid: Pid(10), status: ExitStatus::Signaled(15) },
+        )
+        .unwrap();
+        let out = outputs(&mut root);
+        assert_eq!(departures(&out), vec![(ContextId(1), DepartureCause::Shutdown, ContextId::ROOT)]);
+        assert_eq!(root.poll_timeout(), None, "its stop is over: no timer left");
+        assert_eq!(
+            root.shutdown_child(Instant::ZERO, ContextId(1)),
+            Err(ControlError::NotAChild(ContextId(1)))
+        );
+    }
+
+    #[test]
+    fn s32_a_child_that_does_not_leave_is_forced_on_the_escalation_schedule() {
+        let mut root = root();
+        root.shutdown_child(Instant::ZERO, ContextId(1)).unwrap();
+        outputs(&mut root);
+        let grace = root.config().grace;
+        let esc = root.config().escalation;
+        assert_eq!(root.poll_timeout(), Some(Instant::ZERO + grace));
+        let t1 = Instant::ZERO + grace;
+        root.handle_timeout(t1);
+        let out = outputs(&mut root);
+        assert!(out.contains(&Output::Close { stream: KID }));
+        assert!(out.contains(&Output::Signal { pid: Pid(10), signal: Signal::Term }));
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Signal { pid, .. } if *pid == Pid(11))),
+            "never the sibling"
+        );
+        let t2 = t1 + esc.kill_after;
+        root.handle_timeout(t2);
+        assert!(outputs(&mut root).contains(&Output::Signal { pid: Pid(10), signal: Signal::Kill }));
+        root.handle_input(t2, Input::ChildExited { pid: Pid(10), status: ExitStatus::Signaled(9) }).unwrap();
+        assert_eq!(
+            departures(&outputs(&mut root)),
+            vec![(ContextId(1), DepartureCause::Forced, ContextId::ROOT)]
+        );
+    }
+
+    #[test]
+    fn s32_a_killed_child_fails_its_calls_at_once_and_is_reported_killed() {
+        let mut root = root();
+        let call = root.call(Instant::ZERO, ContextId(1), "hang", b"".to_vec()).unwrap();
+        outputs(&mut root);
+        root.kill_child(Instant::ZERO, ContextId(1)).unwrap();
+        let out = outputs(&mut root);
+        assert!(out.contains(&Output::Signal { pid: Pid(10), signal: Signal::Kill }));
+        assert!(out.iter().any(
+            |o| matches!(o, Output::CallReturned { call: c, result: Err(e) } if *c == call && e.kind == CallErrorKind::Disconnected)
+        ));
+        root.handle_input(
+            Instant::ZERO,
+            Input::ChildExited { pid: Pid(10), status: ExitStatus::Signaled(9) },
+        )
+        .unwrap();
+        assert_eq!(
+            departures(&outputs(&mut root)),
+            vec![(ContextId(1), DepartureCause::Killed, ContextId::ROOT)]
+        );
+    }
+
+    #[test]
+    fn s32_a_grandchilds_departure_travels_to_the_root_named_by_its_parent() {
+        // Child 1 reaps its own child 5; its report goes up as CHILD_LEFT and the root hears
+        // of it, with 1 as the parent whatever the body claims.
+        let mut mid = child(1 << 20);
+        let kind = StreamKind::Child { id: ContextId(5), pid: Some(Pid(50)), name: Some("g".into()) };
+        mid.handle_input(Instant::ZERO, Input::StreamOpened { stream: StreamId(9), kind }).unwrap();
+        outputs(&mut mid);
+        mid.handle_input(Instant::ZERO, Input::ChildExited { pid: Pid(50), status: ExitStatus::Code(3) })
+            .unwrap();
+        let out = outputs(&mut mid);
+        assert_eq!(departures(&out), vec![(ContextId(5), DepartureCause::Exited, ContextId(1))]);
+        let report: Vec<Vec<u8>> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Transmit { stream, frame } if *stream == PARENT => Some(frame.to_vec()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(report.len(), 1);
+
+        let mut root = root();
+        root.handle_input(Instant::ZERO, Input::Received { stream: KID, bytes: &report[0] }).unwrap();
+        let out = outputs(&mut root);
+        assert_eq!(departures(&out), vec![(ContextId(5), DepartureCause::Exited, ContextId(1))]);
+        let d = out.iter().find_map(|o| match o {
+            Output::Departed(d) => Some(d.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            d.map(|d| (d.name, d.pid, d.status)),
+            Some((Some("g".into()), Pid(50), ExitStatus::Code(3)))
+        );
+    }
+}
