@@ -360,7 +360,16 @@ impl Router {
     /// The next event, if any. Drain completely after every call.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        // A context's name outlives its route until the news of its disconnection is taken, in
+        // order with the events before it: its last messages, decoded in the same input as the
+        // DEL_ROUTE, are still delivered under its name (a log line's prefix at the root).
+        if let Some(Event::Disconnected { id }) = &event {
+            if !self.routes.contains_key(id) {
+                self.names.remove(id);
+            }
+        }
+        event
     }
 
     /// Registers a framed stream. A child stream adds a route to the child and announces it to
@@ -655,7 +664,7 @@ impl Router {
     /// than `came_from` that ever sent a message towards `id`.
     fn forget_route(&mut self, id: ContextId, came_from: Option<StreamId>) {
         self.routes.remove(&id);
-        self.names.remove(&id);
+        // The name goes when this event is taken (see `poll_event`).
         self.events.push_back(Event::Disconnected { id });
         let body = Bytes::from(format!("{id}"));
         if let (Some(parent), Some(parent_id)) = (self.parent, self.parent_id()) {

@@ -1,5 +1,6 @@
-//! A child spawns a grandchild, whose output and `tracing` events reach the root:
-//! `cargo run -p arbor --example nested`.
+//! A child spawns a grandchild, whose output and `tracing` events reach the root, printed there
+//! as `[grandchild] FROM THE ROOT, VIA THE CHILD` (stdout) and `[grandchild]  WARN nested:
+//! shouted 28 bytes` (stderr): `cargo run -p arbor --example nested`.
 
 use arbor::{Functions, SpawnOptions};
 
@@ -21,6 +22,7 @@ fn functions() -> Functions {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let launcher = arbor::init(functions());
+    // For the root's own events; the tree's lines are printed whether or not one is installed.
     tracing_subscriber::fmt().without_time().init();
     let root = launcher.start_blocking()?;
     let child = root.context().spawn(SpawnOptions::named("child"))?;

@@ -13,8 +13,8 @@ use std::io::Write as _;
 
 use tracing::Level;
 
-/// How log records reaching the root are handled (instead of [`emit`]).
-pub(crate) type LogHandler = Box<dyn Fn(&LogRecord) + Send + Sync>;
+/// A function that takes the tree's output lines at the root ([`crate::ChildOutput::Handler`]).
+pub type LogHandler = Box<dyn Fn(&LogRecord) + Send + Sync>;
 
 /// A core diagnostic as a `tracing` event: what means something went wrong at `warn`, the
 /// rest at `debug`.
@@ -45,10 +45,11 @@ pub struct LogRecord {
 }
 
 impl LogRecord {
+    /// `name`: the context's name as the host knows it now, if the line does not carry one.
     pub(crate) fn new(line: LogLine, name: Option<&str>) -> LogRecord {
         LogRecord {
             context: line.context,
-            name: name.unwrap_or_default().to_string(),
+            name: line.name.or_else(|| name.map(str::to_owned)).unwrap_or_default(),
             source: line.source,
             level: line.level,
             text: line.text,

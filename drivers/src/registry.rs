@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use std::future::Future;
@@ -23,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::function::{FunctionName, Types};
+use crate::panics;
 
 type Erased = dyn Fn(&[u8], &str) -> CallResult + Send + Sync;
 /// An async function's future, answering one call.
@@ -138,10 +138,10 @@ impl Functions {
                 let run = CatchUnwind(Box::pin(async move { function(args).await }));
                 let value = match run.await {
                     Ok(r) => r.map_err(|e| CallError::new(CallErrorKind::Failed, e.to_string(), &context))?,
-                    Err(what) => {
+                    Err(panic) => {
                         return Err(CallError::new(
                             CallErrorKind::Failed,
-                            format!("{fname:?} panicked: {what}"),
+                            format!("{fname:?} {panic}"),
                             &context,
                         ))
                     }
@@ -181,23 +181,14 @@ impl Functions {
                 return smol::future::block_on(f(request.args.clone(), context.to_string()));
             }
         };
-        match catch_unwind(AssertUnwindSafe(|| function(&request.args, context))) {
+        // A panic's text: message, location and (with RUST_BACKTRACE) backtrace (panics.rs).
+        match panics::catch(|| function(&request.args, context)) {
             Ok(result) => result,
-            Err(panic) => Err(CallError::new(
-                CallErrorKind::Failed,
-                format!("{:?} panicked: {}", request.function, panic_text(&*panic)),
-                context,
-            )),
+            Err(panic) => {
+                Err(CallError::new(CallErrorKind::Failed, format!("{:?} {panic}", request.function), context))
+            }
         }
     }
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic".to_string())
 }
 
 /// Decodes arguments, refusing leftover bytes (see [`Functions::register`]).
@@ -219,17 +210,17 @@ fn encode_result<R: Serialize>(fname: &str, value: &R, context: &str) -> CallRes
     })
 }
 
-/// A future whose panic is caught and turned into its message.
+/// A future whose panic is caught, with its location and backtrace (panics.rs).
 struct CatchUnwind<F>(Pin<Box<F>>);
 
 impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, String>;
+    type Output = Result<F::Output, panics::Panic>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
         let inner = self.0.as_mut();
-        match catch_unwind(AssertUnwindSafe(move || inner.poll(cx))) {
+        match panics::catch(move || inner.poll(cx)) {
             Ok(poll) => poll.map(Ok),
-            Err(panic) => std::task::Poll::Ready(Err(panic_text(&*panic))),
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
         }
     }
 }
@@ -280,7 +271,8 @@ mod tests {
         assert_eq!(kind(f.run(&CallRequest::new("add", vec![1u8]), "ctx")), Some(CallErrorKind::Malformed));
         assert_eq!(kind(f.run(&request("add", &(1, 2, 3)), "ctx")), Some(CallErrorKind::Malformed));
         assert_eq!(kind(f.run(&request("fail", &()), "ctx")), Some(CallErrorKind::Failed));
-        let panicked = f.run(&request("panic", &()), "ctx").err().map(|e| e.message);
-        assert_eq!(panicked.as_deref(), Some("\"panic\" panicked: on purpose"));
+        let panicked = f.run(&request("panic", &()), "ctx").err().map(|e| e.message).unwrap_or_default();
+        let at = format!("\"panic\" panicked at {}:", file!());
+        assert!(panicked.starts_with(&at) && panicked.contains(": on purpose"), "{panicked}");
     }
 }

@@ -14,8 +14,9 @@ use crate::client::{self, Context};
 use crate::deliveries::DepartureHandler;
 use crate::driver::{self, Setup};
 use crate::error::StartError;
-use crate::logs::{LogHandler, LogRecord};
+use crate::logs::LogRecord;
 use crate::oneshot;
+use crate::output::{ChildOutput, Printer};
 use crate::registry::Functions;
 use crate::runtime::{self, Runtime};
 use crate::shared::Shared;
@@ -40,7 +41,7 @@ pub fn init(functions: Functions) -> Launcher {
             functions,
             grace: DEFAULT_GRACE,
             handle_signals: true,
-            on_log: None,
+            output: ChildOutput::Print,
             on_departure: None,
             runtime: None,
         },
@@ -54,7 +55,7 @@ pub struct Launcher {
     functions: Functions,
     grace: Duration,
     handle_signals: bool,
-    on_log: Option<LogHandler>,
+    output: ChildOutput,
     on_departure: Option<DepartureHandler>,
     runtime: Option<Arc<dyn Runtime>>,
 }
@@ -65,6 +66,7 @@ impl std::fmt::Debug for Launcher {
             .field("functions", &self.functions)
             .field("grace", &self.grace)
             .field("handle_signals", &self.handle_signals)
+            .field("output", &self.output)
             .field("runtime", &self.runtime)
             .finish_non_exhaustive()
     }
@@ -85,10 +87,17 @@ impl Launcher {
         self
     }
 
-    /// Handles the tree's output lines instead of re-emitting them as `tracing` events. Runs on
-    /// whichever thread handed the line out, with no lock held; it should be quick.
-    pub fn on_log(mut self, handler: impl Fn(&LogRecord) + Send + Sync + 'static) -> Launcher {
-        self.on_log = Some(Box::new(handler));
+    /// Where the tree's output lines go: by default ([`ChildOutput::Print`]) each is printed on
+    /// the root's stdout or stderr — the stream it was printed on — as `[name] text`;
+    /// [`ChildOutput::Tracing`] makes each a `tracing` event instead. The last of this and
+    /// [`Launcher::on_log`] called wins (docs/driver.md "Output at the root").
+    ///
+    /// ```no_run
+    /// # let functions = arbor::Functions::new();
+    /// let launcher = arbor::init(functions).child_output(arbor::ChildOutput::Tracing);
+    /// ```
+    pub fn child_output(mut self, output: ChildOutput) -> Launcher {
+        self.output = output;
         self
     }
 
@@ -99,6 +108,13 @@ impl Launcher {
     pub fn on_departure(mut self, handler: impl Fn(&Departure) + Send + Sync + 'static) -> Launcher {
         self.on_departure = Some(Arc::new(handler));
         self
+    }
+
+    /// Hands each of the tree's output lines to `handler` instead of printing it
+    /// ([`ChildOutput::Handler`]). It runs on whichever thread handed the line out — often the
+    /// IO thread — with no lock held: it should be quick and must not wait for the tree.
+    pub fn on_log(self, handler: impl Fn(&LogRecord) + Send + Sync + 'static) -> Launcher {
+        self.child_output(ChildOutput::Handler(Box::new(handler)))
     }
 
     /// The runtime the tree's IO threads run on (default: [`RUNTIME_VAR`], else smol).
@@ -145,7 +161,8 @@ impl Launcher {
         config.name = "root".to_string();
         let (jobs, calls) = mpsc::channel();
         let host = Host::new(Node::new(config), HostConfig::default());
-        let shared = Shared::new(host, runtime, self.functions, self.on_log, jobs);
+        let (on_log, printer) = self.output.into_handler(false);
+        let shared = Shared::new(host, runtime, self.functions, on_log, jobs);
         let on_departure = self.on_departure;
         shared.with(|state, _| state.on_departure = on_departure);
         let (report, done) = oneshot::channel();
@@ -172,7 +189,7 @@ impl Launcher {
         })?;
         let context = Context::new(shared);
         client::set_current(Some(context.clone()));
-        Ok(Root { context, io: Some(io), done: Some(done) })
+        Ok(Root { context, io: Some(io), done: Some(done), printer })
     }
 }
 
@@ -196,6 +213,8 @@ pub struct Root {
     context: Context,
     io: Option<JoinHandle<()>>,
     done: Option<oneshot::Receiver<ShutdownReport>>,
+    /// The default output sink, finished once the tree is gone.
+    printer: Option<Arc<Printer>>,
 }
 
 impl Root {
@@ -242,7 +261,12 @@ impl Root {
     }
 
     fn join(&mut self) {
-        if let Some(Err(panic)) = self.io.take().map(JoinHandle::join) {
+        let joined = self.io.take().map(JoinHandle::join);
+        // The last lines of the tree are printed before the shutdown returns.
+        if let Some(printer) = self.printer.take() {
+            printer.finish();
+        }
+        if let Some(Err(panic)) = joined {
             std::panic::resume_unwind(panic);
         }
     }
@@ -253,6 +277,9 @@ impl Drop for Root {
         if self.io.is_some() {
             self.context.request_shutdown();
             let _ = self.io.take().map(JoinHandle::join);
+        }
+        if let Some(printer) = self.printer.take() {
+            printer.finish();
         }
     }
 }

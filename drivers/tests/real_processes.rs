@@ -397,3 +397,187 @@ fn a_spawn_not_carried_out_when_shutdown_begins_fails_shutting_down(runtime: &st
     assert!(said.starts_with("spawn ") && said.ends_with("refused: the context is shutting down"), "{out:?}");
     assert_eq!(get(&out, "reaped"), get(&out, "spawned"), "every child started was reaped: {out:?}");
 }
+
+/// The tree's output at the root with the default sink, a child's panic as its caller sees it,
+/// and spawn options (issue 12, points 5 and 6).
+mod output_and_spawn {
+    use super::*;
+
+    on_every_runtime!(
+        child_lines_reach_the_root_stream_they_were_printed_on_prefixed_with_the_context_name,
+        a_closed_root_stdout_drops_the_tree_lines_without_a_panic_or_a_hang,
+        a_stalled_root_stdout_holds_the_tree_back_only_until_the_stall_bound,
+        a_panicking_call_reports_its_message_location_and_backtrace,
+        without_rust_backtrace_a_panicking_call_reports_its_message_and_location,
+    );
+
+    /// What the test does with the fixture's stdout.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Stdout {
+        /// Read all of it.
+        Read,
+        /// Read one line, then close it (`| head -1`).
+        CloseAfterOneLine,
+        /// Never read it (a stalled pipe), until the fixture has exited.
+        Stall,
+    }
+
+    /// What a `print_*` scenario printed: its `key=value` report (from stdout, or from stderr
+    /// when stdout is not read) and everything on each stream.
+    struct Printed {
+        report: BTreeMap<String, String>,
+        stdout: String,
+        stderr: String,
+    }
+
+    /// Runs a `print_*` scenario with the default output sink, reading its streams while it runs.
+    fn run_printing(scenario: &str, runtime: &str, env: &[(&str, Option<&str>)], mode: Stdout) -> Printed {
+        let marker = marker();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_arbor-fixture"));
+        cmd.arg(scenario)
+            .env("ARBOR_TEST_MARKER", &marker)
+            .env("ARBOR_RUNTIME", runtime)
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .env_remove("ARBOR_FIXTURE_ECHO")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            match value {
+                Some(v) => cmd.env(name, v),
+                None => cmd.env_remove(name),
+            };
+        }
+        let mut child = cmd.spawn().expect("the fixture starts");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let err_reader = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let (out_reader, held) = match mode {
+            Stdout::Read => (
+                Some(thread::spawn(move || {
+                    let mut text = String::new();
+                    let _ = stdout.read_to_string(&mut text);
+                    text
+                })),
+                None,
+            ),
+            Stdout::CloseAfterOneLine => (
+                Some(thread::spawn(move || {
+                    let mut line = String::new();
+                    let _ = BufReader::new(stdout).read_line(&mut line);
+                    line
+                })),
+                None,
+            ),
+            Stdout::Stall => (None, Some(stdout)),
+        };
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for the fixture") {
+                break status;
+            }
+            if started.elapsed() > SCENARIO_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("scenario {scenario} did not finish within {SCENARIO_TIMEOUT:?}");
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        drop(held);
+        let stdout = out_reader.map(|r| r.join().unwrap_or_default()).unwrap_or_default();
+        let stderr = err_reader.join().unwrap_or_default();
+        assert!(status.success(), "scenario {scenario} failed: {status}\n{stdout}\n{stderr}");
+        assert_eq!(leftovers(&marker), Vec::<u32>::new(), "processes of {scenario} left running");
+        let report_text = if mode == Stdout::Read { &stdout } else { &stderr };
+        let report: BTreeMap<String, String> = report_text
+            .lines()
+            .filter(|l| !l.starts_with('['))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(report.get("all_gone").map(String::as_str), Some("true"), "{scenario}: {report:?}");
+        assert_eq!(report.get("zombies").map(String::as_str), Some("0"), "{scenario}: {report:?}");
+        assert_eq!(report.get("fds_leaked").map(String::as_str), Some("0"), "{scenario}: {report:?}");
+        Printed { report, stdout, stderr }
+    }
+
+    /// The lines of `text` that start with `prefix`.
+    fn with_prefix<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| l.starts_with(prefix)).collect()
+    }
+
+    /// Two children print 300 lines on each stream at once, and a grandchild three: each line is
+    /// on the root's stream it was printed on, whole, as `[name] text`, in order per context; a
+    /// child's `tracing` event is a line of its stderr.
+    fn child_lines_reach_the_root_stream_they_were_printed_on_prefixed_with_the_context_name(runtime: &str) {
+        let p = run_printing("print_default", runtime, &[], Stdout::Read);
+        assert_eq!(get(&p.report, "a"), "Ok");
+        assert_eq!(get(&p.report, "b"), "Ok");
+        assert_eq!(get(&p.report, "grandchild"), "Ok");
+        for (name, tag, n) in [("out-a", "a", 300), ("out-b", "b", 300), ("depth-1", "g", 3)] {
+            let prefix = format!("[{name}] ");
+            let expected_out: Vec<String> = (0..n).map(|i| format!("{prefix}{tag} out {i}")).collect();
+            let expected_err: Vec<String> = (0..n).map(|i| format!("{prefix}{tag} err {i}")).collect();
+            assert_eq!(with_prefix(&p.stdout, &prefix), expected_out, "{name}'s stdout lines");
+            let err = with_prefix(&p.stderr, &prefix);
+            let (events, prints): (Vec<&str>, Vec<&str>) =
+                err.into_iter().partition(|l| l.contains(" INFO "));
+            assert_eq!(prints, expected_err, "{name}'s stderr lines");
+            assert_eq!(events, vec![format!("{prefix} INFO arbor_fixture: printed {n} lines")]);
+        }
+        // Nothing else reached the root's streams: the report on stdout, nothing on stderr.
+        assert!(p.stdout.lines().all(|l| l.starts_with('[') || l.contains('=')), "{}", p.stdout);
+        assert!(p.stderr.lines().all(|l| l.starts_with('[')), "{}", p.stderr);
+    }
+
+    /// `fixture print_epipe | head -1`: the root's writer gets EPIPE; the rest of the tree's
+    /// lines are dropped, and the root neither panics nor hangs.
+    fn a_closed_root_stdout_drops_the_tree_lines_without_a_panic_or_a_hang(runtime: &str) {
+        let p = run_printing("print_epipe", runtime, &[], Stdout::CloseAfterOneLine);
+        assert_eq!(p.stdout, "[many] line 0\n");
+        assert_eq!(get(&p.report, "call"), "Ok");
+        assert!(!p.stderr.contains("panicked"), "{}", p.stderr);
+    }
+
+    /// A child prints 8 MB while the root's stdout is a pipe nobody reads: the tree waits for
+    /// room at most the stall bound, then drops the lines and says so on stderr; the call
+    /// returns and the tree shuts down.
+    fn a_stalled_root_stdout_holds_the_tree_back_only_until_the_stall_bound(runtime: &str) {
+        let p = run_printing("print_stalled", runtime, &[], Stdout::Stall);
+        assert_eq!(get(&p.report, "call"), "Ok");
+        let note = "[arbor] the root's stdout has taken nothing for 1s: dropping the tree's lines for it";
+        assert!(p.stderr.contains(note), "{}", p.stderr);
+    }
+
+    /// The `Failed` error of a panicking function — blocking (calls thread) and async (tasks
+    /// thread) — says what, where and, with RUST_BACKTRACE=1, the backtrace; the panic is not
+    /// printed a second time at the root.
+    fn a_panicking_call_reports_its_message_location_and_backtrace(runtime: &str) {
+        let p = run_printing("print_panic", runtime, &[], Stdout::Read);
+        check_panics(&p, true);
+    }
+
+    fn without_rust_backtrace_a_panicking_call_reports_its_message_and_location(runtime: &str) {
+        let p = run_printing("print_panic", runtime, &[("RUST_BACKTRACE", None)], Stdout::Read);
+        check_panics(&p, false);
+    }
+
+    fn check_panics(p: &Printed, backtrace: bool) {
+        for (key, function, message) in
+            [("blocking", "panic", "asked to panic"), ("async", "panic_async", "an async function panicked")]
+        {
+            let first = get(&p.report, &format!("{key}_first_line"));
+            let at = format!("{function:?} panicked at drivers/fixture/main.rs:");
+            assert!(first.starts_with(&at) && first.ends_with(&format!(": {message}")), "{first}");
+            assert_eq!(get(&p.report, &format!("{key}_location")), "true");
+            assert_eq!(get(&p.report, &format!("{key}_backtrace")), backtrace.to_string(), "{key}");
+            assert!(!p.stderr.contains(message), "printed at the root as well: {}", p.stderr);
+        }
+        assert_eq!(get(&p.report, "still_serving"), "Ok");
+    }
+}

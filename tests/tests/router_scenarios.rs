@@ -644,3 +644,25 @@ fn s28_a_forged_sender_is_not_answered_no_one_can_be_named() {
         vec![rejected(KID_A, &m, RejectReason::SrcMismatch { expected: Some(StreamId(KID_B)) })]
     );
 }
+
+// --- a context's name lasts as long as its messages ------------------------------------------
+
+#[test]
+fn a_message_decoded_with_its_senders_del_route_is_delivered_while_its_name_is_still_known() {
+    // root(0) ─s1─ C(1) ─ G(5, "grand"): G's last message and C's DEL_ROUTE for G arrive in one
+    // read. The root delivers the message as an event, in order; G's name must still be there
+    // when that event is taken (a log line's prefix), and gone once the disconnection is.
+    let mut r = router(0, &[]);
+    r.add_stream(StreamId(1), child(1)).unwrap();
+    feed(&mut r, 1, &msg(0, 1, Handle::ADD_ROUTE, "5:grand"));
+    let last = msg(0, 5, Handle(1000), "last words");
+    let mut bytes = last.to_frame().to_vec();
+    bytes.extend_from_slice(&msg(0, 1, Handle::DEL_ROUTE, "5").to_frame().to_vec());
+    r.receive(StreamId(1), &bytes);
+    assert_eq!(r.route(ContextId(5)), None, "the route goes at once");
+    let delivered = r.poll_event();
+    assert_eq!(delivered, Some(Event::Deliver { origin: Origin::Stream(StreamId(1)), message: last }));
+    assert_eq!(r.name(ContextId(5)), Some("grand"));
+    assert_eq!(r.poll_event(), Some(Event::Disconnected { id: ContextId(5) }));
+    assert_eq!(r.name(ContextId(5)), None);
+}
