@@ -68,6 +68,9 @@ pub fn take_over() -> Result<Option<Bootstrap>, BootstrapError> {
     let parent = rustix::io::fcntl_dupfd_cloexec(io::stdin().as_fd(), 3).map_err(io::Error::from)?;
     let null = File::open("/dev/null")?;
     rustix::stdio::dup2_stdin(&null).map_err(io::Error::from)?;
+    // Whatever std's stdout holds (a test harness's partial line) goes where it was meant to,
+    // not into the capture.
+    let _ = io::stdout().flush();
     let mut captures = Vec::new();
     for source in [LogSource::Stdout, LogSource::Stderr] {
         captures.push(CaptureWrite::split(Capture::install(source)?));

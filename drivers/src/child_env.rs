@@ -23,6 +23,15 @@ const GRACE_MS: &str = "ARBOR_GRACE_MS";
 const NAME: &str = "ARBOR_CONTEXT_NAME";
 /// The runtime the parent runs on (`smol`, `tokio`); the child runs on the same.
 const RUNTIME: &str = "ARBOR_RUNTIME_NAME";
+/// Under the test harness: the hidden test a child is started to run (test_support.rs).
+pub(crate) const HARNESS: &str = "ARBOR_TEST_HARNESS";
+
+/// The environment variables arbor sets for every child it spawns and removes in the child's
+/// [`crate::init`] before user code runs, so user code never sees them. A
+/// [`crate::SpawnOptions::env`] or [`crate::SpawnOptions::env_remove`] naming one is refused
+/// with [`crate::SpawnError::ReservedEnv`]. (`ARBOR_RUNTIME`, [`crate::RUNTIME_VAR`], is not
+/// among them: only a root reads it.)
+pub const RESERVED_ENV: &[&str] = &[ID, ANCESTORS, PARENT_PID, GRACE_MS, NAME, RUNTIME, HARNESS];
 
 /// A child's configuration as its parent handed it over.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +71,7 @@ impl ChildEnv {
     }
 
     /// Reads and removes the variables: `Ok(None)` in a process that is not an arbor child.
+    /// A child whose parent runs under the test harness runs (and spawns) under it too.
     ///
     /// Must run while the process has one thread (at the top of `main`): changing the
     /// environment races with other threads reading it.
@@ -81,7 +91,10 @@ impl ChildEnv {
         let grace = get(GRACE_MS).parse().map(Duration::from_millis).map_err(|_| bad(GRACE_MS))?;
         let name = get(NAME);
         let runtime = get(RUNTIME);
-        for var in [ID, ANCESTORS, PARENT_PID, GRACE_MS, NAME, RUNTIME] {
+        if env::var_os(HARNESS).is_some() {
+            crate::test_support::adopt();
+        }
+        for var in RESERVED_ENV {
             env::remove_var(var);
         }
         Ok(Some(ChildEnv { id, ancestors, parent_pid, grace, name, runtime }))

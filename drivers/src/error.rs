@@ -15,12 +15,42 @@ pub enum SpawnError {
     /// Creating the socketpair, finding our own executable or starting the process failed.
     #[error("cannot start the child process: {0}")]
     Io(#[from] io::Error),
+    /// [`crate::SpawnOptions::env`] or [`crate::SpawnOptions::env_remove`] named a variable
+    /// arbor itself sets for the child ([`crate::RESERVED_ENV`]).
+    #[error(
+        "the environment variable {0} is arbor's own (it tells a child how to start); choose another name"
+    )]
+    ReservedEnv(String),
+    /// An environment variable's name is empty or holds `=` or NUL, or its value holds NUL.
+    #[error("invalid environment variable {name:?}: {why}")]
+    InvalidEnv {
+        /// The name as given.
+        name: std::ffi::OsString,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// An argument holds a NUL byte, which no `execve` argument can.
+    #[error("argument {index} holds a NUL byte")]
+    InvalidArg {
+        /// Its position among [`crate::SpawnOptions::arg`]s, from 0.
+        index: usize,
+    },
+    /// [`crate::SpawnOptions::current_dir`] is not a directory this process can see.
+    #[error("cannot start the child in {dir:?}: {source}")]
+    CurrentDir {
+        /// The directory as given.
+        dir: std::path::PathBuf,
+        /// Why it cannot be used.
+        source: io::Error,
+    },
 }
 
 /// Why the root context could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A root already runs in this process (the node and its signal handlers are per process).
+    /// A root started with [`crate::test_support::init`] waits for it instead, unless it is
+    /// the calling thread's own.
     #[error("a root context already runs in this process")]
     AlreadyStarted,
     /// `ARBOR_RUNTIME` names a runtime this build does not have.

@@ -51,11 +51,13 @@ mod output;
 mod panics;
 mod registry;
 mod root;
+mod root_slot;
 pub mod runtime;
 mod shared;
 mod signals;
 mod spawn;
 mod state;
+pub mod test_support;
 
 pub use arbor_core::call::{CallError, CallErrorKind};
 pub use arbor_core::ids::ContextId;
@@ -63,6 +65,7 @@ pub use arbor_core::lines::LogSource;
 pub use arbor_core::reaper::{ExitStatus, Pid};
 
 pub use arbor_core::departure::{ControlError, Departure, DepartureCause};
+pub use child_env::RESERVED_ENV;
 pub use client::{context, CallOptions, Context, PendingCall, PendingDeparture, PendingSpawn};
 pub use error::{SpawnError, StartError};
 pub use function::{Function, FunctionName};
@@ -72,3 +75,4 @@ pub use registry::{CallFuture, Functions};
 pub use root::{init, Launcher, Root, ShutdownReport, RUNTIME_VAR};
 pub use spawn::{ChildInfo, SpawnOptions};
 pub use state::Reaped;
+pub use test_support::args;

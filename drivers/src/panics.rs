@@ -82,14 +82,52 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Panic> {
         let message = message(&*payload);
         match seen {
             Some(Seen { location, backtrace }) => {
-                let backtrace =
-                    (backtrace.status() == BacktraceStatus::Captured).then(|| backtrace.to_string());
+                let backtrace = (backtrace.status() == BacktraceStatus::Captured).then(|| {
+                    let full = backtrace.to_string();
+                    match std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v == "full") {
+                        true => full,
+                        false => short(&full),
+                    }
+                });
                 Panic { message, location, backtrace }
             }
             // Another hook replaced ours since: the message is all there is.
             None => Panic { message, location: None, backtrace: None },
         }
     })
+}
+
+/// The frames the default hook shows for `RUST_BACKTRACE=1`: those between std's
+/// `__rust_end_short_backtrace` (the panic machinery and arbor's hook above it) and
+/// `__rust_begin_short_backtrace` (a thread's or `main`'s start below), numbered from 0.
+/// Without both markers, the whole backtrace.
+fn short(full: &str) -> String {
+    let mut frames: Vec<Vec<&str>> = Vec::new();
+    for line in full.lines() {
+        let starts_frame = line.trim_start().split_once(": ").is_some_and(|(n, _)| n.parse::<u32>().is_ok());
+        match frames.last_mut() {
+            Some(frame) if !starts_frame => frame.push(line),
+            _ => frames.push(vec![line]),
+        }
+    }
+    let has = |frame: &Vec<&str>, marker: &str| frame.first().is_some_and(|l| l.contains(marker));
+    let start = frames.iter().position(|f| has(f, "__rust_end_short_backtrace"));
+    let end = frames.iter().position(|f| has(f, "__rust_begin_short_backtrace"));
+    let (Some(start), Some(end)) = (start, end) else { return full.to_string() };
+    if start + 1 >= end {
+        return full.to_string();
+    }
+    let mut out = String::new();
+    for (n, frame) in frames[start + 1..end].iter().enumerate() {
+        let name = frame[0].trim_start().split_once(": ").map_or("", |(_, name)| name);
+        out.push_str(&format!("{n:>4}: {name}\n"));
+        for line in &frame[1..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str("note: Some details are omitted, run with `RUST_BACKTRACE=full` for a verbose backtrace.");
+    out
 }
 
 fn message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -112,6 +150,18 @@ mod tests {
         let at = format!("panicked at {}:{line}:", file!());
         assert!(text.starts_with(&at), "{text}");
         assert!(text.lines().next().is_some_and(|l| l.ends_with(": on purpose 7")), "{text}");
+    }
+
+    #[test]
+    fn a_short_backtrace_keeps_the_frames_between_the_markers_renumbered() {
+        let full = "   0: arbor::hook\n             at src/panics.rs:1:1\n   1: std::__rust_end_short_backtrace\n   2: user::f\n             at src/main.rs:3:4\n   3: user::g\n   4: std::__rust_begin_short_backtrace\n   5: main\n";
+        let short = short(full);
+        assert!(
+            short.starts_with("   0: user::f\n             at src/main.rs:3:4\n   1: user::g\n"),
+            "{short}"
+        );
+        assert!(!short.contains("arbor::hook") && !short.contains("main\n"), "{short}");
+        assert_eq!(super::short("   0: no markers\n"), "   0: no markers\n");
     }
 
     #[test]

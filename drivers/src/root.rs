@@ -1,6 +1,5 @@
 //! The entry point ([`init`]) and the root context ([`Launcher`], [`Root`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -18,6 +17,7 @@ use crate::logs::LogRecord;
 use crate::oneshot;
 use crate::output::{ChildOutput, Printer};
 use crate::registry::Functions;
+use crate::root_slot::RootSlot;
 use crate::runtime::{self, Runtime};
 use crate::shared::Shared;
 use crate::signals::Interrupts;
@@ -26,7 +26,7 @@ use crate::{clock, context};
 use arbor_core::departure::Departure;
 
 /// Set while a root runs in this process.
-static ROOT_RUNNING: AtomicBool = AtomicBool::new(false);
+static ROOT_RUNNING: RootSlot = RootSlot::new();
 
 /// The environment variable that picks the root's runtime when [`Launcher::runtime`] was not
 /// called (`smol`, or `tokio` with the `tokio` feature); children run on their parent's.
@@ -43,6 +43,7 @@ pub fn init(functions: Functions) -> Launcher {
             handle_signals: true,
             output: ChildOutput::Print,
             on_departure: None,
+            test: false,
             runtime: None,
         },
         Ok(Some(boot)) => context::run_child(boot, functions),
@@ -57,6 +58,8 @@ pub struct Launcher {
     handle_signals: bool,
     output: ChildOutput,
     on_departure: Option<DepartureHandler>,
+    /// Started by [`crate::test_support::init`].
+    test: bool,
     runtime: Option<Arc<dyn Runtime>>,
 }
 
@@ -117,6 +120,14 @@ impl Launcher {
         self.child_output(ChildOutput::Handler(Box::new(handler)))
     }
 
+    /// Under the test harness (test_support.rs): wait for a running root, capture the output
+    /// with the test's, no signal handlers.
+    pub(crate) fn in_test(mut self) -> Launcher {
+        self.test = true;
+        self.handle_signals = false;
+        self
+    }
+
     /// The runtime the tree's IO threads run on (default: [`RUNTIME_VAR`], else smol).
     pub fn runtime(mut self, runtime: impl Runtime) -> Launcher {
         self.runtime = Some(Arc::new(runtime));
@@ -126,12 +137,12 @@ impl Launcher {
     /// Starts the root: its IO thread (running the driver on the runtime) and a thread for
     /// blocking calls made to the root. Returns at once; usable from async code.
     pub fn start(self) -> Result<Root, StartError> {
-        if ROOT_RUNNING.swap(true, Ordering::SeqCst) {
+        if !ROOT_RUNNING.take(self.test) {
             return Err(StartError::AlreadyStarted);
         }
         let started = self.start_inner();
         if started.is_err() {
-            ROOT_RUNNING.store(false, Ordering::SeqCst);
+            ROOT_RUNNING.release();
         }
         started
     }
@@ -161,7 +172,7 @@ impl Launcher {
         config.name = "root".to_string();
         let (jobs, calls) = mpsc::channel();
         let host = Host::new(Node::new(config), HostConfig::default());
-        let (on_log, printer) = self.output.into_handler(false);
+        let (on_log, printer) = self.output.into_handler(self.test);
         let shared = Shared::new(host, runtime, self.functions, on_log, jobs);
         let on_departure = self.on_departure;
         shared.with(|state, _| state.on_departure = on_departure);
@@ -172,7 +183,7 @@ impl Launcher {
             let finished = driver::run(io_shared, setup);
             drop(interrupts);
             client::set_current(None);
-            ROOT_RUNNING.store(false, Ordering::SeqCst);
+            ROOT_RUNNING.release();
             let report_of = |f: driver::Finished| {
                 let took = f.shutdown_began.map(|t| t.elapsed()).unwrap_or_default();
                 ShutdownReport { took, reaped: f.reaped, departed: f.departed }

@@ -128,6 +128,10 @@ impl Shared {
         options: SpawnOptions,
     ) -> oneshot::Receiver<Result<ChildInfo, SpawnError>> {
         let (reply, answer) = oneshot::channel();
+        if let Err(e) = options.check() {
+            reply.send(Err(e));
+            return answer;
+        }
         self.with(|state, now| {
             if state.exited.is_some() {
                 state.deliveries.spawns.push((reply, Err(SpawnError::ShuttingDown)));

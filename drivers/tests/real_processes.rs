@@ -409,6 +409,7 @@ mod output_and_spawn {
         a_stalled_root_stdout_holds_the_tree_back_only_until_the_stall_bound,
         a_panicking_call_reports_its_message_location_and_backtrace,
         without_rust_backtrace_a_panicking_call_reports_its_message_and_location,
+        spawn_options_set_the_childs_arguments_environment_and_directory,
     );
 
     /// What the test does with the fixture's stdout.
@@ -579,5 +580,28 @@ mod output_and_spawn {
             assert!(!p.stderr.contains(message), "printed at the root as well: {}", p.stderr);
         }
         assert_eq!(get(&p.report, "still_serving"), "Ok");
+    }
+
+    /// Arguments, a variable set (twice: the last wins), one removed and a working directory reach
+    /// the child; its own child inherits the environment and directory but not the arguments; a
+    /// reserved name, an invalid name or argument and a missing directory are typed refusals.
+    fn spawn_options_set_the_childs_arguments_environment_and_directory(runtime: &str) {
+        let out = run_printing("spawn_options", runtime, &[("FIXTURE_INHERITED", Some("yes"))], Stdout::Read)
+            .report;
+        assert_eq!(get(&out, "root_has_inherited"), "true");
+        assert_eq!(get(&out, "child_args"), "one|two words|--flag");
+        assert_eq!(get(&out, "child_arbor_args"), "one|two words|--flag");
+        assert_eq!(get(&out, "child_set"), "set");
+        assert_eq!(get(&out, "child_inherited"), "false");
+        assert_eq!(get(&out, "child_cwd_is_dir"), "true");
+        assert_eq!(get(&out, "grandchild_args"), "0");
+        assert_eq!(get(&out, "grandchild_set"), "set");
+        assert_eq!(get(&out, "grandchild_inherited"), "false");
+        assert_eq!(get(&out, "grandchild_cwd_is_dir"), "true");
+        assert_eq!(get(&out, "reserved_set"), "ReservedEnv");
+        assert_eq!(get(&out, "reserved_removed"), "ReservedEnv");
+        assert_eq!(get(&out, "bad_name"), "InvalidEnv");
+        assert_eq!(get(&out, "bad_arg"), "InvalidArg");
+        assert_eq!(get(&out, "bad_dir"), "CurrentDir");
     }
 }
