@@ -169,10 +169,6 @@ pub enum Input<'a> {
 pub struct LogLine {
     /// The context that printed it.
     pub context: ContextId,
-    /// That context's name as the root's router knew it when the line arrived. Looking it up
-    /// later may be too late: a context's last lines and the DEL_ROUTE that follows them can
-    /// arrive in one read, and the route, name and all, is gone once that is handled.
-    pub name: Option<String>,
     /// The logger name (`stdout`, `stderr`, or a driver's own).
     pub source: String,
     /// Python `logging` level number.
@@ -971,9 +967,7 @@ impl Node {
             }
             Handle::FORWARD_LOG if self.config.is_root() && !msg.is_dead() => match parse_log(&msg.body) {
                 Some((source, level, text)) => {
-                    let name = self.router.name(msg.src).map(String::from);
-                    let line = LogLine { context: msg.src, name, source, level, text };
-                    self.outputs.push_back(Output::LogLine(line))
+                    self.outputs.push_back(Output::LogLine(LogLine { context: msg.src, source, level, text }))
                 }
                 None => self.diag(Diagnostic::BadLogRecord { src: msg.src }),
             },

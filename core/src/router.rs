@@ -34,6 +34,9 @@ impl fmt::Display for StreamId {
 /// make the route table hold arbitrary amounts of its text.
 pub const MAX_ROUTE_NAME_LEN: usize = 255;
 
+/// Names of departed contexts the router keeps ([`Router::name`]).
+pub const MAX_DEPARTED_NAMES: usize = 64;
+
 /// Most destinations remembered per stream for DEL_ROUTE propagation (`egress_ids`).
 pub const MAX_EGRESS_IDS: usize = 65_536;
 
@@ -284,6 +287,8 @@ pub struct Router {
     streams: BTreeMap<StreamId, StreamState>,
     routes: BTreeMap<ContextId, StreamId>,
     names: BTreeMap<ContextId, String>,
+    /// Names of the contexts whose routes went last, oldest first (see [`Router::name`]).
+    departed: VecDeque<(ContextId, String)>,
     events: VecDeque<Event>,
 }
 
@@ -298,6 +303,7 @@ impl Router {
             streams: BTreeMap::new(),
             routes: BTreeMap::new(),
             names: BTreeMap::new(),
+            departed: VecDeque::new(),
             events: VecDeque::new(),
         }
     }
@@ -337,9 +343,15 @@ impl Router {
         self.routes.iter().map(|(id, s)| (*id, *s))
     }
 
-    /// The name a context was registered with, if one was given.
+    /// The name a context was registered with, if one was given — also for one of the last
+    /// [`MAX_DEPARTED_NAMES`] contexts whose route is gone: a context's last messages (its last
+    /// log lines, at the root) and the DEL_ROUTE after them are often decoded from one read, and
+    /// a host handling those messages after that read still names their sender.
     pub fn name(&self, id: ContextId) -> Option<&str> {
-        self.names.get(&id).map(String::as_str)
+        match self.names.get(&id) {
+            Some(name) => Some(name),
+            None => self.departed.iter().rev().find(|(d, _)| *d == id).map(|(_, name)| name.as_str()),
+        }
     }
 
     /// The peer at the other end of a registered stream.
@@ -360,16 +372,7 @@ impl Router {
     /// The next event, if any. Drain completely after every call.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        let event = self.events.pop_front();
-        // A context's name outlives its route until the news of its disconnection is taken, in
-        // order with the events before it: its last messages, decoded in the same input as the
-        // DEL_ROUTE, are still delivered under its name (a log line's prefix at the root).
-        if let Some(Event::Disconnected { id }) = &event {
-            if !self.routes.contains_key(id) {
-                self.names.remove(id);
-            }
-        }
-        event
+        self.events.pop_front()
     }
 
     /// Registers a framed stream. A child stream adds a route to the child and announces it to
@@ -664,7 +667,13 @@ impl Router {
     /// than `came_from` that ever sent a message towards `id`.
     fn forget_route(&mut self, id: ContextId, came_from: Option<StreamId>) {
         self.routes.remove(&id);
-        // The name goes when this event is taken (see `poll_event`).
+        if let Some(name) = self.names.remove(&id) {
+            // Kept a while (see `name`), within a bound however many contexts come and go.
+            if self.departed.len() == MAX_DEPARTED_NAMES {
+                self.departed.pop_front();
+            }
+            self.departed.push_back((id, name));
+        }
         self.events.push_back(Event::Disconnected { id });
         let body = Bytes::from(format!("{id}"));
         if let (Some(parent), Some(parent_id)) = (self.parent, self.parent_id()) {

@@ -45,11 +45,10 @@ pub struct LogRecord {
 }
 
 impl LogRecord {
-    /// `name`: the context's name as the host knows it now, if the line does not carry one.
     pub(crate) fn new(line: LogLine, name: Option<&str>) -> LogRecord {
         LogRecord {
             context: line.context,
-            name: line.name.or_else(|| name.map(str::to_owned)).unwrap_or_default(),
+            name: name.unwrap_or_default().to_string(),
             source: line.source,
             level: line.level,
             text: line.text,

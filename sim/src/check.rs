@@ -765,7 +765,6 @@ mod tests {
     fn line(ctx: u32, text: &str) -> What {
         What::Out(Output::LogLine(LogLine {
             context: ContextId(ctx),
-            name: None,
             source: LogSource::Stdout.name().into(),
             level: 20,
             text: text.into(),

@@ -645,13 +645,13 @@ fn s28_a_forged_sender_is_not_answered_no_one_can_be_named() {
     );
 }
 
-// --- a context's name lasts as long as its messages ------------------------------------------
+// --- a context's name outlives its route a while ----------------------------------------------
 
 #[test]
-fn a_message_decoded_with_its_senders_del_route_is_delivered_while_its_name_is_still_known() {
+fn a_message_decoded_with_its_senders_del_route_still_names_its_sender() {
     // root(0) ─s1─ C(1) ─ G(5, "grand"): G's last message and C's DEL_ROUTE for G arrive in one
-    // read. The root delivers the message as an event, in order; G's name must still be there
-    // when that event is taken (a log line's prefix), and gone once the disconnection is.
+    // read. A host handles the delivered message after the whole read, when the route is gone:
+    // G's name must still be known then (a log line's prefix at the root).
     let mut r = router(0, &[]);
     r.add_stream(StreamId(1), child(1)).unwrap();
     feed(&mut r, 1, &msg(0, 1, Handle::ADD_ROUTE, "5:grand"));
@@ -659,10 +659,31 @@ fn a_message_decoded_with_its_senders_del_route_is_delivered_while_its_name_is_s
     let mut bytes = last.to_frame().to_vec();
     bytes.extend_from_slice(&msg(0, 1, Handle::DEL_ROUTE, "5").to_frame().to_vec());
     r.receive(StreamId(1), &bytes);
-    assert_eq!(r.route(ContextId(5)), None, "the route goes at once");
-    let delivered = r.poll_event();
-    assert_eq!(delivered, Some(Event::Deliver { origin: Origin::Stream(StreamId(1)), message: last }));
+    assert_eq!(
+        drain(&mut r),
+        vec![
+            Event::Deliver { origin: Origin::Stream(StreamId(1)), message: last },
+            Event::Disconnected { id: ContextId(5) }
+        ]
+    );
+    assert_eq!(r.route(ContextId(5)), None);
     assert_eq!(r.name(ContextId(5)), Some("grand"));
-    assert_eq!(r.poll_event(), Some(Event::Disconnected { id: ContextId(5) }));
-    assert_eq!(r.name(ContextId(5)), None);
+}
+
+#[test]
+fn departed_names_are_kept_within_a_bound() {
+    let mut r = router(0, &[]);
+    let n = arbor_core::router::MAX_DEPARTED_NAMES as u32 + 1;
+    for id in 1..=n {
+        r.add_stream(
+            StreamId(id),
+            arbor_core::router::Peer::Child { id: ContextId(id), name: Some(format!("c{id}")) },
+        )
+        .unwrap();
+        r.eof(StreamId(id));
+    }
+    drain(&mut r);
+    assert_eq!(r.name(ContextId(1)), None, "the oldest is forgotten");
+    assert_eq!(r.name(ContextId(2)).map(str::to_owned), Some("c2".to_string()));
+    assert_eq!(r.name(ContextId(n)).map(str::to_owned), Some(format!("c{n}")));
 }
