@@ -14,9 +14,9 @@
 //!   tree) come out on each stream in the order the root received them.
 //! - **Backpressure, bounded.** The queue holds up to [`QUEUE_BYTES`]; past that, the thread
 //!   handing out a line waits for room — the tree slows down to the speed of the root's stdout,
-//!   and nothing is lost — but only while the writer makes progress. A writer that has not
-//!   written a byte for [`STALL`] (a pipe nobody reads) makes the stream *stalled*: lines are then
-//!   dropped and counted instead of waited for, a note says so on the other stream, and a second
+//!   and nothing is lost — but only while the writer makes progress. With the queue full and
+//!   the writer stuck in one write for [`STALL`] (a pipe nobody reads), the stream is *stalled*:
+//!   lines that do not fit are then dropped and counted instead of waited for, a note says so on the other stream, and a second
 //!   note says how many were dropped once the stream moves again. So a stalled stdout cannot hold
 //!   the IO thread, and with it shutdown, for longer than [`STALL`].
 //! - **EPIPE** (`| head` has gone): the stream is *broken*: its later lines are dropped without a
@@ -225,11 +225,6 @@ impl Lane {
             if q.broken {
                 return Pushed::Dropped;
             }
-            if q.stalled_now() {
-                q.dropped += 1;
-                let first = !std::mem::replace(&mut q.stalled, true);
-                return if first { Pushed::BecameStalled } else { Pushed::Dropped };
-            }
             if !q.writer {
                 if !self.start_writer() {
                     // No thread to be had: dropped rather than queued for no one.
@@ -240,6 +235,12 @@ impl Lane {
             }
             if q.bytes == 0 || q.bytes + line.len() <= QUEUE_BYTES {
                 break;
+            }
+            if q.stalled_now() {
+                // Full, and the writer has not moved for STALL: dropped, not waited for.
+                q.dropped += 1;
+                let first = !std::mem::replace(&mut q.stalled, true);
+                return if first { Pushed::BecameStalled } else { Pushed::Dropped };
             }
             // Full: wait for room while the writer moves (woken on each write it makes).
             let left = STALL.saturating_sub(q.progress.elapsed()).max(Duration::from_millis(1));

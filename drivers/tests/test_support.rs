@@ -18,6 +18,10 @@ fn functions() -> Functions {
         .register("cwd", |(): ()| {
             std::env::current_dir().map(|d| d.display().to_string()).map_err(|e| e.to_string())
         })
+        .register("say", |text: String| {
+            println!("{text}");
+            Ok::<_, String>(())
+        })
         .register("grandchild_pid", |(): ()| {
             // A child under the harness spawns its own children under it too.
             let ctx = arbor::blocking::context().ok_or("no context")?;
@@ -94,4 +98,37 @@ fn a_second_root_on_the_same_thread_is_refused_not_waited_for() {
     let second = arbor::test_support::init(functions()).start_blocking();
     assert!(matches!(second, Err(arbor::StartError::AlreadyStarted)), "{second:?}");
     first.shutdown();
+}
+
+/// A root printing a child's line; run on its own by the test below.
+#[test]
+fn a_child_says_something() {
+    let root = root("smol");
+    let child = root.context().spawn(SpawnOptions::named("talker")).expect("spawn");
+    root.context().call::<_, ()>(child.id, "say", "a line from the talker").expect("say");
+    root.shutdown();
+}
+
+/// The tree's lines go into libtest's capture of the test that started the root: hidden for a
+/// passing test, shown with `--nocapture`.
+#[test]
+fn the_tree_output_is_captured_with_the_test_output() {
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+            .args(["--exact", "a_child_says_something", "--test-threads=1"])
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("the test binary runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let line = "[talker] a line from the talker";
+    let captured = run(&[]);
+    assert!(
+        captured.contains("test a_child_says_something ... ok") && !captured.contains(line),
+        "{captured}"
+    );
+    let shown = run(&["--nocapture"]);
+    assert!(shown.contains(line), "{shown}");
 }
