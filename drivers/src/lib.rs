@@ -10,6 +10,12 @@
 //! tasks on a tasks thread. The process model (fds, environment, signals, reaping) is in
 //! docs/driver.md.
 //!
+//! Every line a context prints reaches the root, which by default prints it on its own stdout
+//! or stderr — the stream it was printed on — as `[name] text` ([`ChildOutput`]; a callback or
+//! `tracing` instead, by choice). A function's panic answers its call with the message,
+//! location and (with `RUST_BACKTRACE`) backtrace. [`SpawnOptions`] give a child arguments,
+//! environment and a working directory; [`test_support`] lets a `#[test]` spawn contexts.
+//!
 //! The API is async first ([`Context`], [`Root`]: futures usable from any smol or tokio task),
 //! with a thin blocking layer in [`blocking`]:
 //!

@@ -26,6 +26,9 @@
 //! }
 //! ```
 //!
+//! A root in a test must come from [`init`]: one from [`crate::init`] would start its children
+//! as the whole test binary, running every test.
+//!
 //! What [`init`] changes from [`crate::init`]:
 //! - **Tests run in parallel, roots one at a time.** A process runs one root at a time (its
 //!   `arbor::context()`, signal handling and children are per process), so a root started while
