@@ -17,7 +17,7 @@ use arbor_core::router::StreamId;
 use arbor_core::shutdown::{Cause, PhaseKind};
 use arbor_core::time::Instant;
 
-use crate::plan::{Expect, Plan, ProcId};
+use crate::plan::{Expect, Fault, Plan, ProcId};
 use crate::trace::{transmitted_shutdown, Trace, What};
 
 /// Slack on the liveness bound: everything in the model is instantaneous except latency, which
@@ -107,6 +107,8 @@ pub const CHECKERS: &[&str] = &[
     "liveness",
     "no-lost-lines",
     "calls-resolve-once",
+    "deadlines",
+    "refusals-answered",
     "auth-boundary",
     "no-process-left",
     "no-stream-left-open",
@@ -159,6 +161,8 @@ pub fn check(plan: &Plan, trace: &Trace) -> Vec<Violation> {
     liveness(plan, trace, &mut v);
     no_lost_lines(plan, &tree, trace, &mut v);
     calls_resolve_once(trace, &mut v);
+    deadlines(plan, &tree, trace, &mut v);
+    refusals_answered(plan, &tree, trace, &mut v);
     auth_boundary(&tree, trace, &mut v);
     no_process_left(&tree, trace, &mut v);
     no_stream_left_open(trace, &mut v);
@@ -183,7 +187,13 @@ fn violation(
 /// call after closing it.
 pub(crate) fn shutdown_ordering(trace: &Trace, v: &mut Vec<Violation>) {
     let mut closed: BTreeSet<ProcId> = BTreeSet::new();
+    // A child being stopped on its own gets its SHUTDOWN while its parent runs on (the
+    // ordering then holds inside that subtree, which its own nodes are checked for).
+    let mut stopping: BTreeSet<(ProcId, ContextId)> = BTreeSet::new();
     for e in &trace.events {
+        if let What::ChildControl { child, kill: false } = e.what {
+            stopping.insert((e.proc, child));
+        }
         let What::Out(o) = &e.what else { continue };
         match o {
             Output::CallsClosed => {
@@ -206,7 +216,7 @@ pub(crate) fn shutdown_ordering(trace: &Trace, v: &mut Vec<Violation>) {
             ),
             _ => {
                 if let Some(h) = transmitted_shutdown(o) {
-                    if !closed.contains(&e.proc) {
+                    if !closed.contains(&e.proc) && !stopping.remove(&(e.proc, h.dst)) {
                         violation(
                             v,
                             "shutdown-ordering",
@@ -283,8 +293,12 @@ pub(crate) fn liveness(plan: &Plan, trace: &Trace, v: &mut Vec<Violation>) {
 /// On a graceful shutdown (nothing forced, no disruptive fault) every line printed reaches the
 /// root exactly once, in order.
 pub(crate) fn no_lost_lines(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
-    let forced =
-        trace.events.iter().any(|e| matches!(e.what, What::Phase { to: PhaseKind::ForceDisconnect, .. }));
+    // A forced disconnect, of the tree or of one child stopped on its own and escalated (the
+    // signals say so), may lose what was still in flight.
+    let forced = trace
+        .events
+        .iter()
+        .any(|e| matches!(e.what, What::Phase { to: PhaseKind::ForceDisconnect, .. } | What::Signalled(_)));
     let required = plan.expect.contains(&Expect::AllLines);
     if !required && (forced || plan.is_disruptive()) {
         return;
@@ -336,7 +350,7 @@ pub(crate) fn calls_resolve_once(trace: &Trace, v: &mut Vec<Violation>) {
     let mut exited: BTreeSet<ProcId> = BTreeSet::new();
     for e in &trace.events {
         match &e.what {
-            What::CallIssued(c) => {
+            What::CallIssued { call: c, .. } => {
                 issued.insert((e.proc, c.0), 0);
             }
             What::Out(Output::CallReturned { call, .. }) => {
@@ -367,6 +381,173 @@ pub(crate) fn calls_resolve_once(trace: &Trace, v: &mut Vec<Violation>) {
                 None,
                 format!("call {call} never resolved before exit"),
             );
+        }
+    }
+}
+
+/// How each call a process issued was resolved: `(proc, call) -> (at, error kind if any)`.
+fn resolutions(trace: &Trace) -> BTreeMap<(ProcId, u64), (Instant, Option<CallErrorKind>)> {
+    let mut out = BTreeMap::new();
+    for e in &trace.events {
+        if let What::Out(Output::CallReturned { call, result }) = &e.what {
+            out.entry((e.proc, call.0)).or_insert((e.at, result.as_ref().err().map(|e| e.kind)));
+        }
+    }
+    out
+}
+
+/// Whether the plan ever freezes `p` (a frozen process does nothing, its timers included, so
+/// no time bound holds for what it waits on).
+fn ever_frozen(plan: &Plan, p: ProcId) -> bool {
+    plan.faults.iter().any(|(_, f)| matches!(f, Fault::Freeze(q) if *q == p))
+}
+
+/// Calls with a deadline (docs/shutdown.md "Deadlines"): each resolves no later than its
+/// deadline, `Timeout` exactly at it, and a caller that times a call out tells the callee at
+/// that instant (a CANCEL_CALL sent, or refused for want of a route; a call to itself is told
+/// within the node). A caller that is frozen, or dies first, is excused: it cannot act.
+pub(crate) fn deadlines(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
+    let resolved = resolutions(trace);
+    let mut died: BTreeMap<ProcId, Instant> = BTreeMap::new();
+    let mut cancels: BTreeSet<(ProcId, Instant)> = BTreeSet::new();
+    let end = trace.events.last().map_or(Instant::ZERO, |e| e.at);
+    for e in &trace.events {
+        match &e.what {
+            What::Died(_) => {
+                died.entry(e.proc).or_insert(e.at);
+            }
+            What::Out(o) if is_cancel(o) => {
+                cancels.insert((e.proc, e.at));
+            }
+            _ => {}
+        }
+    }
+    for e in &trace.events {
+        let What::CallIssued { call, to, deadline: Some(deadline) } = &e.what else { continue };
+        let (p, deadline) = (e.proc, *deadline);
+        let to_self = tree.ids.get(&p) == Some(to);
+        if ever_frozen(plan, p) || died.get(&p).is_some_and(|d| *d <= deadline) {
+            continue;
+        }
+        let mut bad = |at: Instant, detail: String| violation(v, "deadlines", Some(p), Some(at), detail);
+        match resolved.get(&(p, call.0)) {
+            Some(&(at, _)) if at > deadline => bad(
+                at,
+                format!(
+                    "call {} resolved {:?} after its deadline",
+                    call.0,
+                    at.saturating_duration_since(deadline)
+                ),
+            ),
+            Some(&(at, Some(CallErrorKind::Timeout))) if at != deadline => {
+                bad(at, format!("call {} timed out before its deadline", call.0))
+            }
+            Some(&(at, Some(CallErrorKind::Timeout))) if !to_self && !cancels.contains(&(p, at)) => {
+                bad(at, format!("call {} timed out without telling its callee", call.0))
+            }
+            None if end > deadline => {
+                bad(deadline, format!("call {} still pending past its deadline", call.0))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A CANCEL_CALL leaving, or refused by the caller's own router (no route to the callee).
+fn is_cancel(o: &Output) -> bool {
+    use arbor_core::handle::Handle;
+    use arbor_core::node::Diagnostic;
+    match o {
+        Output::Transmit { frame, .. } => frame.header()[14..18] == Handle::CANCEL_CALL.0.to_be_bytes(),
+        Output::Diagnostic(Diagnostic::Rejected(r)) => r.handle == Handle::CANCEL_CALL && r.stream.is_none(),
+        _ => false,
+    }
+}
+
+/// The liveness side of exactly-once (scenario S28): a call that a router refuses — here, any
+/// call to a context the caller is not an ancestor of — is answered by that router, so it
+/// resolves within one round trip of the path between caller and callee, never left pending
+/// until someone exits. Checked on runs where nothing may hold a message back (no stall, cut,
+/// freeze, kill or runaway output). The round trip counts each hop's latency (a `Delay`
+/// included) and, per hop, the time the link needs to carry everything the run sent before the
+/// answer could be queued behind it (a socket moves at most `capacity` bytes per latency).
+pub(crate) fn refusals_answered(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
+    if plan.is_disruptive() || plan.faults.iter().any(|(_, f)| matches!(f, Fault::Runaway(_))) {
+        return;
+    }
+    let resolved = resolutions(trace);
+    let end = trace.events.last().map_or(Instant::ZERO, |e| e.at);
+    // Everything framed in the run, generously: each line and each frame header with room to
+    // spare. What can be queued ahead of an answer on any link is at most this.
+    let framed: usize = trace
+        .events
+        .iter()
+        .map(|e| match &e.what {
+            What::Printed(t) => t.len() + 64,
+            What::Out(Output::Transmit { frame, .. }) => frame.len(),
+            _ => 0,
+        })
+        .sum();
+    let windows = 1 + framed.div_ceil(plan.net.capacity.max(1)) as u32;
+    let hop = |p: ProcId| {
+        let delay = plan
+            .faults
+            .iter()
+            .filter_map(|(_, f)| match f {
+                Fault::Delay(q, d) if *q == p => Some(*d),
+                _ => None,
+            })
+            .sum::<Duration>();
+        (plan.net.latency + delay) * windows
+    };
+    for e in &trace.events {
+        let What::CallIssued { call, to, .. } = &e.what else { continue };
+        let Some(callee) = tree.proc_of(*to) else { continue };
+        let caller_id = tree.ids.get(&e.proc).copied();
+        if callee == e.proc || caller_id.is_none_or(|id| tree.ancestors(callee).contains(&id)) {
+            continue; // allowed: not refused
+        }
+        // Up from each side to their nearest common ancestor, there and back.
+        let path = |mut p: ProcId, stop: &BTreeSet<ProcId>| {
+            let mut d = Duration::ZERO;
+            while !stop.contains(&p) {
+                d += hop(p);
+                match plan.parent(p) {
+                    Some(q) => p = q,
+                    None => break,
+                }
+            }
+            (d, p)
+        };
+        let mut above_caller = BTreeSet::new();
+        let mut q = Some(e.proc);
+        while let Some(p) = q {
+            above_caller.insert(p);
+            q = plan.parent(p);
+        }
+        let (down, lca) = path(callee, &above_caller);
+        let (up, _) = path(e.proc, &BTreeSet::from([lca]));
+        let bound = e.at + 2 * (up + down) + LIVENESS_SLACK;
+        match resolved.get(&(e.proc, call.0)) {
+            Some(&(at, _)) if at > bound => violation(
+                v,
+                "refusals-answered",
+                Some(e.proc),
+                Some(at),
+                format!(
+                    "refused call {} resolved {:?} after one round trip",
+                    call.0,
+                    at.saturating_duration_since(bound)
+                ),
+            ),
+            None if end > bound => violation(
+                v,
+                "refusals-answered",
+                Some(e.proc),
+                Some(bound),
+                format!("refused call {} to {to} still pending after one round trip", call.0),
+            ),
+            _ => {}
         }
     }
 }
@@ -807,14 +988,100 @@ mod tests {
             })
         };
         let mut bad = base();
-        bad.push(t(1), 0, What::CallIssued(CallId(0)));
-        bad.push(t(1), 0, What::CallIssued(CallId(1)));
+        bad.push(t(1), 0, What::CallIssued { call: CallId(0), to: ContextId(1), deadline: None });
+        bad.push(t(1), 0, What::CallIssued { call: CallId(1), to: ContextId(1), deadline: None });
         bad.push(t(2), 0, ret(0));
         bad.push(t(3), 0, ret(0));
         bad.push(t(4), 0, What::Out(Output::Exit { how: ExitKind::Clean }));
         let mut v = Vec::new();
         calls_resolve_once(&bad, &mut v);
         assert_eq!(names(&v), ["calls-resolve-once", "calls-resolve-once"]);
+    }
+
+    fn returned(c: u64, kind: CallErrorKind) -> What {
+        What::Out(Output::CallReturned { call: CallId(c), result: Err(CallError::new(kind, "x", "y")) })
+    }
+
+    fn cancel_frame(dst: u32, src: u32) -> Output {
+        let m = Message::new(
+            ContextId(dst),
+            ContextId(src),
+            Handle::CANCEL_CALL,
+            Encoding::Binary,
+            &b"\0\0\x03\xe8"[..],
+        );
+        Output::Transmit { stream: StreamId(1), frame: m.to_frame() }
+    }
+
+    #[test]
+    fn deadline_checker_catches_late_early_silent_and_missing_timeouts() {
+        let p = plan(vec![0]);
+        let issue = |tr: &mut Trace, c: u64, deadline: u64| {
+            tr.push(
+                t(1),
+                0,
+                What::CallIssued { call: CallId(c), to: ContextId(1), deadline: Some(t(deadline)) },
+            )
+        };
+        let mut bad = base();
+        issue(&mut bad, 0, 10);
+        bad.push(t(12), 0, returned(0, CallErrorKind::Timeout)); // late
+        issue(&mut bad, 1, 10);
+        bad.push(t(8), 0, returned(1, CallErrorKind::Timeout)); // early
+        bad.push(t(8), 0, What::Out(cancel_frame(1, 0)));
+        issue(&mut bad, 2, 10);
+        bad.push(t(10), 0, returned(2, CallErrorKind::Timeout)); // on time, but the callee never told
+        issue(&mut bad, 3, 10); // never resolved, though the run went on past its deadline
+        bad.push(t(20), 0, What::Out(Output::Exit { how: ExitKind::Clean }));
+        let mut v = Vec::new();
+        deadlines(&p, &Tree::new(&p, &bad), &bad, &mut v);
+        assert_eq!(names(&v), ["deadlines"; 4], "{v:?}");
+
+        let mut good = base();
+        issue(&mut good, 0, 10);
+        good.push(t(10), 0, returned(0, CallErrorKind::Timeout));
+        good.push(t(10), 0, What::Out(cancel_frame(1, 0)));
+        issue(&mut good, 1, 10);
+        good.push(
+            t(5),
+            0,
+            What::Out(Output::CallReturned { call: CallId(1), result: Ok(Default::default()) }),
+        );
+        good.push(t(20), 0, What::Out(Output::Exit { how: ExitKind::Clean }));
+        let mut v = Vec::new();
+        deadlines(&p, &Tree::new(&p, &good), &good, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn refusal_checker_catches_a_refused_call_left_pending() {
+        // Root 0 with children 1 and 2; 1 calls its sibling 2, which refuses it. Latency 100 µs,
+        // so one round trip over the four hops is well under 1 ms (plus the slack).
+        let p = plan(vec![0, 0]);
+        let mut tr = base();
+        tr.push(t(0), 2, What::Spawned { id: ContextId(2), pid: Pid(102) });
+        tr.push(t(1), 1, What::CallIssued { call: CallId(0), to: ContextId(2), deadline: None });
+        // Only resolved when the caller exits, 40 ms later: the refusal was never answered.
+        let mut bad = tr.clone();
+        bad.push(t(41), 1, returned(0, CallErrorKind::ShuttingDown));
+        let mut v = Vec::new();
+        refusals_answered(&p, &Tree::new(&p, &bad), &bad, &mut v);
+        assert_eq!(names(&v), ["refusals-answered"]);
+        // Never resolved at all, and the run went on.
+        let mut bad = tr.clone();
+        bad.push(t(41), 0, What::Out(Output::Exit { how: ExitKind::Clean }));
+        let mut v = Vec::new();
+        refusals_answered(&p, &Tree::new(&p, &bad), &bad, &mut v);
+        assert_eq!(names(&v), ["refusals-answered"]);
+
+        let mut good = tr.clone();
+        good.push(t(2), 1, returned(0, CallErrorKind::Undeliverable));
+        good.push(t(41), 0, What::Out(Output::Exit { how: ExitKind::Clean }));
+        // A call down the tree (the root calling 2) is not a refusal and may take its time.
+        good.push(t(1), 0, What::CallIssued { call: CallId(5), to: ContextId(2), deadline: None });
+        let mut v = Vec::new();
+        refusals_answered(&p, &Tree::new(&p, &good), &good, &mut v);
+        assert!(v.is_empty(), "{v:?}");
     }
 
     #[test]

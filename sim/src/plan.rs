@@ -76,6 +76,29 @@ pub enum Action {
         /// Whether the last line ends with a newline.
         newline: bool,
     },
+    /// `from` calls `function` in `to` with a deadline `timeout` from now (docs/shutdown.md
+    /// "Deadlines"): it resolves `Timeout` then unless answered first, and the callee is told.
+    /// `park` is a function that waits forever but can be stopped, like an async one.
+    CallWithin {
+        /// Caller.
+        from: ProcId,
+        /// Callee.
+        to: ProcId,
+        /// Function name.
+        function: String,
+        /// From the call to its deadline.
+        timeout: Duration,
+    },
+    /// `proc`'s parent shuts `proc` and its subtree down, the rest of the tree running on.
+    StopChild {
+        /// The child to stop (never the root).
+        proc: ProcId,
+    },
+    /// `proc`'s parent kills `proc`.
+    KillChild {
+        /// The child to kill (never the root).
+        proc: ProcId,
+    },
     /// `proc` begins a graceful shutdown of itself and its subtree.
     Shutdown {
         /// The process.
@@ -224,9 +247,11 @@ impl Plan {
         p.checked_sub(1).map(|i| self.parents[i])
     }
 
-    /// Whether any fault may legitimately lose lines or force a disconnect.
+    /// Whether any fault (or a child killed on purpose) may legitimately lose lines or force a
+    /// disconnect.
     pub fn is_disruptive(&self) -> bool {
         self.faults.iter().any(|(_, f)| f.is_disruptive())
+            || self.actions.iter().any(|(_, a)| matches!(a, Action::KillChild { .. }))
     }
 
     /// The plan as text: the repro file format, read back by [`Plan::from_text`].
@@ -259,6 +284,14 @@ impl Plan {
                 Action::Print { proc, lines, newline } => {
                     writeln!(s, "action {} print {proc} {lines} {}", at.as_nanos(), u8::from(*newline))
                 }
+                Action::CallWithin { from, to, function, timeout } => writeln!(
+                    s,
+                    "action {} call-within {from} {to} {function} {}",
+                    at.as_nanos(),
+                    timeout.as_nanos()
+                ),
+                Action::StopChild { proc } => writeln!(s, "action {} stop-child {proc}", at.as_nanos()),
+                Action::KillChild { proc } => writeln!(s, "action {} kill-child {proc}", at.as_nanos()),
                 Action::Shutdown { proc } => writeln!(s, "action {} shutdown {proc}", at.as_nanos()),
                 Action::Force { proc } => writeln!(s, "action {} force {proc}", at.as_nanos()),
             };
@@ -316,6 +349,17 @@ impl Plan {
                     named("chain", *to)?;
                 }
                 Action::Print { proc, .. } => named("print", *proc)?,
+                Action::CallWithin { from, to, function, .. } => {
+                    named("call-within", *from)?;
+                    named("call-within", *to)?;
+                    one_word("function", function)?;
+                }
+                Action::StopChild { proc } | Action::KillChild { proc } => {
+                    named("stop-child", *proc)?;
+                    if *proc == 0 {
+                        return Err(PlanError::NotAChild);
+                    }
+                }
                 Action::Shutdown { proc } => named("shutdown", *proc)?,
                 Action::Force { proc } => named("force", *proc)?,
             }
@@ -401,6 +445,14 @@ impl Plan {
                         "print" => {
                             Action::Print { proc: idx(3)?, lines: num(4)? as u32, newline: num(5)? != 0 }
                         }
+                        "call-within" => Action::CallWithin {
+                            from: idx(3)?,
+                            to: idx(4)?,
+                            function: w.get(5).ok_or_else(|| bad("missing function"))?.to_string(),
+                            timeout: ns(6)?,
+                        },
+                        "stop-child" => Action::StopChild { proc: idx(3)? },
+                        "kill-child" => Action::KillChild { proc: idx(3)? },
                         "shutdown" => Action::Shutdown { proc: idx(3)? },
                         "force" => Action::Force { proc: idx(3)? },
                         _ => return Err(bad("unknown action")),
@@ -486,6 +538,9 @@ pub enum PlanError {
         /// How many processes the tree has.
         procs: usize,
     },
+    /// `stop-child` or `kill-child` names the root, which has no parent to do it.
+    #[error("stop-child and kill-child need a child: the root has no parent")]
+    NotAChild,
     /// A name that must be one word (the text form splits on whitespace) is empty or is not.
     #[error("{what} {value:?} must be one word")]
     NotOneWord {

@@ -303,11 +303,103 @@ pub const SCENARIOS: &[Scenario] = &[
         build: |rng, p| runaway_behind_stall(rng, p, 1),
     },
     Scenario {
+        name: "s28-sibling-call",
+        about: "a child calls its sibling and its parent: each call is refused by the callee's router and answered at once (dead reply), never left pending",
+        build: |rng, p| {
+            p.parents = vec![0, 0];
+            let n = rng.range(1, 6);
+            for i in 0..n {
+                let at = MS + Duration::from_micros(rng.range(0, 5000)) + i as u32 * MS;
+                p.actions.push((at, call(1, 2, "work")));
+            }
+            p.actions.push((2 * MS, call(2, 0, "echo")));
+            p.actions.sort_by_key(|a| a.0);
+            p.expect.push(Expect::CallErrors("undeliverable".into(), n as usize + 1));
+        },
+    },
+    Scenario {
+        name: "s31-deadlines",
+        about: "calls with deadlines behind a hung call, on a running async-like one and across a link that may be cut: each resolves once, Timeout at its deadline, the callee told; queued ones never start",
+        build: |rng, p| {
+            p.parents = vec![0, 1];
+            let to = 1 + rng.below(2) as usize;
+            p.actions.push((MS, call(0, to, "hang")));
+            let within = |f: &str, ms: u64| Action::CallWithin {
+                from: 0,
+                to,
+                function: f.into(),
+                timeout: Duration::from_millis(ms),
+            };
+            let n = rng.range(1, 6);
+            for _ in 0..n {
+                let f = ["work", "park", "echo"][rng.below(3) as usize];
+                p.actions.push((2 * MS, within(f, rng.range(1, 15))));
+            }
+            // A stoppable call on an idle context, timed out while it runs.
+            let idle = if to == 1 { 2 } else { 1 };
+            p.actions.push((2 * MS, Action::CallWithin { from: 0, to: idle, function: "park".into(), timeout: 3 * MS }));
+            if rng.chance(1, 3) {
+                p.faults.push((Duration::from_millis(rng.range(2, 12)), Fault::Cut(2)));
+            } else {
+                // Every call queued behind the hung one times out, and so does the parked one.
+                p.expect.push(Expect::CallErrors("timeout".into(), n as usize + 1));
+            }
+        },
+    },
+    Scenario {
+        name: "s32-stop-one-child",
+        about: "one child with a subtree is shut down on its own (sometimes hung and ignoring SIGTERM, so forced) while its sibling serves a chain of calls",
+        build: |rng, p| {
+            p.parents = vec![0, 1, 0];
+            p.actions.push((MS, Action::Chain { from: 0, to: 3, count: rng.range(5, 40) as u32 }));
+            let at = MS + Duration::from_micros(rng.range(0, 3000));
+            p.actions.push((at, Action::StopChild { proc: 1 }));
+            if rng.chance(1, 3) {
+                p.faults.push((MS, Fault::HangCalls(2)));
+                p.faults.push((MS, Fault::IgnoreSigterm(2)));
+            }
+            if rng.chance(1, 4) {
+                p.actions.push((at + MS, Action::KillChild { proc: 3 }));
+            } else {
+                p.expect.push(Expect::CallErrors("disconnected".into(), 0));
+            }
+            p.net.grace = Duration::from_millis(rng.range(5, 200));
+        },
+    },
+    Scenario {
         name: "chaos",
         about: "a random tree of up to 8 contexts, random calls and output, and up to 4 random faults",
         build: chaos,
     },
+    Scenario {
+        name: "chaos-control",
+        about: "chaos, with calls that have deadlines and children stopped or killed on their own mixed in",
+        build: chaos_control,
+    },
 ];
+
+/// `chaos`, and then up to 6 calls with deadlines (of `work`, `hang`, the stoppable `park` and
+/// `echo`) and up to 2 children stopped or killed by their parents, at random times.
+fn chaos_control(rng: &mut Rng, p: &mut Plan) {
+    chaos(rng, p);
+    let procs = p.procs();
+    let horizon = p.shutdown_at.as_nanos() as u64;
+    for _ in 0..rng.range(0, 6) {
+        let from = rng.below(procs as u64) as usize;
+        let to = rng.below(procs as u64) as usize;
+        let function = ["work", "hang", "park", "echo"][rng.below(4) as usize].into();
+        let timeout = Duration::from_micros(rng.range(100, 30_000));
+        let at = Duration::from_nanos(rng.range(1_000_000, horizon));
+        p.actions.push((at, Action::CallWithin { from, to, function, timeout }));
+    }
+    for _ in 0..rng.range(0, 2) {
+        let proc = 1 + rng.below(procs as u64 - 1) as usize;
+        let at = Duration::from_nanos(rng.range(1_000_000, horizon));
+        let a = if rng.chance(1, 3) { Action::KillChild { proc } } else { Action::StopChild { proc } };
+        p.actions.push((at, a));
+    }
+    p.actions.sort_by_key(|a| a.0);
+}
 
 fn chaos(rng: &mut Rng, p: &mut Plan) {
     let n = rng.range(1, 7) as usize;
@@ -383,7 +475,7 @@ impl Scenario {
             mutation: Mutation::None,
         };
         (self.build)(&mut rng, &mut plan);
-        if self.name != "chaos" {
+        if !self.name.starts_with("chaos") {
             // Named scenarios act on a settled tree: every spawn done, every route announced.
             // (chaos deliberately does not wait.)
             for (at, _) in plan.actions.iter_mut().filter(|(at, _)| !at.is_zero()) {

@@ -134,6 +134,14 @@ fn without_leaf(plan: &Plan, leaf: ProcId) -> Option<Plan> {
                 Action::Print { proc, lines, newline } => {
                     Action::Print { proc: re(*proc)?, lines: *lines, newline: *newline }
                 }
+                Action::CallWithin { from, to, function, timeout } => Action::CallWithin {
+                    from: re(*from)?,
+                    to: re(*to)?,
+                    function: function.clone(),
+                    timeout: *timeout,
+                },
+                Action::StopChild { proc } => Action::StopChild { proc: re(*proc).filter(|p| *p != 0)? },
+                Action::KillChild { proc } => Action::KillChild { proc: re(*proc).filter(|p| *p != 0)? },
                 Action::Shutdown { proc } => Action::Shutdown { proc: re(*proc)? },
                 Action::Force { proc } => Action::Force { proc: re(*proc)? },
             };

@@ -25,11 +25,23 @@ fn ms(max: u64) -> impl Strategy<Value = Duration> {
 }
 
 /// One scripted action among `procs` processes within the first 80 ms: calls of every kind
-/// (`echo`, `work`, `hang` and an unknown function), chains, output, graceful and forced
-/// shutdowns of any process.
+/// (`echo`, `work`, `hang` and an unknown function), calls with deadlines (of `work`, `hang`
+/// and the stoppable `park`), chains, output, graceful and forced shutdowns of any process, and
+/// one child stopped or killed by its parent.
 pub fn action(procs: usize) -> impl Strategy<Value = (Duration, Action)> {
     let p = 0..procs;
+    let child = 1..procs.max(2);
     let a = prop_oneof![
+        (p.clone(), p.clone(), prop::sample::select(vec!["work", "hang", "park"]), 1u64..30).prop_map(
+            |(from, to, f, ms)| Action::CallWithin {
+                from,
+                to,
+                function: f.into(),
+                timeout: Duration::from_millis(ms)
+            }
+        ),
+        child.clone().prop_map(|proc| Action::StopChild { proc }),
+        child.prop_map(|proc| Action::KillChild { proc }),
         (p.clone(), p.clone(), prop::sample::select(vec!["echo", "work", "hang", "nope"]), any::<bool>())
             .prop_map(|(from, to, f, reply)| Action::Call { from, to, function: f.into(), reply }),
         (p.clone(), p.clone(), 1u32..10).prop_map(|(from, to, count)| Action::Chain { from, to, count }),

@@ -54,7 +54,14 @@ pub enum What {
     /// The process wrote this text to stdout (a line, with its newline if it had one).
     Printed(String),
     /// The process issued a call that wants an answer.
-    CallIssued(CallId),
+    CallIssued {
+        /// The node's name for it.
+        call: CallId,
+        /// The context called.
+        to: ContextId,
+        /// When it fails `Timeout` if no answer came first.
+        deadline: Option<Instant>,
+    },
     /// A fault was applied.
     Fault(Fault),
     /// A signal reached the process.
@@ -82,6 +89,14 @@ pub enum What {
         queued: usize,
         /// How many of them that read added (the frames of the lines it completed).
         read: usize,
+    },
+    /// The process asked its node to stop one child on its own (`kill`: to kill it), and the
+    /// node took the request.
+    ChildControl {
+        /// The child's context id.
+        child: ContextId,
+        /// Killed rather than shut down.
+        kill: bool,
     },
     /// A spawn the process asked for will not be carried out (`Action::SpawnRefused`): plan
     /// process `child` is never born.
@@ -135,9 +150,13 @@ fn hash_what(h: &mut Fnv, w: &What) {
             h.u64(5);
             h.bytes(t.as_bytes());
         }
-        What::CallIssued(c) => {
+        What::CallIssued { call, to, deadline } => {
             h.u64(6);
-            h.u64(c.0);
+            h.u64(call.0);
+            h.u64(u64::from(to.0));
+            if let Some(at) = deadline {
+                h.u64(at.as_nanos());
+            }
         }
         What::Fault(f) => {
             h.u64(7);
@@ -159,6 +178,7 @@ fn hash_what(h: &mut Fnv, w: &What) {
             h.u64(*read as u64);
         }
         What::SpawnRefused { child, reason } => h.u64(14 << 40 | (*reason as u64) << 32 | *child as u64),
+        What::ChildControl { child, kill } => h.u64(15 << 40 | u64::from(*kill) << 32 | u64::from(child.0)),
     }
 }
 
@@ -451,7 +471,10 @@ impl fmt::Display for WhatText<'_> {
                 None => write!(f, "phase {to:?}"),
             },
             What::Printed(line) => write!(f, "prints {line:?}"),
-            What::CallIssued(c) => write!(f, "issues call {}", c.0),
+            What::CallIssued { call, to, deadline: None } => write!(f, "issues call {} to {to}", call.0),
+            What::CallIssued { call, to, deadline: Some(at) } => {
+                write!(f, "issues call {} to {to}, deadline {:.9}s", call.0, at.as_nanos() as f64 / 1e9)
+            }
             What::Fault(x) => write!(f, "FAULT {}", FaultText(x)),
             What::Signalled(s) => write!(f, "receives {s:?}"),
             What::Died(s) => write!(f, "dies: {s:?}"),
@@ -466,6 +489,8 @@ impl fmt::Display for WhatText<'_> {
                 write!(f, "parent queue high mark {queued} bytes ({read} from this read of {stream})")
             }
             What::SpawnRefused { child, reason } => write!(f, "spawn of p{child} refused: {reason}"),
+            What::ChildControl { child, kill: false } => write!(f, "stops child context {child} on its own"),
+            What::ChildControl { child, kill: true } => write!(f, "kills child context {child}"),
         }
     }
 }

@@ -235,6 +235,9 @@ enum Function {
     Work,
     /// Never returns.
     Hang,
+    /// Never returns, but stops when its caller gives up (`Output::CancelCall`), as an async
+    /// function's future is dropped.
+    Park,
     /// Returns a `Failed` error ("boom") at once.
     Fail,
     /// Not registered: answered `UnknownFunction`.
@@ -247,6 +250,7 @@ enum Function {
 enum Api {
     RunCall(JobId, Function, Bytes),
     Returned(CallId),
+    Cancel(JobId),
     Nothing,
 }
 
@@ -258,12 +262,14 @@ impl Api {
                     "echo" => Function::Echo,
                     "work" => Function::Work,
                     "hang" => Function::Hang,
+                    "park" => Function::Park,
                     "fail" => Function::Fail,
                     other => Function::Unknown(other.to_string()),
                 };
                 Api::RunCall(*job, function, request.args.clone())
             }
             Output::CallReturned { call, .. } => Api::Returned(*call),
+            Output::CancelCall { job } => Api::Cancel(*job),
             _ => Api::Nothing,
         }
     }
@@ -602,7 +608,7 @@ impl World {
             Api::RunCall(job, function, args) => {
                 let done_at = match function {
                     _ if self.procs[p].hang_calls => None,
-                    Function::Hang => None,
+                    Function::Hang | Function::Park => None,
                     Function::Work => Some(self.now + self.plan.net.call_time),
                     Function::Echo | Function::Fail | Function::Unknown(_) => Some(self.now),
                 };
@@ -622,6 +628,19 @@ impl World {
                             self.chains.insert((p, next), chain);
                         }
                     }
+                }
+            }
+            Api::Cancel(job) => {
+                // A stoppable function is dropped where it stands; a blocking one runs on.
+                let stoppable = self.procs[p]
+                    .running
+                    .as_ref()
+                    .is_some_and(|r| r.job == job && matches!(r.function, Function::Park));
+                if stoppable {
+                    self.procs[p].running = None;
+                    let name = self.procs[p].host.node().config().name.clone();
+                    let stopped = CallError::new(arbor_core::call::CallErrorKind::Cancelled, "dropped", name);
+                    self.step(p, |w| w.procs[p].host.call_finished(w.now, job, Err(stopped)));
                 }
             }
             Api::Nothing => {}
@@ -1080,7 +1099,7 @@ impl World {
         let name = || self.procs[p].host.node().config().name.clone();
         let result = match &r.function {
             Function::Echo | Function::Work => Ok(r.args),
-            Function::Hang => return,
+            Function::Hang | Function::Park => return,
             Function::Fail => Err(CallError::new(arbor_core::call::CallErrorKind::Failed, "boom", name())),
             Function::Unknown(function) => Err(CallError::unknown_function(function, name())),
         };
@@ -1096,7 +1115,12 @@ impl World {
         let (_, action) = self.plan.actions[i].clone();
         let named = match &action {
             Action::Call { from, to, .. } | Action::Chain { from, to, .. } => vec![*from, *to],
-            Action::Print { proc, .. } | Action::Shutdown { proc } | Action::Force { proc } => vec![*proc],
+            Action::CallWithin { from, to, .. } => vec![*from, *to],
+            Action::Print { proc, .. }
+            | Action::Shutdown { proc }
+            | Action::Force { proc }
+            | Action::StopChild { proc }
+            | Action::KillChild { proc } => vec![*proc],
         };
         if let Some(unborn) = named.iter().find(|p| **p >= self.procs.len()) {
             // Still being spawned (its parent awaits an id block): try again shortly. Never to
@@ -1131,9 +1155,40 @@ impl World {
                 self.procs[proc].printed += lines;
                 self.pump_stdout(proc);
             }
+            Action::CallWithin { from, to, function, timeout } => {
+                if self.runnable(from) {
+                    let target = self.procs[to].host.node().id();
+                    let args = b"0123456789abcdef";
+                    let _ = self.call_within(from, target, &function, &args[..], timeout);
+                }
+            }
+            Action::StopChild { proc } => self.control_child(proc, false),
+            Action::KillChild { proc } => self.control_child(proc, true),
             Action::Shutdown { proc } => self.shutdown(proc),
             Action::Force { proc } => self.force_shutdown(proc),
         }
+    }
+
+    /// `proc`'s parent stops (or kills) it; refused quietly if `proc` is no longer its
+    /// connected child or the parent is shutting down (the plan cannot know).
+    fn control_child(&mut self, proc: ProcId, kill: bool) {
+        let Some(parent) = self.plan.parent(proc) else { return };
+        let id = self.procs[proc].host.node().id();
+        if !self.runnable(parent)
+            || self.procs[parent].host.node().phase() != arbor_core::shutdown::Phase::Running
+        {
+            return;
+        }
+        // Recorded before the node acts, so the SHUTDOWN it sends follows the request.
+        let known = self.procs[parent].host.node().router().route(id).is_some();
+        if known {
+            self.record(parent, What::ChildControl { child: id, kill });
+        }
+        self.step(parent, |w| {
+            let now = w.now;
+            let host = &mut w.procs[parent].host;
+            let _ = if kill { host.kill_child(now, id) } else { host.shutdown_child(now, id) };
+        });
     }
 
     fn issue_call(&mut self, from: ProcId, to: ProcId, function: &str, reply: bool) -> Option<CallId> {
@@ -1162,8 +1217,28 @@ impl World {
     ) -> Result<CallId, CallError> {
         let now = self.now;
         let r = self.procs[from].host.call(now, target, function, args);
-        if let Ok(c) = r {
-            self.record(from, What::CallIssued(c));
+        if let Ok(call) = r {
+            self.record(from, What::CallIssued { call, to: target, deadline: None });
+        }
+        self.after_step(from);
+        r
+    }
+
+    /// Process `from` calls `function` in context `target` with a deadline `timeout` from now.
+    pub fn call_within(
+        &mut self,
+        from: ProcId,
+        target: ContextId,
+        function: &str,
+        args: &[u8],
+        timeout: Duration,
+    ) -> Result<CallId, CallError> {
+        let now = self.now;
+        let meta = arbor_core::call::RequestMeta { types: None, timeout: Some(timeout) };
+        let body = arbor_core::call::CallRequest::body_with(function, args, meta);
+        let r = self.procs[from].host.call_body(now, target, body);
+        if let Ok(call) = r {
+            self.record(from, What::CallIssued { call, to: target, deadline: Some(now + timeout) });
         }
         self.after_step(from);
         r
