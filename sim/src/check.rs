@@ -109,6 +109,7 @@ pub const CHECKERS: &[&str] = &[
     "calls-resolve-once",
     "deadlines",
     "refusals-answered",
+    "departures",
     "auth-boundary",
     "no-process-left",
     "no-stream-left-open",
@@ -163,6 +164,7 @@ pub fn check(plan: &Plan, trace: &Trace) -> Vec<Violation> {
     calls_resolve_once(trace, &mut v);
     deadlines(plan, &tree, trace, &mut v);
     refusals_answered(plan, &tree, trace, &mut v);
+    departures(plan, &tree, trace, &mut v);
     auth_boundary(&tree, trace, &mut v);
     no_process_left(&tree, trace, &mut v);
     no_stream_left_open(trace, &mut v);
@@ -549,6 +551,72 @@ pub(crate) fn refusals_answered(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut
             ),
             _ => {}
         }
+    }
+}
+
+/// The root hears of every context that leaves (docs/shutdown.md "One child"): each departure it
+/// reports names a process of the tree by its id and pid with its real parent, at most once;
+/// and on a run where nothing was forced or disrupted, every process that died before the root
+/// exited was reported, grandchildren included (their parents send the news up).
+pub(crate) fn departures(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
+    let mut pids: BTreeMap<ProcId, arbor_core::reaper::Pid> = BTreeMap::new();
+    let mut died: BTreeSet<ProcId> = BTreeSet::new();
+    let mut heard: BTreeMap<ProcId, usize> = BTreeMap::new();
+    let mut root_exited = false;
+    let mut disrupted = plan.is_disruptive();
+    for e in &trace.events {
+        match &e.what {
+            What::Spawned { pid, .. } => {
+                pids.insert(e.proc, *pid);
+            }
+            What::Died(_) if e.proc != 0 && !root_exited => {
+                died.insert(e.proc);
+            }
+            What::Phase { to: PhaseKind::ForceDisconnect, .. } | What::Signalled(_) => disrupted = true,
+            What::Out(Output::Exit { .. }) if e.proc == 0 => root_exited = true,
+            What::Out(Output::Departed(d)) if e.proc == 0 => {
+                let who = tree.proc_of(d.id);
+                let real_parent = who.and_then(|p| plan.parent(p)).and_then(|q| tree.ids.get(&q)).copied();
+                match who {
+                    Some(p) if pids.get(&p) == Some(&d.pid) && real_parent == Some(d.parent) => {
+                        *heard.entry(p).or_insert(0) += 1;
+                        if heard[&p] > 1 {
+                            violation(
+                                v,
+                                "departures",
+                                Some(p),
+                                Some(e.at),
+                                format!("context {} reported twice", d.id),
+                            );
+                        }
+                    }
+                    _ => violation(
+                        v,
+                        "departures",
+                        None,
+                        Some(e.at),
+                        format!(
+                            "a departure of no such process: {} (pid {}, child of {})",
+                            d.id, d.pid, d.parent
+                        ),
+                    ),
+                }
+            }
+            _ => {}
+        }
+    }
+    if disrupted || !root_exited {
+        return;
+    }
+    for p in died.iter().filter(|p| !heard.contains_key(p)) {
+        let id = tree.ids.get(p).map_or_else(|| "?".to_string(), |id| id.to_string());
+        violation(
+            v,
+            "departures",
+            Some(*p),
+            None,
+            format!("context {id} left but the root never heard of it"),
+        );
     }
 }
 
@@ -1081,6 +1149,44 @@ mod tests {
         good.push(t(1), 0, What::CallIssued { call: CallId(5), to: ContextId(2), deadline: None });
         let mut v = Vec::new();
         refusals_answered(&p, &Tree::new(&p, &good), &good, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    fn departed(id: u32, pid: u32, parent: u32) -> What {
+        What::Out(Output::Departed(arbor_core::departure::Departure {
+            id: ContextId(id),
+            name: None,
+            pid: Pid(pid),
+            parent: ContextId(parent),
+            status: ExitStatus::Signaled(15),
+            cause: arbor_core::departure::DepartureCause::Shutdown,
+        }))
+    }
+
+    #[test]
+    fn departure_checker_catches_a_missing_a_doubled_and_a_false_report() {
+        // Root 0 → 1 → 2: both leave before the root exits.
+        let p = plan(vec![0, 1]);
+        let mut tr = base();
+        tr.push(t(0), 2, What::Spawned { id: ContextId(2), pid: Pid(102) });
+        tr.push(t(5), 2, What::Died(ExitStatus::Signaled(15)));
+        tr.push(t(6), 1, What::Died(ExitStatus::Signaled(15)));
+        let mut bad = tr.clone();
+        bad.push(t(6), 0, departed(1, 101, 0));
+        bad.push(t(6), 0, departed(1, 101, 0)); // twice
+        bad.push(t(6), 0, departed(2, 999, 1)); // wrong pid
+        bad.push(t(7), 0, What::Out(Output::Exit { how: ExitKind::Clean }));
+        let mut v = Vec::new();
+        departures(&p, &Tree::new(&p, &bad), &bad, &mut v);
+        // Reported twice; a false report; and so the grandchild never truly heard of.
+        assert_eq!(names(&v), ["departures"; 3], "{v:?}");
+
+        let mut good = tr.clone();
+        good.push(t(5), 0, departed(2, 102, 1));
+        good.push(t(6), 0, departed(1, 101, 0));
+        good.push(t(7), 0, What::Out(Output::Exit { how: ExitKind::Clean }));
+        let mut v = Vec::new();
+        departures(&p, &Tree::new(&p, &good), &good, &mut v);
         assert!(v.is_empty(), "{v:?}");
     }
 
