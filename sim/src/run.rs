@@ -173,8 +173,7 @@ pub fn limit(plan: &Plan) -> Instant {
 pub fn finish(world: World) -> Report {
     let end = world.now;
     let stats = world.stats;
-    let plan = world.plan().clone();
-    let trace = world.trace;
+    let (plan, trace) = world.into_plan_and_trace();
     let violations = check(&plan, &trace);
     Report { hash: trace.hash(), plan, trace, violations, stats, end }
 }

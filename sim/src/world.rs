@@ -149,9 +149,10 @@ struct Pipe {
 }
 
 impl Pipe {
-    /// Takes up to `max` bytes that are readable at `now`: one read.
-    fn read(&mut self, now: Instant, max: usize) -> Vec<Chunk> {
-        let mut got = Vec::new();
+    /// Takes up to `max` bytes that are readable at `now` into `got` (emptied first): one read.
+    /// The caller's buffer is reused from read to read, so a read allocates nothing.
+    fn read(&mut self, now: Instant, max: usize, got: &mut Vec<Chunk>) {
+        got.clear();
         let mut n = 0;
         while n < max {
             let Some((at, chunk)) = self.chunks.front_mut() else { break };
@@ -170,7 +171,6 @@ impl Pipe {
             got.push(piece);
         }
         self.buffered -= n;
-        got
     }
 }
 
@@ -357,6 +357,8 @@ pub struct World {
     spawning: Option<Spawning>,
     /// `spawn_next` is on the stack (it loops itself; nested calls return at once).
     asking: bool,
+    /// The buffer every read fills, kept between reads (a read allocates nothing).
+    read_buf: Vec<Chunk>,
 }
 
 impl World {
@@ -378,6 +380,7 @@ impl World {
             to_spawn: (1..plan.procs()).collect(),
             spawning: None,
             asking: false,
+            read_buf: Vec::with_capacity(16),
         };
         let mut root = NodeConfig::root();
         root.grace = plan.net.grace;
@@ -396,6 +399,11 @@ impl World {
     /// The plan being run.
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    /// The plan and the trace, taken out of a finished world (no copy of either).
+    pub(crate) fn into_plan_and_trace(self) -> (Plan, Trace) {
+        (self.plan, self.trace)
     }
 
     /// Runs until nothing is scheduled or virtual time passes `limit`.
@@ -902,7 +910,8 @@ impl World {
         let max =
             if self.links[l].fragment { self.rng.range(1, 64) as usize } else { self.plan.net.read_size };
         let from = 1 - side;
-        let pieces = self.links[l].pipes[from].read(now, max);
+        let mut pieces = std::mem::take(&mut self.read_buf);
+        self.links[l].pipes[from].read(now, max, &mut pieces);
         let pipe = &self.links[l].pipes[from];
         let next = pipe.chunks.front().map(|(at, _)| *at);
         let at_eof = next.is_none() && pipe.shut && !self.links[l].ends[side].eof_reported;
@@ -919,12 +928,12 @@ impl World {
         if next.is_some_and(|at| at <= now) {
             self.schedule(now, Ev::Read(p, stream));
         } // else a Read is already scheduled for when the next chunk becomes readable
-        if pieces.is_empty() && !at_eof {
-            return;
-        }
         // A read of a child stream (the parent's end of a link) is what backpressure judges;
         // the parent stream is read always.
-        self.feed_read(p, stream, &pieces, at_eof, side == 0);
+        if !pieces.is_empty() || at_eof {
+            self.feed_read(p, stream, &pieces, at_eof, side == 0);
+        }
+        self.give_back(pieces);
     }
 
     /// Hands what one read took to the host, and, for a read that backpressure judges (a
@@ -956,8 +965,9 @@ impl World {
             return;
         }
         let max = self.plan.net.read_size;
+        let mut pieces = std::mem::take(&mut self.read_buf);
         let lgr = &mut self.loggers[lg];
-        let pieces = lgr.pipe.read(now, max);
+        lgr.pipe.read(now, max, &mut pieces);
         let more = !lgr.pipe.chunks.is_empty();
         let at_eof = !more && lgr.pipe.shut && !lgr.eof_reported;
         if at_eof {
@@ -967,12 +977,21 @@ impl World {
             self.schedule(now, Ev::Read(p, stream));
         }
         if pieces.is_empty() && !at_eof {
-            return;
+            return self.give_back(pieces);
         }
         self.feed_read(p, stream, &pieces, at_eof, true);
-        if !pieces.is_empty() && !self.procs[p].backlog.is_empty() && self.runnable(p) {
+        let read_some = !pieces.is_empty();
+        self.give_back(pieces);
+        if read_some && !self.procs[p].backlog.is_empty() && self.runnable(p) {
             self.pump_stdout(p);
         }
+    }
+
+    /// Returns the read buffer for the next read, emptied (its chunks' bytes released now, not
+    /// at the next read).
+    fn give_back(&mut self, mut pieces: Vec<Chunk>) {
+        pieces.clear();
+        self.read_buf = pieces;
     }
 
     /// Records a new high mark of the parent queue after a read of a logger or a child stream,
