@@ -928,9 +928,9 @@ impl World {
         if next.is_some_and(|at| at <= now) {
             self.schedule(now, Ev::Read(p, stream));
         } // else a Read is already scheduled for when the next chunk becomes readable
-        // A read of a child stream (the parent's end of a link) is what backpressure judges;
-        // the parent stream is read always.
         if !pieces.is_empty() || at_eof {
+            // A read of a child stream (the parent's end of a link) is what backpressure
+            // judges; the parent stream is read always.
             self.feed_read(p, stream, &pieces, at_eof, side == 0);
         }
         self.give_back(pieces);
