@@ -347,11 +347,18 @@ pub struct World {
     pub shutdown_began: Option<Instant>,
     plan: Plan,
     rng: Rng,
+    /// Events for later instants, by (instant, order scheduled).
     queue: BinaryHeap<Reverse<(Instant, u64, Ev)>>,
+    /// Events scheduled for the current instant, in the order scheduled. They come after every
+    /// queued event for this instant (those were scheduled before the clock got here) and
+    /// before any later one: the heap's order, without a heap operation for each of the many
+    /// events a step schedules for "now".
+    now_queue: VecDeque<Ev>,
     seq: u64,
     links: Vec<Link>,
     loggers: Vec<Logger>,
-    chains: BTreeMap<(ProcId, CallId), Chain>,
+    /// Chains under way, by (caller, the call in flight): a handful, so a list.
+    chains: Vec<(ProcId, CallId, Chain)>,
     /// Plan processes not spawned yet, in order.
     to_spawn: VecDeque<ProcId>,
     spawning: Option<Spawning>,
@@ -373,10 +380,11 @@ impl World {
             plan: plan.clone(),
             rng: Rng::new(plan.seed ^ 0x5eed),
             queue: BinaryHeap::new(),
+            now_queue: VecDeque::new(),
             seq: 0,
             links: Vec::new(),
             loggers: Vec::new(),
-            chains: BTreeMap::new(),
+            chains: Vec::new(),
             to_spawn: (1..plan.procs()).collect(),
             spawning: None,
             asking: false,
@@ -408,12 +416,20 @@ impl World {
 
     /// Runs until nothing is scheduled or virtual time passes `limit`.
     pub fn run_until(&mut self, limit: Instant) {
-        while let Some(Reverse((at, _, _))) = self.queue.peek() {
-            if *at > limit {
-                break;
-            }
-            let Some(Reverse((at, _, ev))) = self.queue.pop() else { break };
-            self.now = self.now.max(at);
+        loop {
+            let next_at = self.queue.peek().map(|Reverse((at, ..))| *at);
+            let ev = match next_at {
+                _ if self.now > limit => None,
+                // Queued for this instant: scheduled before anything in `now_queue`.
+                Some(at) if at <= self.now => self.queue.pop().map(|Reverse((.., ev))| ev),
+                _ if !self.now_queue.is_empty() => self.now_queue.pop_front(),
+                Some(at) if at <= limit => {
+                    self.now = at;
+                    self.queue.pop().map(|Reverse((.., ev))| ev)
+                }
+                _ => None,
+            };
+            let Some(ev) = ev else { break };
             self.stats.events += 1;
             self.handle(ev);
         }
@@ -426,7 +442,11 @@ impl World {
 
     fn schedule(&mut self, at: Instant, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Reverse((at.max(self.now), self.seq, ev)));
+        if at <= self.now {
+            self.now_queue.push_back(ev);
+        } else {
+            self.queue.push(Reverse((at, self.seq, ev)));
+        }
     }
 
     fn record(&mut self, proc: ProcId, what: What) {
@@ -629,11 +649,12 @@ impl World {
                 }
             }
             Api::Returned(call) => {
-                if let Some(mut chain) = self.chains.remove(&(p, call)) {
+                if let Some(i) = self.chains.iter().position(|(q, c, _)| (*q, *c) == (p, call)) {
+                    let (_, _, mut chain) = self.chains.swap_remove(i);
                     if chain.left > 0 {
                         chain.left -= 1;
                         if let Some(next) = self.issue_call(p, chain.to, "echo", true) {
-                            self.chains.insert((p, next), chain);
+                            self.chains.push((p, next, chain));
                         }
                     }
                 }
@@ -1156,7 +1177,7 @@ impl World {
             Action::Chain { from, to, count } => {
                 if count > 0 {
                     if let Some(call) = self.issue_call(from, to, "echo", true) {
-                        self.chains.insert((from, call), Chain { to, left: count - 1 });
+                        self.chains.push((from, call, Chain { to, left: count - 1 }));
                     }
                 }
             }
