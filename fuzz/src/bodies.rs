@@ -6,7 +6,9 @@
 //! overlong lengths, so the bytes themselves may differ); a decoded request rebuilt through
 //! `CallRequest::body` gives the same bytes as `encode`.
 
-use arbor_core::call::{decode_result, encode_result, CallError, CallErrorKind, CallRequest};
+use arbor_core::call::{
+    decode_result, encode_result, CallError, CallErrorKind, CallRequest, RequestMeta, TypeFingerprint,
+};
 use bytes::Bytes;
 
 use crate::input::Script;
@@ -26,7 +28,9 @@ fn request(body: &Bytes) {
     let Ok(req) = CallRequest::decode(body) else { return };
     let again = req.encode();
     assert_eq!(CallRequest::decode(&again).as_ref(), Ok(&req), "a request changed through encode");
-    assert_eq!(CallRequest::body(&req.function, &req.args).bytes(), &again, "two encoders disagree");
+    let rebuilt = CallRequest::body_with(&req.function, &req.args, req.meta);
+    assert_eq!(rebuilt.bytes(), &again, "two encoders disagree");
+    assert_eq!(rebuilt.timeout(), req.meta.timeout, "the body's timeout is the request's");
 }
 
 fn result(body: &Bytes) {
@@ -37,7 +41,11 @@ fn result(body: &Bytes) {
 
 /// Seeds: requests and results of every kind, as the drivers write them.
 pub fn seeds() -> Vec<Vec<u8>> {
-    let requests = [CallRequest::new("work", vec![1, 2, 3]), CallRequest::new("", Vec::new())];
+    let typed = CallRequest::new("add", vec![2, 3]).with_meta(RequestMeta {
+        types: Some(TypeFingerprint::of::<(u8, u8), u8>()),
+        timeout: Some(std::time::Duration::from_millis(250)),
+    });
+    let requests = [CallRequest::new("work", vec![1, 2, 3]), CallRequest::new("", Vec::new()), typed];
     let kinds = [CallErrorKind::Failed, CallErrorKind::UnknownFunction, CallErrorKind::TooLarge];
     let mut seeds: Vec<Vec<u8>> =
         requests.iter().map(|r| Script::default().byte(0).raw(&r.encode()).0.clone()).collect();
