@@ -173,20 +173,20 @@ pub fn check(plan: &Plan, trace: &Trace) -> Vec<Violation> {
     // Ids are learnt as the trace goes: a process's `Spawned` precedes everything it does, and
     // its ancestors' precede its own.
     let mut tree = Tree::empty(plan);
-    let mut rules = (
-        ShutdownOrdering::default(),
-        ShutdownFromParent::default(),
-        Liveness::new(plan),
-        NoLostLines::new(plan),
-        CallsResolveOnce::default(),
-        AuthBoundary::default(),
-        NoProcessLeft::default(),
-        NoStreamLeftOpen::default(),
-        ExitIsFinal::default(),
-        NoChildAbandoned::default(),
-        ParentQueueBound::new(plan),
-        Expectations::new(plan),
-    );
+    let mut ordering = ShutdownOrdering::default();
+    let mut from_parent = ShutdownFromParent::default();
+    let mut liveness = Liveness::new(plan);
+    let mut lines = NoLostLines::new(plan);
+    let mut once = CallsResolveOnce::default();
+    let mut timing = CallTiming::new(plan);
+    let mut departures = Departures::new(plan);
+    let mut auth = AuthBoundary::default();
+    let mut left = NoProcessLeft::default();
+    let mut streams = NoStreamLeftOpen::default();
+    let mut exit_final = ExitIsFinal::default();
+    let mut abandoned = NoChildAbandoned::default();
+    let mut queue_bound = ParentQueueBound::new(plan);
+    let mut expectations = Expectations::new(plan);
     // One look at each event's kind, then only the rules that judge that kind see it (each
     // rule also ignores what it does not judge, so `alone` can feed it everything).
     for e in &trace.events {
@@ -194,74 +194,94 @@ pub fn check(plan: &Plan, trace: &Trace) -> Vec<Violation> {
         match &e.what {
             What::Spawned { id, .. } => {
                 tree.ids.insert(e.proc, *id);
+                departures.event(&tree, e);
             }
-            What::Opened(_) => rules.7.event(t, e),
+            What::Opened(_) => streams.event(t, e),
             What::Out(o) => {
-                rules.8.event(t, e);
+                exit_final.event(t, e);
                 match o {
                     Output::Transmit { .. } => {
-                        rules.0.event(t, e);
-                        rules.1.event(t, e);
+                        ordering.event(t, e);
+                        from_parent.event(t, e);
+                        timing.event(t, e);
                     }
-                    Output::CallsClosed => rules.0.event(t, e),
+                    Output::CallsClosed => ordering.event(t, e),
                     Output::RunCall { .. } => {
-                        rules.0.event(t, e);
-                        rules.5.event(t, e);
+                        ordering.event(t, e);
+                        auth.event(t, e);
                     }
-                    Output::LogLine(_) => rules.3.event(t, e),
+                    Output::LogLine(_) => lines.event(t, e),
                     Output::CallReturned { .. } => {
-                        rules.4.event(t, e);
-                        rules.11.event(t, e);
+                        once.event(t, e);
+                        timing.event(t, e);
+                        expectations.event(t, e);
                     }
                     Output::Exit { .. } => {
-                        rules.4.event(t, e);
-                        rules.7.event(t, e);
-                        rules.11.event(t, e);
+                        once.event(t, e);
+                        departures.event(t, e);
+                        streams.event(t, e);
+                        expectations.event(t, e);
                     }
-                    Output::Close { .. } => rules.7.event(t, e),
-                    Output::Diagnostic(_) => rules.9.event(t, e),
+                    Output::Close { .. } => streams.event(t, e),
+                    Output::Diagnostic(_) => {
+                        timing.event(t, e);
+                        abandoned.event(t, e);
+                    }
+                    Output::Departed(_) => departures.event(t, e),
                     _ => {}
                 }
             }
             What::Phase { .. } => {
-                rules.1.event(t, e);
-                rules.3.event(t, e);
+                from_parent.event(t, e);
+                lines.event(t, e);
+                departures.event(t, e);
             }
-            What::Printed(_) => rules.3.event(t, e),
-            What::CallIssued { .. } => rules.4.event(t, e),
+            What::Printed(_) => {
+                lines.event(t, e);
+                timing.event(t, e);
+            }
+            What::CallIssued { .. } => {
+                once.event(t, e);
+                timing.event(t, e);
+            }
             What::Died(_) => {
-                rules.2.event(t, e);
-                rules.6.event(t, e);
+                liveness.event(t, e);
+                timing.event(t, e);
+                departures.event(t, e);
+                left.event(t, e);
             }
             What::ShutdownRequested => {
-                rules.2.event(t, e);
-                rules.11.event(t, e);
+                liveness.event(t, e);
+                expectations.event(t, e);
             }
-            What::Backpressure { .. } => rules.11.event(t, e),
-            What::ParentQueued { .. } => rules.10.event(t, e),
-            What::ChildControl { .. } => rules.0.event(t, e),
-            What::Signalled(_) => rules.3.event(t, e),
+            What::Backpressure { .. } => expectations.event(t, e),
+            What::ParentQueued { .. } => queue_bound.event(t, e),
+            What::ChildControl { .. } => ordering.event(t, e),
+            What::Signalled(_) => {
+                lines.event(t, e);
+                departures.event(t, e);
+            }
             What::Fault(_) | What::SpawnRefused { .. } => {}
         }
     }
+    // The call-timing rules judge against the run's end, which they saw only if its last event
+    // was theirs.
+    timing.end = trace.events.last().map_or(Instant::ZERO, |e| e.at);
     let mut v = Vec::new();
-    rules.0.finish(&tree, &mut v);
-    rules.1.finish(&tree, &mut v);
-    rules.2.finish(&tree, &mut v);
-    rules.3.finish(&tree, &mut v);
-    rules.4.finish(&tree, &mut v);
-    // These judge each call or departure against the whole run (its resolution, the bytes
-    // sent, who died), so they read the trace again, with the tree now complete.
-    deadlines(plan, &tree, trace, &mut v);
-    refusals_answered(plan, &tree, trace, &mut v);
-    departures(plan, &tree, trace, &mut v);
-    rules.5.finish(&tree, &mut v);
-    rules.6.finish(&tree, &mut v);
-    rules.7.finish(&tree, &mut v);
-    rules.8.finish(&tree, &mut v);
-    rules.9.finish(&tree, &mut v);
-    rules.10.finish(&tree, &mut v);
-    rules.11.finish(&tree, &mut v);
+    ordering.finish(&tree, &mut v);
+    from_parent.finish(&tree, &mut v);
+    liveness.finish(&tree, &mut v);
+    lines.finish(&tree, &mut v);
+    once.finish(&tree, &mut v);
+    timing.finish(&tree, &mut v); // deadlines, then refusals-answered
+    departures.finish(&tree, &mut v);
+    auth.finish(&tree, &mut v);
+    left.finish(&tree, &mut v);
+    streams.finish(&tree, &mut v);
+    exit_final.finish(&tree, &mut v);
+    abandoned.finish(&tree, &mut v);
+    queue_bound.finish(&tree, &mut v);
+    expectations.finish(&tree, &mut v);
     v
 }
 
@@ -627,15 +647,215 @@ fn calls_resolve_once(trace: &Trace, v: &mut Vec<Violation>) {
     alone(CallsResolveOnce::default(), &Tree::none(), trace, v);
 }
 
-/// How each call a process issued was resolved: `(proc, call) -> (at, error kind if any)`.
-fn resolutions(trace: &Trace) -> BTreeMap<(ProcId, u64), (Instant, Option<CallErrorKind>)> {
-    let mut out = BTreeMap::new();
-    for e in &trace.events {
-        if let What::Out(Output::CallReturned { call, result }) = &e.what {
-            out.entry((e.proc, call.0)).or_insert((e.at, result.as_ref().err().map(|e| e.kind)));
+/// What the call-timing checkers (`deadlines`, `refusals-answered`) need of a run, noted in
+/// the one pass: every call issued and every answer, in order, each process's first death, the
+/// cancels, the bytes framed. They judge at the end, when the tree is whole; only the calls they
+/// judge get their first answer looked up.
+struct CallTiming<'t> {
+    /// Every call issued: (caller, call, callee's id, deadline, when).
+    issued: Vec<(ProcId, u64, ContextId, Option<Instant>, Instant)>,
+    /// Every answer: (caller, call, when, error kind if any).
+    answered: Vec<(ProcId, u64, Instant, Option<CallErrorKind>)>,
+    died: BTreeMap<ProcId, Instant>,
+    /// A CANCEL_CALL sent, or refused by the caller's own router, by (caller, when).
+    cancels: BTreeSet<(ProcId, Instant)>,
+    /// Everything framed in the run, generously: each line and each frame header with room to
+    /// spare. What can be queued ahead of an answer on any link is at most this.
+    framed: usize,
+    /// When the run's last event happened.
+    end: Instant,
+    plan: &'t Plan,
+}
+
+impl<'t> CallTiming<'t> {
+    fn new(plan: &'t Plan) -> CallTiming<'t> {
+        CallTiming {
+            issued: Vec::new(),
+            answered: Vec::new(),
+            died: BTreeMap::new(),
+            cancels: BTreeSet::new(),
+            framed: 0,
+            end: Instant::ZERO,
+            plan,
         }
     }
-    out
+
+    /// The first answer of each of `calls`: `(proc, call) -> (at, error kind if any)`.
+    fn resolutions(
+        &self,
+        calls: &BTreeSet<(ProcId, u64)>,
+    ) -> BTreeMap<(ProcId, u64), (Instant, Option<CallErrorKind>)> {
+        let mut out = BTreeMap::new();
+        if calls.is_empty() {
+            return out;
+        }
+        for &(p, call, at, kind) in &self.answered {
+            if calls.contains(&(p, call)) {
+                out.entry((p, call)).or_insert((at, kind));
+            }
+        }
+        out
+    }
+
+    /// Calls with a deadline (docs/shutdown.md "Deadlines"): each resolves no later than its
+    /// deadline, `Timeout` exactly at it, and a caller that times a call out tells the callee
+    /// at that instant (a CANCEL_CALL sent, or refused for want of a route; a call to itself is
+    /// told within the node). A caller that is frozen, or dies first, is excused: it cannot act.
+    fn deadlines(&self, tree: &Tree, v: &mut Vec<Violation>) {
+        let (plan, end) = (self.plan, self.end);
+        let judged: BTreeSet<(ProcId, u64)> =
+            self.issued.iter().filter(|c| c.3.is_some()).map(|c| (c.0, c.1)).collect();
+        let resolved = self.resolutions(&judged);
+        for &(p, call, to, deadline, _) in &self.issued {
+            let Some(deadline) = deadline else { continue };
+            let to_self = tree.ids.get(&p) == Some(&to);
+            if ever_frozen(plan, p) || self.died.get(&p).is_some_and(|d| *d <= deadline) {
+                continue;
+            }
+            let mut bad = |at: Instant, detail: String| violation(v, "deadlines", Some(p), Some(at), detail);
+            match resolved.get(&(p, call)) {
+                Some(&(at, _)) if at > deadline => bad(
+                    at,
+                    format!(
+                        "call {call} resolved {:?} after its deadline",
+                        at.saturating_duration_since(deadline)
+                    ),
+                ),
+                Some(&(at, Some(CallErrorKind::Timeout))) if at != deadline => {
+                    bad(at, format!("call {call} timed out before its deadline"))
+                }
+                Some(&(at, Some(CallErrorKind::Timeout))) if !to_self && !self.cancels.contains(&(p, at)) => {
+                    bad(at, format!("call {call} timed out without telling its callee"))
+                }
+                None if end > deadline => {
+                    bad(deadline, format!("call {call} still pending past its deadline"))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The liveness side of exactly-once (scenario S28): a call that a router refuses — here,
+    /// any call to a context the caller is not an ancestor of — is answered by that router, so
+    /// it resolves within one round trip of the path between caller and callee, never left
+    /// pending until someone exits. Checked on runs where nothing may hold a message back (no
+    /// stall, cut, freeze, kill or runaway output). The round trip counts each hop's latency (a
+    /// `Delay` included) and, per hop, the time the link needs to carry everything the run sent
+    /// before the answer could be queued behind it (a socket moves at most `capacity` bytes per
+    /// latency).
+    fn refusals_answered(&self, tree: &Tree, v: &mut Vec<Violation>) {
+        let plan = self.plan;
+        if plan.is_disruptive() || plan.faults.iter().any(|(_, f)| matches!(f, Fault::Runaway(_))) {
+            return;
+        }
+        // The refused calls: to a context the caller is not an ancestor of (each callee's
+        // ancestors worked out once).
+        let mut ancestors: BTreeMap<ProcId, Vec<ContextId>> = BTreeMap::new();
+        let refused: Vec<(ProcId, u64, ContextId, ProcId, Instant)> = self
+            .issued
+            .iter()
+            .filter_map(|&(p, call, to, _, at)| {
+                let callee = tree.proc_of(to)?;
+                let caller_id = tree.ids.get(&p).copied();
+                let allowed = callee == p
+                    || caller_id.is_none_or(|id| {
+                        ancestors.entry(callee).or_insert_with(|| tree.ancestors(callee)).contains(&id)
+                    });
+                (!allowed).then_some((p, call, to, callee, at))
+            })
+            .collect();
+        if refused.is_empty() {
+            return;
+        }
+        let resolved = self.resolutions(&refused.iter().map(|r| (r.0, r.1)).collect());
+        let windows = 1 + self.framed.div_ceil(plan.net.capacity.max(1)) as u32;
+        let hop = |p: ProcId| {
+            let delay = plan
+                .faults
+                .iter()
+                .filter_map(|(_, f)| match f {
+                    Fault::Delay(q, d) if *q == p => Some(*d),
+                    _ => None,
+                })
+                .sum::<Duration>();
+            (plan.net.latency + delay) * windows
+        };
+        for (caller, call, to, callee, issued_at) in refused {
+            // Up from each side to their nearest common ancestor, there and back.
+            let path = |mut p: ProcId, stop: &BTreeSet<ProcId>| {
+                let mut d = Duration::ZERO;
+                while !stop.contains(&p) {
+                    d += hop(p);
+                    match plan.parent(p) {
+                        Some(q) => p = q,
+                        None => break,
+                    }
+                }
+                (d, p)
+            };
+            let mut above_caller = BTreeSet::new();
+            let mut q = Some(caller);
+            while let Some(p) = q {
+                above_caller.insert(p);
+                q = plan.parent(p);
+            }
+            let (down, lca) = path(callee, &above_caller);
+            let (up, _) = path(caller, &BTreeSet::from([lca]));
+            let bound = issued_at + 2 * (up + down) + LIVENESS_SLACK;
+            match resolved.get(&(caller, call)) {
+                Some(&(at, _)) if at > bound => violation(
+                    v,
+                    "refusals-answered",
+                    Some(caller),
+                    Some(at),
+                    format!(
+                        "refused call {call} resolved {:?} after one round trip",
+                        at.saturating_duration_since(bound)
+                    ),
+                ),
+                None if self.end > bound => violation(
+                    v,
+                    "refusals-answered",
+                    Some(caller),
+                    Some(bound),
+                    format!("refused call {call} to {to} still pending after one round trip"),
+                ),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl<'t> Rule<'t> for CallTiming<'_> {
+    fn event(&mut self, _: &Tree, e: &'t Event) {
+        self.end = e.at;
+        match &e.what {
+            What::CallIssued { call, to, deadline } => {
+                self.issued.push((e.proc, call.0, *to, *deadline, e.at))
+            }
+            What::Out(Output::CallReturned { call, result }) => {
+                self.answered.push((e.proc, call.0, e.at, result.as_ref().err().map(|e| e.kind)))
+            }
+            What::Died(_) => {
+                self.died.entry(e.proc).or_insert(e.at);
+            }
+            What::Printed(t) => self.framed += t.len() + 64,
+            What::Out(o) => {
+                if let Output::Transmit { frame, .. } = o {
+                    self.framed += frame.len();
+                }
+                if is_cancel(o) {
+                    self.cancels.insert((e.proc, e.at));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(self, tree: &Tree, v: &mut Vec<Violation>) {
+        self.deadlines(tree, v);
+        self.refusals_answered(tree, v);
+    }
 }
 
 /// Whether the plan ever freezes `p` (a frozen process does nothing, its timers included, so
@@ -644,55 +864,20 @@ fn ever_frozen(plan: &Plan, p: ProcId) -> bool {
     plan.faults.iter().any(|(_, f)| matches!(f, Fault::Freeze(q) if *q == p))
 }
 
-/// Calls with a deadline (docs/shutdown.md "Deadlines"): each resolves no later than its
-/// deadline, `Timeout` exactly at it, and a caller that times a call out tells the callee at
-/// that instant (a CANCEL_CALL sent, or refused for want of a route; a call to itself is told
-/// within the node). A caller that is frozen, or dies first, is excused: it cannot act.
-pub(crate) fn deadlines(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
-    let resolved = resolutions(trace);
-    let mut died: BTreeMap<ProcId, Instant> = BTreeMap::new();
-    let mut cancels: BTreeSet<(ProcId, Instant)> = BTreeSet::new();
-    let end = trace.events.last().map_or(Instant::ZERO, |e| e.at);
-    for e in &trace.events {
-        match &e.what {
-            What::Died(_) => {
-                died.entry(e.proc).or_insert(e.at);
-            }
-            What::Out(o) if is_cancel(o) => {
-                cancels.insert((e.proc, e.at));
-            }
-            _ => {}
-        }
-    }
-    for e in &trace.events {
-        let What::CallIssued { call, to, deadline: Some(deadline) } = &e.what else { continue };
-        let (p, deadline) = (e.proc, *deadline);
-        let to_self = tree.ids.get(&p) == Some(to);
-        if ever_frozen(plan, p) || died.get(&p).is_some_and(|d| *d <= deadline) {
-            continue;
-        }
-        let mut bad = |at: Instant, detail: String| violation(v, "deadlines", Some(p), Some(at), detail);
-        match resolved.get(&(p, call.0)) {
-            Some(&(at, _)) if at > deadline => bad(
-                at,
-                format!(
-                    "call {} resolved {:?} after its deadline",
-                    call.0,
-                    at.saturating_duration_since(deadline)
-                ),
-            ),
-            Some(&(at, Some(CallErrorKind::Timeout))) if at != deadline => {
-                bad(at, format!("call {} timed out before its deadline", call.0))
-            }
-            Some(&(at, Some(CallErrorKind::Timeout))) if !to_self && !cancels.contains(&(p, at)) => {
-                bad(at, format!("call {} timed out without telling its callee", call.0))
-            }
-            None if end > deadline => {
-                bad(deadline, format!("call {} still pending past its deadline", call.0))
-            }
-            _ => {}
-        }
-    }
+/// The `deadlines` checker alone over a whole trace.
+#[cfg(test)]
+fn deadlines(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
+    let mut timing = CallTiming::new(plan);
+    trace.events.iter().for_each(|e| timing.event(tree, e));
+    timing.deadlines(tree, v);
+}
+
+/// The `refusals-answered` checker alone over a whole trace.
+#[cfg(test)]
+fn refusals_answered(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
+    let mut timing = CallTiming::new(plan);
+    trace.events.iter().for_each(|e| timing.event(tree, e));
+    timing.refusals_answered(tree, v);
 }
 
 /// A CANCEL_CALL leaving, or refused by the caller's own router (no route to the callee).
@@ -706,158 +891,100 @@ fn is_cancel(o: &Output) -> bool {
     }
 }
 
-/// The liveness side of exactly-once (scenario S28): a call that a router refuses — here, any
-/// call to a context the caller is not an ancestor of — is answered by that router, so it
-/// resolves within one round trip of the path between caller and callee, never left pending
-/// until someone exits. Checked on runs where nothing may hold a message back (no stall, cut,
-/// freeze, kill or runaway output). The round trip counts each hop's latency (a `Delay`
-/// included) and, per hop, the time the link needs to carry everything the run sent before the
-/// answer could be queued behind it (a socket moves at most `capacity` bytes per latency).
-pub(crate) fn refusals_answered(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
-    if plan.is_disruptive() || plan.faults.iter().any(|(_, f)| matches!(f, Fault::Runaway(_))) {
-        return;
-    }
-    let resolved = resolutions(trace);
-    let end = trace.events.last().map_or(Instant::ZERO, |e| e.at);
-    // Everything framed in the run, generously: each line and each frame header with room to
-    // spare. What can be queued ahead of an answer on any link is at most this.
-    let framed: usize = trace
-        .events
-        .iter()
-        .map(|e| match &e.what {
-            What::Printed(t) => t.len() + 64,
-            What::Out(Output::Transmit { frame, .. }) => frame.len(),
-            _ => 0,
-        })
-        .sum();
-    let windows = 1 + framed.div_ceil(plan.net.capacity.max(1)) as u32;
-    let hop = |p: ProcId| {
-        let delay = plan
-            .faults
-            .iter()
-            .filter_map(|(_, f)| match f {
-                Fault::Delay(q, d) if *q == p => Some(*d),
-                _ => None,
-            })
-            .sum::<Duration>();
-        (plan.net.latency + delay) * windows
-    };
-    for e in &trace.events {
-        let What::CallIssued { call, to, .. } = &e.what else { continue };
-        let Some(callee) = tree.proc_of(*to) else { continue };
-        let caller_id = tree.ids.get(&e.proc).copied();
-        if callee == e.proc || caller_id.is_none_or(|id| tree.ancestors(callee).contains(&id)) {
-            continue; // allowed: not refused
-        }
-        // Up from each side to their nearest common ancestor, there and back.
-        let path = |mut p: ProcId, stop: &BTreeSet<ProcId>| {
-            let mut d = Duration::ZERO;
-            while !stop.contains(&p) {
-                d += hop(p);
-                match plan.parent(p) {
-                    Some(q) => p = q,
-                    None => break,
-                }
-            }
-            (d, p)
-        };
-        let mut above_caller = BTreeSet::new();
-        let mut q = Some(e.proc);
-        while let Some(p) = q {
-            above_caller.insert(p);
-            q = plan.parent(p);
-        }
-        let (down, lca) = path(callee, &above_caller);
-        let (up, _) = path(e.proc, &BTreeSet::from([lca]));
-        let bound = e.at + 2 * (up + down) + LIVENESS_SLACK;
-        match resolved.get(&(e.proc, call.0)) {
-            Some(&(at, _)) if at > bound => violation(
-                v,
-                "refusals-answered",
-                Some(e.proc),
-                Some(at),
-                format!(
-                    "refused call {} resolved {:?} after one round trip",
-                    call.0,
-                    at.saturating_duration_since(bound)
-                ),
-            ),
-            None if end > bound => violation(
-                v,
-                "refusals-answered",
-                Some(e.proc),
-                Some(bound),
-                format!("refused call {} to {to} still pending after one round trip", call.0),
-            ),
-            _ => {}
-        }
-    }
-}
-
 /// The root hears of every context that leaves (docs/shutdown.md "One child"): each departure it
 /// reports names a process of the tree by its id and pid with its real parent, at most once;
 /// and on a run where nothing was forced or disrupted, every process that died before the root
 /// exited was reported, grandchildren included (their parents send the news up).
-pub(crate) fn departures(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
-    let mut pids: BTreeMap<ProcId, arbor_core::reaper::Pid> = BTreeMap::new();
-    let mut died: BTreeSet<ProcId> = BTreeSet::new();
-    let mut heard: BTreeMap<ProcId, usize> = BTreeMap::new();
-    let mut root_exited = false;
-    let mut disrupted = plan.is_disruptive();
-    for e in &trace.events {
+struct Departures<'t> {
+    plan: &'t Plan,
+    pids: BTreeMap<ProcId, arbor_core::reaper::Pid>,
+    died: BTreeSet<ProcId>,
+    /// The departures the root reported, in order (judged at the end, with the whole tree).
+    reported: Vec<(&'t arbor_core::departure::Departure, Instant)>,
+    root_exited: bool,
+    disrupted: bool,
+}
+
+impl<'t> Departures<'t> {
+    fn new(plan: &'t Plan) -> Departures<'t> {
+        Departures {
+            plan,
+            pids: BTreeMap::new(),
+            died: BTreeSet::new(),
+            reported: Vec::new(),
+            root_exited: false,
+            disrupted: plan.is_disruptive(),
+        }
+    }
+}
+
+impl<'t> Rule<'t> for Departures<'t> {
+    fn event(&mut self, _: &Tree, e: &'t Event) {
         match &e.what {
             What::Spawned { pid, .. } => {
-                pids.insert(e.proc, *pid);
+                self.pids.insert(e.proc, *pid);
             }
-            What::Died(_) if e.proc != 0 && !root_exited => {
-                died.insert(e.proc);
+            What::Died(_) if e.proc != 0 && !self.root_exited => {
+                self.died.insert(e.proc);
             }
-            What::Phase { to: PhaseKind::ForceDisconnect, .. } | What::Signalled(_) => disrupted = true,
-            What::Out(Output::Exit { .. }) if e.proc == 0 => root_exited = true,
-            What::Out(Output::Departed(d)) if e.proc == 0 => {
-                let who = tree.proc_of(d.id);
-                let real_parent = who.and_then(|p| plan.parent(p)).and_then(|q| tree.ids.get(&q)).copied();
-                match who {
-                    Some(p) if pids.get(&p) == Some(&d.pid) && real_parent == Some(d.parent) => {
-                        *heard.entry(p).or_insert(0) += 1;
-                        if heard[&p] > 1 {
-                            violation(
-                                v,
-                                "departures",
-                                Some(p),
-                                Some(e.at),
-                                format!("context {} reported twice", d.id),
-                            );
-                        }
-                    }
-                    _ => violation(
-                        v,
-                        "departures",
-                        None,
-                        Some(e.at),
-                        format!(
-                            "a departure of no such process: {} (pid {}, child of {})",
-                            d.id, d.pid, d.parent
-                        ),
-                    ),
-                }
-            }
+            What::Phase { to: PhaseKind::ForceDisconnect, .. } | What::Signalled(_) => self.disrupted = true,
+            What::Out(Output::Exit { .. }) if e.proc == 0 => self.root_exited = true,
+            What::Out(Output::Departed(d)) if e.proc == 0 => self.reported.push((d, e.at)),
             _ => {}
         }
     }
-    if disrupted || !root_exited {
-        return;
+
+    fn finish(self, tree: &Tree, v: &mut Vec<Violation>) {
+        let plan = self.plan;
+        let mut heard: BTreeMap<ProcId, usize> = BTreeMap::new();
+        for (d, at) in self.reported {
+            let who = tree.proc_of(d.id);
+            let real_parent = who.and_then(|p| plan.parent(p)).and_then(|q| tree.ids.get(&q)).copied();
+            match who {
+                Some(p) if self.pids.get(&p) == Some(&d.pid) && real_parent == Some(d.parent) => {
+                    *heard.entry(p).or_insert(0) += 1;
+                    if heard[&p] > 1 {
+                        violation(
+                            v,
+                            "departures",
+                            Some(p),
+                            Some(at),
+                            format!("context {} reported twice", d.id),
+                        );
+                    }
+                }
+                _ => violation(
+                    v,
+                    "departures",
+                    None,
+                    Some(at),
+                    format!(
+                        "a departure of no such process: {} (pid {}, child of {})",
+                        d.id, d.pid, d.parent
+                    ),
+                ),
+            }
+        }
+        if self.disrupted || !self.root_exited {
+            return;
+        }
+        for p in self.died.iter().filter(|p| !heard.contains_key(p)) {
+            let id = tree.ids.get(p).map_or_else(|| "?".to_string(), |id| id.to_string());
+            violation(
+                v,
+                "departures",
+                Some(*p),
+                None,
+                format!("context {id} left but the root never heard of it"),
+            );
+        }
     }
-    for p in died.iter().filter(|p| !heard.contains_key(p)) {
-        let id = tree.ids.get(p).map_or_else(|| "?".to_string(), |id| id.to_string());
-        violation(
-            v,
-            "departures",
-            Some(*p),
-            None,
-            format!("context {id} left but the root never heard of it"),
-        );
-    }
+}
+
+/// [`Departures`] alone over a whole trace.
+#[cfg(test)]
+fn departures(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
+    alone(Departures::new(plan), tree, trace, v);
 }
 
 /// Nothing crosses an authentication boundary: no forged call runs, and every call that runs
