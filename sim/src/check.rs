@@ -748,20 +748,21 @@ impl<'t> CallTiming<'t> {
         if plan.is_disruptive() || plan.faults.iter().any(|(_, f)| matches!(f, Fault::Runaway(_))) {
             return;
         }
-        // The refused calls: to a context the caller is not an ancestor of (each callee's
-        // ancestors worked out once).
-        let mut ancestors: BTreeMap<ProcId, Vec<ContextId>> = BTreeMap::new();
+        // The refused calls: to a context the caller is not an ancestor of (worked out once per
+        // caller and callee: a run makes many calls between few pairs).
+        let mut judged: BTreeMap<(ProcId, ContextId), Option<ProcId>> = BTreeMap::new();
         let refused: Vec<(ProcId, u64, ContextId, ProcId, Instant)> = self
             .issued
             .iter()
             .filter_map(|&(p, call, to, _, at)| {
-                let callee = tree.proc_of(to)?;
-                let caller_id = tree.ids.get(&p).copied();
-                let allowed = callee == p
-                    || caller_id.is_none_or(|id| {
-                        ancestors.entry(callee).or_insert_with(|| tree.ancestors(callee)).contains(&id)
-                    });
-                (!allowed).then_some((p, call, to, callee, at))
+                let refused_by = *judged.entry((p, to)).or_insert_with(|| {
+                    let callee = tree.proc_of(to)?;
+                    let caller_id = tree.ids.get(&p).copied();
+                    let allowed =
+                        callee == p || caller_id.is_none_or(|id| tree.ancestors(callee).contains(&id));
+                    (!allowed).then_some(callee)
+                });
+                refused_by.map(|callee| (p, call, to, callee, at))
             })
             .collect();
         if refused.is_empty() {
