@@ -42,12 +42,33 @@ pub struct JobId(pub u64);
 /// encode alike but are named differently (`Box<T>` and `T`, `Cow<str>` and `String`, a newtype
 /// and what it wraps). Type names are stable within one build of a program, which every context
 /// of a tree normally runs; builds by different compilers may name types differently.
+///
+/// On the wire it is 16 bytes, both hashes little-endian: fixed-size, so writing and reading it
+/// costs a copy, not two ten-byte varints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "[u8; 16]", from = "[u8; 16]")]
 pub struct TypeFingerprint {
     /// Of the argument type.
     pub args: u64,
     /// Of the result type.
     pub result: u64,
+}
+
+impl From<TypeFingerprint> for [u8; 16] {
+    fn from(f: TypeFingerprint) -> [u8; 16] {
+        let mut out = [0; 16];
+        out[..8].copy_from_slice(&f.args.to_le_bytes());
+        out[8..].copy_from_slice(&f.result.to_le_bytes());
+        out
+    }
+}
+
+impl From<[u8; 16]> for TypeFingerprint {
+    fn from(b: [u8; 16]) -> TypeFingerprint {
+        let (args, result) = b.split_at(8);
+        let word = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or_default());
+        TypeFingerprint { args: word(args), result: word(result) }
+    }
 }
 
 impl TypeFingerprint {
@@ -99,7 +120,13 @@ fn fnv1a(text: &str) -> u64 {
 /// [`TypeFingerprint`]).
 fn type_hash(name: &str) -> u64 {
     let mut h = Fnv::START;
-    canonical(name, &mut h);
+    // Most names have nothing to read differently: hash them as they are (the same bytes the
+    // canonical walk would feed), which is several times cheaper.
+    if name.bytes().any(|b| b == b'&' || b == b'[') || name.contains("str") {
+        canonical(name, &mut h);
+    } else {
+        h.write(name);
+    }
     h.0
 }
 
@@ -227,12 +254,64 @@ struct RequestOut<'a> {
     timeout_ns: Option<u64>,
 }
 
+/// The request's head as postcard reads it; the trailer after it is read by hand
+/// ([`read_meta`]), held to postcard's own reading of [`RequestInFull`] by the tests.
 #[derive(Deserialize)]
 struct RequestIn<'a> {
     function: &'a str,
     args: &'a [u8],
+}
+
+#[cfg(test)]
+#[derive(Deserialize, Debug, PartialEq)]
+struct RequestInFull<'a> {
+    function: &'a str,
+    args: &'a [u8],
     types: Option<TypeFingerprint>,
     timeout_ns: Option<u64>,
+}
+
+/// Reads a request's trailer as postcard would (an option is a 0 or 1 byte; the fingerprint 16
+/// bytes; a `u64` a LEB128 varint of at most 10 bytes whose last carries at most one bit),
+/// returning what is left.
+fn read_meta(mut rest: &[u8]) -> Result<(RequestMeta, &[u8]), BodyError> {
+    fn varint(rest: &mut &[u8]) -> Result<u64, BodyError> {
+        let mut n = 0u64;
+        for i in 0..10 {
+            let (&b, tail) = rest.split_first().ok_or(BodyError::Malformed)?;
+            *rest = tail;
+            if i == 9 && b > 1 {
+                return Err(BodyError::Malformed);
+            }
+            n |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err(BodyError::Malformed)
+    }
+    fn tag(rest: &mut &[u8]) -> Result<bool, BodyError> {
+        let (&b, tail) = rest.split_first().ok_or(BodyError::Malformed)?;
+        *rest = tail;
+        match b {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(BodyError::Malformed),
+        }
+    }
+    let types = match tag(&mut rest)? {
+        true => {
+            let (bytes, tail) = rest.split_first_chunk::<16>().ok_or(BodyError::Malformed)?;
+            rest = tail;
+            Some(TypeFingerprint::from(*bytes))
+        }
+        false => None,
+    };
+    let timeout_ns = match tag(&mut rest)? {
+        true => Some(varint(&mut rest)?),
+        false => None,
+    };
+    Ok((RequestMeta { types, timeout: timeout_ns.map(Duration::from_nanos) }, rest))
 }
 
 /// The wire form of a timeout: nanoseconds, saturating (a timeout of centuries is no timeout
@@ -241,11 +320,40 @@ fn timeout_ns(meta: &RequestMeta) -> Option<u64> {
     meta.timeout.map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// The part of a request body after its arguments.
-#[derive(Serialize)]
-struct MetaOut {
-    types: Option<TypeFingerprint>,
-    timeout_ns: Option<u64>,
+/// Appends the part of a request body after its arguments as postcard writes it (an option is
+/// a 0 or 1 byte, then the value; the fingerprint 16 bytes; a `u64` a LEB128 varint), by hand: it is on every call's path,
+/// and postcard's serializer costs several times as much for these few bytes. The tests hold it
+/// to postcard's own encoding of [`RequestOut`].
+fn push_meta(out: &mut Vec<u8>, meta: &RequestMeta) {
+    fn varint(buf: &mut [u8; 32], len: &mut usize, mut n: u64) {
+        while n >= 0x80 {
+            buf[*len] = (n as u8 & 0x7f) | 0x80;
+            *len += 1;
+            n >>= 7;
+        }
+        buf[*len] = n as u8;
+        *len += 1;
+    }
+    // At most 1 + 16 + 1 + 10 bytes, gathered on the stack and appended at once.
+    let mut buf = [0u8; 32];
+    let mut len = 0;
+    match meta.types {
+        Some(t) => {
+            buf[0] = 1;
+            buf[1..17].copy_from_slice(&<[u8; 16]>::from(t));
+            len = 17;
+        }
+        None => len += 1,
+    }
+    match timeout_ns(meta) {
+        Some(ns) => {
+            buf[len] = 1;
+            len += 1;
+            varint(&mut buf, &mut len, ns);
+        }
+        None => len += 1,
+    }
+    out.extend_from_slice(&buf[..len]);
 }
 
 #[derive(Serialize)]
@@ -415,8 +523,9 @@ impl CallRequest {
         let head = out.len();
         let out = postcard::serialize_with_flavor(args, VecOut(out))?;
         let body = if out.len() - head == size {
-            let tail = MetaOut { types: meta.types, timeout_ns: timeout_ns(&meta) };
-            Bytes::from(postcard::serialize_with_flavor(&tail, VecOut(out))?)
+            let mut out = out;
+            push_meta(&mut out, &meta);
+            Bytes::from(out)
         } else {
             // A `Serialize` that writes differently each time: fall back to what it wrote last.
             CallRequest::encode_parts_with(function, &out[head..], &meta)
@@ -468,8 +577,12 @@ impl CallRequest {
 
     /// Parses a CALL_FUNCTION body; the arguments share the body's buffer.
     pub fn decode(body: &Bytes) -> Result<CallRequest, BodyError> {
-        let req: RequestIn<'_> = decode_whole(body)?;
-        let meta = RequestMeta { types: req.types, timeout: req.timeout_ns.map(Duration::from_nanos) };
+        let (req, rest) =
+            postcard::take_from_bytes::<RequestIn<'_>>(body).map_err(|_| BodyError::Malformed)?;
+        let (meta, rest) = read_meta(rest)?;
+        if !rest.is_empty() {
+            return Err(BodyError::TrailingBytes(rest.len()));
+        }
         Ok(CallRequest { function: req.function.to_string(), args: body.slice_ref(req.args), meta })
     }
 }
@@ -903,6 +1016,64 @@ mod tests {
         // FNV-1a's published test vector: the hash is the same in every build.
         assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(TypeFingerprint::of::<(i32, i32), ()>().args, fnv1a("(i32, i32)"));
+    }
+
+    #[test]
+    fn the_hand_read_trailer_reads_what_postcard_reads() {
+        let head = CallRequest::encode_parts("f", b"xy");
+        let head = &head[..head.len() - 2]; // without the two `None` tags
+        let fp = b"\x01\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10";
+        let with = |tail: &[u8]| [&fp[..], tail].concat();
+        let trailers: Vec<Vec<u8>> = alloc::vec![
+            b"\0\0".to_vec(),
+            with(b"\0"),
+            with(b"\x01\x80\x00"), // an overlong varint postcard accepts
+            b"\0\x01\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01".to_vec(), // u64::MAX
+            b"\0\x01\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02".to_vec(), // overflows
+            b"\x02\0".to_vec(),    // a bad option tag
+            fp[..9].to_vec(),      // a truncated fingerprint
+            b"\0\x01\x80".to_vec(), // a truncated varint
+            b"\0\0\0".to_vec(),    // a byte left over
+            Vec::new(),
+        ];
+        for t in &trailers {
+            let body = Bytes::from([head, t].concat());
+            let ours = CallRequest::decode(&body).ok().map(|r| (r.meta.types, r.meta.timeout));
+            let theirs = decode_whole::<RequestInFull<'_>>(&body)
+                .ok()
+                .map(|r| (r.types, r.timeout_ns.map(Duration::from_nanos)));
+            assert_eq!(ours, theirs, "{t:x?}");
+        }
+    }
+
+    #[test]
+    fn the_hand_written_trailer_is_postcards_own() {
+        let metas = [
+            RequestMeta::default(),
+            RequestMeta { types: Some(TypeFingerprint { args: u64::MAX, result: 0 }), timeout: None },
+            RequestMeta {
+                types: Some(TypeFingerprint::of::<u8, ()>()),
+                timeout: Some(Duration::from_nanos(127)),
+            },
+            RequestMeta { types: None, timeout: Some(Duration::MAX) },
+        ];
+        for meta in metas {
+            let in_place = CallRequest::encode_args_with("f", &(1u8, 2u64), meta).unwrap();
+            let by_postcard =
+                CallRequest::new("f", postcard::to_allocvec(&(1u8, 2u64)).unwrap()).with_meta(meta);
+            assert_eq!(in_place.bytes(), &by_postcard.encode(), "{meta:?}");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_hashes_what_the_canonical_walk_would() {
+        for name in ["(i32, i32)", "u8", "()", "my_crate::Job<u64, bool>", "(f64, core::option::Option<u32>)"]
+        {
+            let mut walked = Fnv::START;
+            canonical(name, &mut walked);
+            assert_eq!(type_hash(name), walked.0, "{name}");
+            assert_eq!(type_hash(name), fnv1a(name), "{name}");
+        }
     }
 
     #[test]

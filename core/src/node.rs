@@ -430,6 +430,9 @@ pub struct Node {
     reaper: Reaper,
     /// Every child process not reaped yet: what its departure will say, and its own stop.
     records: BTreeMap<Pid, ChildRecord>,
+    /// The earliest deadline among `records`' stops, kept in step with them (`restop`), so
+    /// `poll_timeout`, asked after every input, does not walk the children.
+    next_stop: Option<Instant>,
     loggers: BTreeMap<StreamId, Logger>,
     /// Set when the parent stream is forgotten; acted on in `settle`, which knows `now`.
     parent_lost: bool,
@@ -459,6 +462,7 @@ impl Node {
             children: BTreeMap::new(),
             reaper: Reaper::default(),
             records: BTreeMap::new(),
+            next_stop: None,
             loggers: BTreeMap::new(),
             parent_lost: false,
             config,
@@ -505,10 +509,11 @@ impl Node {
     /// The earliest instant at which [`Node::handle_timeout`] has work, if any.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.timers.earliest(), self.pending.next_deadline(), departure::next_stop(&self.records)]
-            .into_iter()
-            .flatten()
-            .min()
+        let mut at = self.timers.earliest();
+        for t in [self.pending.next_deadline(), self.next_stop].into_iter().flatten() {
+            at = Some(at.map_or(t, |a| a.min(t)));
+        }
+        at
     }
 
     /// Handles one input.
@@ -554,8 +559,11 @@ impl Node {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for pid in departure::due_stops(&self.records, now) {
-            self.advance_stop(now, pid);
+        if self.next_stop.is_some_and(|at| at <= now) {
+            for pid in departure::due_stops(&self.records, now) {
+                self.advance_stop(now, pid);
+            }
+            self.restop();
         }
         for (handle, p) in self.pending.take_expired(now) {
             let e = CallError::new(
@@ -582,6 +590,7 @@ impl Node {
                             self.records.remove(&pid);
                             self.diag(Diagnostic::ChildAbandoned(pid));
                         }
+                        self.restop();
                     }
                 }
             }
@@ -636,6 +645,7 @@ impl Node {
                 r.stop = Some(Stop { stage: StopStage::Asked, deadline });
             }
         }
+        self.restop();
         self.send_shutdown(now, id, deadline);
         self.settle(now);
         Ok(())
@@ -658,6 +668,7 @@ impl Node {
                 r.killed = true;
                 r.stop = Some(Stop { stage: StopStage::Killed, deadline: abandon_at });
             }
+            self.restop();
             if self.reaper.escalate_one(pid, Signal::Kill) {
                 self.outputs.push_back(Output::Signal { pid, signal: Signal::Kill });
             }
@@ -672,6 +683,11 @@ impl Node {
             return Err(ControlError::ShuttingDown);
         }
         self.children.values().find(|c| c.id == id).map(|c| c.pid).ok_or(ControlError::NotAChild(id))
+    }
+
+    /// Recomputes the earliest stop deadline after a stop began, moved on or ended.
+    fn restop(&mut self) {
+        self.next_stop = departure::next_stop(&self.records);
     }
 
     /// A per-child stop's deadline passed: the next step of its escalation.
@@ -715,6 +731,9 @@ impl Node {
     /// A child process was reaped: say so here and, from below the root, to the root.
     fn departed(&mut self, now: Instant, pid: Pid, status: ExitStatus, state: ChildProcess) {
         let Some(r) = self.records.remove(&pid) else { return };
+        if r.stop.is_some() {
+            self.restop();
+        }
         let cause = if r.killed {
             DepartureCause::Killed
         } else if state != ChildProcess::Running {

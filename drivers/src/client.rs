@@ -178,6 +178,56 @@ impl Future for PendingSpawn {
     }
 }
 
+thread_local! {
+    /// Fingerprints already computed on this thread, by the addresses of the types' names:
+    /// hashing the names is the larger part of what a fingerprint costs a call, and a thread
+    /// calls few distinct signatures. Equal addresses and lengths are equal names, so a hit
+    /// is always right; a miss only recomputes.
+    static FINGERPRINTS: std::cell::RefCell<Vec<(NameKey, NameKey, TypeFingerprint)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Where a type's name lives, and its length.
+type NameKey = (usize, usize);
+
+/// Most signatures a thread remembers; past it the memory starts over.
+const FINGERPRINTS_KEPT: usize = 64;
+
+fn name_key(name: &'static str) -> NameKey {
+    (name.as_ptr() as usize, name.len())
+}
+
+fn cached(
+    args: &'static str,
+    result: &'static str,
+    compute: impl FnOnce() -> TypeFingerprint,
+) -> TypeFingerprint {
+    let key = (name_key(args), name_key(result));
+    FINGERPRINTS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((_, _, f)) = cache.iter().find(|(a, r, _)| (*a, *r) == key) {
+            return *f;
+        }
+        let f = compute();
+        if cache.len() >= FINGERPRINTS_KEPT {
+            cache.clear();
+        }
+        cache.push((key.0, key.1, f));
+        f
+    })
+}
+
+/// [`TypeFingerprint::of`], remembered per thread.
+fn fingerprint<A: ?Sized, R: ?Sized>() -> TypeFingerprint {
+    cached(std::any::type_name::<A>(), std::any::type_name::<R>(), TypeFingerprint::of::<A, R>)
+}
+
+/// [`TypeFingerprint::of_args`], remembered per thread (keyed apart from any `R`: the empty
+/// name stands for "no result").
+fn args_fingerprint<A: ?Sized>() -> TypeFingerprint {
+    cached(std::any::type_name::<A>(), "", TypeFingerprint::of_args::<A>)
+}
+
 fn decode<R: DeserializeOwned>(
     answer: Option<CallResult>,
     context: &str,
@@ -247,7 +297,7 @@ impl Context {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let meta = RequestMeta { types: Some(TypeFingerprint::of::<A, R>()), timeout: options.timeout };
+        let meta = RequestMeta { types: Some(fingerprint::<A, R>()), timeout: options.timeout };
         let (answer, call) = match self.encode(function, args, meta) {
             Ok(body) => {
                 let (answer, call) = self.shared.call(target, body, defer);
@@ -277,7 +327,7 @@ impl Context {
     where
         A: Serialize + ?Sized,
     {
-        let meta = RequestMeta { types: Some(TypeFingerprint::of_args::<A>()), timeout: None };
+        let meta = RequestMeta { types: Some(args_fingerprint::<A>()), timeout: None };
         let body = self.encode(function.name(), args, meta)?;
         self.shared.with(|state, now| {
             if state.exited.is_some() {
