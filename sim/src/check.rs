@@ -1730,6 +1730,20 @@ mod tests {
     }
 
     #[test]
+    fn a_trace_naming_a_process_the_plan_lacks_is_judged_not_a_panic() {
+        let p = plan(vec![0]);
+        let mut tr = base();
+        tr.push(t(0), 5, What::Spawned { id: ContextId(5), pid: Pid(105) });
+        tr.push(t(1), 5, What::CallIssued { call: CallId(0), to: ContextId(1), deadline: Some(t(2)) });
+        tr.push(t(1), 1, What::CallIssued { call: CallId(0), to: ContextId(5), deadline: None });
+        tr.push(t(3), 5, What::Died(ExitStatus::Code(0)));
+        tr.push(t(3), 0, departed(5, 105, 0));
+        tr.push(t(4), 0, What::Out(Output::Exit { how: ExitKind::Clean }));
+        let v = check(&p, &tr);
+        assert!(v.iter().any(|v| v.checker == "departures"), "a departure of no such process: {v:?}");
+    }
+
+    #[test]
     fn auth_checker_catches_calls_run_for_non_ancestors_and_forged_calls() {
         let p = plan(vec![0, 0]);
         let mut bad = base();

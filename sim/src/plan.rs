@@ -244,7 +244,9 @@ impl Plan {
 
     /// The parent of process `p`.
     pub fn parent(&self, p: ProcId) -> Option<ProcId> {
-        p.checked_sub(1).map(|i| self.parents[i])
+        // `None` for the root, and for a process the tree does not have (a hand-made trace may
+        // name one; a checker must report it, not panic).
+        p.checked_sub(1).and_then(|i| self.parents.get(i).copied())
     }
 
     /// Whether any fault (or a child killed on purpose) may legitimately lose lines or force a
