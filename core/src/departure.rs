@@ -162,6 +162,9 @@ pub enum ControlError {
     NotAChild(ContextId),
     /// This context is shutting down: every child is being stopped already.
     ShuttingDown,
+    /// The child never reported its exit, even after SIGKILL, and was given up on: no
+    /// departure will come.
+    Abandoned(ContextId),
 }
 
 impl fmt::Display for ControlError {
@@ -169,6 +172,9 @@ impl fmt::Display for ControlError {
         match self {
             ControlError::NotAChild(id) => write!(f, "context {id} is not a connected child of this context"),
             ControlError::ShuttingDown => f.write_str("this context is shutting down"),
+            ControlError::Abandoned(id) => {
+                write!(f, "context {id} never reported its exit, even after SIGKILL, and was given up on")
+            }
         }
     }
 }

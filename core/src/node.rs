@@ -251,6 +251,14 @@ pub enum Diagnostic {
         /// The job.
         job: JobId,
     },
+    /// A `call_no_reply` failed (an error, a panic, a type mismatch): no one asked for the
+    /// answer, so it is reported here.
+    UnansweredCallFailed {
+        /// The caller.
+        caller: ContextId,
+        /// What went wrong.
+        error: CallError,
+    },
     /// `CallFinished` for a job that is not running.
     UnknownJob(JobId),
     /// `ChildExited` for a pid not tracked.
@@ -682,7 +690,13 @@ impl Node {
         if self.phase != Phase::Running {
             return Err(ControlError::ShuttingDown);
         }
-        self.children.values().find(|c| c.id == id).map(|c| c.pid).ok_or(ControlError::NotAChild(id))
+        let pid =
+            self.children.values().find(|c| c.id == id).map(|c| c.pid).ok_or(ControlError::NotAChild(id))?;
+        // Reaped already, its stream not yet at EOF: it has left, and its departure is out.
+        if pid.is_some_and(|p| !self.records.contains_key(&p)) {
+            return Err(ControlError::NotAChild(id));
+        }
+        Ok(pid)
     }
 
     /// Recomputes the earliest stop deadline after a stop began, moved on or ended.
@@ -917,8 +931,15 @@ impl Node {
         let Some(job) = self.dispatcher.finish(job) else {
             return self.diag(Diagnostic::UnknownJob(job));
         };
-        if job.reply_to == Handle::NONE || job.cancelled {
-            return; // no one asked, or the caller has given up and resolved the call itself
+        if job.cancelled {
+            return; // the caller has given up and resolved the call itself
+        }
+        if job.reply_to == Handle::NONE {
+            // No one to tell (`call_no_reply`): a failure is reported here, not lost.
+            if let Err(error) = result {
+                self.diag(Diagnostic::UnansweredCallFailed { caller: job.caller, error });
+            }
+            return;
         }
         let mut body = encode_result(&result);
         if body.len() > self.config.max_message_size as usize {

@@ -134,13 +134,13 @@ impl<R> Drop for PendingCall<R> {
 #[derive(Debug)]
 #[must_use = "the child's departure arrives here (dropping this does not undo the stop)"]
 pub struct PendingDeparture {
-    answer: Result<oneshot::Receiver<Departure>, Option<ControlError>>,
+    answer: Result<oneshot::Receiver<Result<Departure, ControlError>>, Option<ControlError>>,
 }
 
 impl PendingDeparture {
     pub(crate) fn wait(self) -> Result<Departure, ControlError> {
         match self.answer {
-            Ok(answer) => answer.wait().ok_or(ControlError::ShuttingDown),
+            Ok(answer) => answer.wait().unwrap_or(Err(ControlError::ShuttingDown)),
             Err(e) => Err(e.unwrap_or(ControlError::ShuttingDown)),
         }
     }
@@ -151,7 +151,7 @@ impl Future for PendingDeparture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         match &mut self.answer {
-            Ok(answer) => Pin::new(answer).poll(cx).map(|d| d.ok_or(ControlError::ShuttingDown)),
+            Ok(answer) => Pin::new(answer).poll(cx).map(|d| d.unwrap_or(Err(ControlError::ShuttingDown))),
             Err(e) => Poll::Ready(Err(e.take().unwrap_or(ControlError::ShuttingDown))),
         }
     }
@@ -203,18 +203,24 @@ fn cached(
     compute: impl FnOnce() -> TypeFingerprint,
 ) -> TypeFingerprint {
     let key = (name_key(args), name_key(result));
-    FINGERPRINTS.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if let Some((_, _, f)) = cache.iter().find(|(a, r, _)| (*a, *r) == key) {
-            return *f;
+    let remembered = FINGERPRINTS.try_with(|cache| {
+        let cache = cache.try_borrow().ok()?;
+        cache.iter().find(|(a, r, _)| (*a, *r) == key).map(|(_, _, f)| *f)
+    });
+    if let Ok(Some(f)) = remembered {
+        return f;
+    }
+    let f = compute();
+    // Not remembered from a thread-local destructor (the cache may be gone): only recomputed.
+    let _ = FINGERPRINTS.try_with(|cache| {
+        if let Ok(mut cache) = cache.try_borrow_mut() {
+            if cache.len() >= FINGERPRINTS_KEPT {
+                cache.clear();
+            }
+            cache.push((key.0, key.1, f));
         }
-        let f = compute();
-        if cache.len() >= FINGERPRINTS_KEPT {
-            cache.clear();
-        }
-        cache.push((key.0, key.1, f));
-        f
-    })
+    });
+    f
 }
 
 /// [`TypeFingerprint::of`], remembered per thread.
@@ -377,7 +383,13 @@ impl Context {
             state.awaiting.entry(child).or_default().push(reply);
             let r = act(state, now);
             if r.is_err() {
-                state.awaiting.remove(&child);
+                // Only this waiter: another caller's stop of the same child still stands.
+                if let Some(waiting) = state.awaiting.get_mut(&child) {
+                    waiting.pop();
+                    if waiting.is_empty() {
+                        state.awaiting.remove(&child);
+                    }
+                }
             }
             r
         });

@@ -4,7 +4,7 @@
 //! a capture socket only this context drains) with the context stuck behind it.
 
 use arbor_core::call::CallResult;
-use arbor_core::departure::Departure;
+use arbor_core::departure::{ControlError, Departure};
 use arbor_core::node::Diagnostic;
 use std::task::Waker;
 
@@ -25,6 +25,9 @@ pub(crate) enum Note {
 
 pub(crate) type SpawnReply = oneshot::Sender<Result<ChildInfo, SpawnError>>;
 
+/// Where one child's departure, or why there will be none, goes.
+pub(crate) type DepartureReply = oneshot::Sender<Result<Departure, ControlError>>;
+
 /// Told of every context that leaves the tree ([`crate::Launcher::on_departure`]).
 pub(crate) type DepartureHandler = std::sync::Arc<dyn Fn(&Departure) + Send + Sync>;
 
@@ -37,7 +40,11 @@ pub(crate) struct Deliveries {
     pub notes: Vec<Note>,
     pub tasks: Vec<Task>,
     /// Departures for the handler, and for whoever waits on one child leaving.
-    pub departures: Vec<(Option<DepartureHandler>, Vec<oneshot::Sender<Departure>>, Departure)>,
+    pub departures: Vec<(Option<DepartureHandler>, Vec<DepartureReply>, Departure)>,
+    /// Waiters for a departure that will not come, and why.
+    pub no_departures: Vec<(DepartureReply, ControlError)>,
+    /// Stops for async functions whose callers gave up.
+    pub stops: Vec<oneshot::Sender<()>>,
     pub wake: Option<Waker>,
 }
 
@@ -60,6 +67,8 @@ impl Deliveries {
             && self.notes.is_empty()
             && self.tasks.is_empty()
             && self.departures.is_empty()
+            && self.no_departures.is_empty()
+            && self.stops.is_empty()
             && self.wake.is_none()
     }
 
@@ -86,8 +95,14 @@ impl Deliveries {
                 handler(&departure);
             }
             for w in waiting {
-                w.send(departure.clone());
+                w.send(Ok(departure.clone()));
             }
+        }
+        for (w, why) in out.no_departures {
+            w.send(Err(why));
+        }
+        for stop in out.stops {
+            stop.send(());
         }
         for task in out.tasks {
             runtime.spawn(task);

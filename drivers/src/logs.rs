@@ -22,7 +22,8 @@ pub(crate) fn diagnostic(d: &Diagnostic) {
     match d {
         Diagnostic::StreamFailed { .. }
         | Diagnostic::ChildAbandoned(_)
-        | Diagnostic::BadCallRequest { .. } => {
+        | Diagnostic::BadCallRequest { .. }
+        | Diagnostic::UnansweredCallFailed { .. } => {
             tracing::warn!(diagnostic = ?d, "arbor")
         }
         _ => tracing::debug!(diagnostic = ?d, "arbor"),

@@ -130,14 +130,22 @@ impl Functions {
         let name = name.name().to_string();
         let fname = name.clone();
         let erased = move |args: Bytes, context: String| -> CallFuture {
-            let decoded = decode_args::<A>(&fname, &args, &context);
             let function = function.clone();
             let fname = fname.clone();
             Box::pin(async move {
-                let args = decoded?;
-                let run = CatchUnwind(Box::pin(async move { function(args).await }));
+                // Decoded in the task, not by whoever hands the call out (the IO thread, with
+                // the context's state locked), and inside the panic guard: a large argument or
+                // a `Deserialize` that panics costs this call only.
+                let (name, ctx) = (fname.clone(), context.clone());
+                let run = CatchUnwind(Box::pin(async move {
+                    let args = decode_args::<A>(&name, &args, &ctx)?;
+                    Ok::<_, CallError>(function(args).await)
+                }));
                 let value = match run.await {
-                    Ok(r) => r.map_err(|e| CallError::new(CallErrorKind::Failed, e.to_string(), &context))?,
+                    Ok(Ok(r)) => {
+                        r.map_err(|e| CallError::new(CallErrorKind::Failed, e.to_string(), &context))?
+                    }
+                    Ok(Err(undecodable)) => return Err(undecodable),
                     Err(panic) => {
                         return Err(CallError::new(
                             CallErrorKind::Failed,

@@ -19,10 +19,10 @@ use std::task::Waker;
 use std::time::Duration;
 
 use arbor_core::call::{CallError, CallErrorKind, CallId, CallRequest, CallResult, JobId};
-use arbor_core::departure::Departure;
+use arbor_core::departure::{ControlError, Departure};
 use arbor_core::host::{Action, Host, Io, SpawnTicket};
 use arbor_core::ids::ContextId;
-use arbor_core::node::{Output, StreamKind};
+use arbor_core::node::{Diagnostic, Output, StreamKind};
 use arbor_core::reaper::{ExitStatus, Pid, Signal};
 use arbor_core::router::StreamId;
 use arbor_core::shutdown::ExitKind;
@@ -30,7 +30,7 @@ use arbor_core::time::Instant;
 
 use crate::bootstrap::CaptureWrite;
 use crate::clock;
-use crate::deliveries::{Deliveries, DepartureHandler, Note, SpawnReply};
+use crate::deliveries::{Deliveries, DepartureHandler, DepartureReply, Note, SpawnReply};
 use crate::error::SpawnError;
 use crate::groups::Groups;
 use crate::logs::LogRecord;
@@ -113,7 +113,7 @@ pub(crate) struct State {
     pub departed: Vec<Departure>,
     pub on_departure: Option<DepartureHandler>,
     /// Who waits for a child to leave (`shutdown_child`, `kill_child`).
-    pub awaiting: BTreeMap<ContextId, Vec<oneshot::Sender<Departure>>>,
+    pub awaiting: BTreeMap<ContextId, Vec<DepartureReply>>,
     pub shutdown_began: Option<std::time::Instant>,
     pub started: std::time::Instant,
     pub interrupts: u32,
@@ -302,7 +302,8 @@ impl State {
             Output::RunCall { job, request, .. } => self.run_call(shared, job, request),
             Output::CallsClosed => self.jobs = None,
             Output::CancelCall { job } => match self.stops.remove(&job) {
-                Some(stop) => stop.send(()),
+                // Handed out once the lock is let go of: it wakes the task.
+                Some(stop) => self.deliveries.stops.push(stop),
                 None => self.deliveries.notes.push(Note::Warn(format!(
                     "the caller of call {} gave up on it, but a blocking function cannot be stopped: it \
                      runs on, and its result will be dropped",
@@ -326,7 +327,17 @@ impl State {
                 let name = self.host.node().router().name(line.context).map(str::to_owned);
                 self.deliveries.logs.push(LogRecord::new(line, name.as_deref()));
             }
-            Output::Diagnostic(d) => self.deliveries.notes.push(Note::Diagnostic(d)),
+            Output::Diagnostic(d) => {
+                if let Diagnostic::ChildAbandoned(pid) = d {
+                    // No departure will come for it: tell whoever waits for one.
+                    if let Some(id) = self.children.get(&pid).map(|c| c.info.id) {
+                        for w in self.awaiting.remove(&id).unwrap_or_default() {
+                            self.deliveries.no_departures.push((w, ControlError::Abandoned(id)));
+                        }
+                    }
+                }
+                self.deliveries.notes.push(Note::Diagnostic(d))
+            }
             // The host has taken care of these; their primitives follow as `Io`.
             Output::Transmit { .. }
             | Output::ShutdownWrite { .. }
@@ -438,8 +449,11 @@ impl State {
         for (_, (_, reply)) in std::mem::take(&mut self.spawns) {
             self.deliveries.spawns.push((reply, Err(SpawnError::ShuttingDown)));
         }
-        // Dropped, they resolve `ShuttingDown`.
-        self.awaiting.clear();
+        for (_, waiting) in std::mem::take(&mut self.awaiting) {
+            for w in waiting {
+                self.deliveries.no_departures.push((w, ControlError::ShuttingDown));
+            }
+        }
         self.jobs = None;
     }
 }

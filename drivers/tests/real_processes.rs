@@ -298,6 +298,7 @@ fn s32_one_child_and_its_subtree_shut_down_while_its_sibling_serves(runtime: &st
     assert_eq!(get(&out, "a1_heard"), "1", "{out:?}");
     assert_eq!(get(&out, "a1_parent_is_a"), "true", "{out:?}");
     assert_eq!(get(&out, "c_cause"), "Killed", "{out:?}");
+    assert!(get(&out, "second_kill").contains("not a connected child"), "{out:?}");
     assert_eq!(get(&out, "c_status"), "true", "{out:?}");
     assert_eq!(get(&out, "c_hung_call"), "Disconnected", "{out:?}");
     // a, its child, c, then at the tree's shutdown b and its child: five departures, each of

@@ -234,6 +234,7 @@ pub fn check(plan: &Plan, trace: &Trace) -> Vec<Violation> {
             What::Phase { .. } => {
                 from_parent.event(t, e);
                 lines.event(t, e);
+                timing.event(t, e);
                 departures.event(t, e);
             }
             What::Printed(_) => {
@@ -259,6 +260,7 @@ pub fn check(plan: &Plan, trace: &Trace) -> Vec<Violation> {
             What::ChildControl { .. } => ordering.event(t, e),
             What::Signalled(_) => {
                 lines.event(t, e);
+                timing.event(t, e);
                 departures.event(t, e);
             }
             What::Fault(_) | What::SpawnRefused { .. } => {}
@@ -664,6 +666,9 @@ struct CallTiming<'t> {
     framed: usize,
     /// When the run's last event happened.
     end: Instant,
+    /// A node force-disconnected its children, or a process was signalled (a forced stop of
+    /// one child): links that an answer would travel were closed under it.
+    forced: bool,
     plan: &'t Plan,
 }
 
@@ -676,6 +681,7 @@ impl<'t> CallTiming<'t> {
             cancels: BTreeSet::new(),
             framed: 0,
             end: Instant::ZERO,
+            forced: false,
             plan,
         }
     }
@@ -739,13 +745,16 @@ impl<'t> CallTiming<'t> {
     /// any call to a context the caller is not an ancestor of — is answered by that router, so
     /// it resolves within one round trip of the path between caller and callee, never left
     /// pending until someone exits. Checked on runs where nothing may hold a message back (no
-    /// stall, cut, freeze, kill or runaway output). The round trip counts each hop's latency (a
+    /// stall, cut, freeze, kill, runaway output or forced disconnect). The round trip counts each hop's latency (a
     /// `Delay` included) and, per hop, the time the link needs to carry everything the run sent
     /// before the answer could be queued behind it (a socket moves at most `capacity` bytes per
     /// latency).
     fn refusals_answered(&self, tree: &Tree, v: &mut Vec<Violation>) {
         let plan = self.plan;
-        if plan.is_disruptive() || plan.faults.iter().any(|(_, f)| matches!(f, Fault::Runaway(_))) {
+        if self.forced
+            || plan.is_disruptive()
+            || plan.faults.iter().any(|(_, f)| matches!(f, Fault::Runaway(_)))
+        {
             return;
         }
         // The refused calls: to a context the caller is not an ancestor of (worked out once per
@@ -841,6 +850,7 @@ impl<'t> Rule<'t> for CallTiming<'_> {
                 self.died.entry(e.proc).or_insert(e.at);
             }
             What::Printed(t) => self.framed += t.len() + 64,
+            What::Phase { to: PhaseKind::ForceDisconnect, .. } | What::Signalled(_) => self.forced = true,
             What::Out(o) => {
                 if let Output::Transmit { frame, .. } = o {
                     self.framed += frame.len();
@@ -894,8 +904,9 @@ fn is_cancel(o: &Output) -> bool {
 
 /// The root hears of every context that leaves (docs/shutdown.md "One child"): each departure it
 /// reports names a process of the tree by its id and pid with its real parent, at most once;
-/// and on a run where nothing was forced or disrupted, every process that died before the root
-/// exited was reported, grandchildren included (their parents send the news up).
+/// every child of the root that died before the root exited was reported, and, on a run where
+/// nothing was forced or disrupted, every other process too, grandchildren included (their
+/// parents send the news up).
 struct Departures<'t> {
     plan: &'t Plan,
     pids: BTreeMap<ProcId, arbor_core::reaper::Pid>,
@@ -966,10 +977,14 @@ impl<'t> Rule<'t> for Departures<'t> {
                 ),
             }
         }
-        if self.disrupted || !self.root_exited {
+        if !self.root_exited {
             return;
         }
-        for p in self.died.iter().filter(|p| !heard.contains_key(p)) {
+        // The root reaps its own children, so it hears of each of them whatever happened; news
+        // of deeper ones travels up links a disrupted run may have cut or a stop may have
+        // forced, so those are required only when nothing was.
+        let required = |p: &&ProcId| !self.disrupted || plan.parent(**p) == Some(0);
+        for p in self.died.iter().filter(required).filter(|p| !heard.contains_key(p)) {
             let id = tree.ids.get(p).map_or_else(|| "?".to_string(), |id| id.to_string());
             violation(
                 v,
@@ -1680,6 +1695,14 @@ mod tests {
         let mut v = Vec::new();
         refusals_answered(&p, &Tree::new(&p, &bad), &bad, &mut v);
         assert_eq!(names(&v), ["refusals-answered"]);
+
+        // A forced disconnect on the way may close the links the answer would take: excused.
+        let mut forced = tr.clone();
+        forced.push(t(1), 0, What::Phase { to: PhaseKind::ForceDisconnect, cause: Some(Cause::Forced) });
+        forced.push(t(41), 0, What::Out(Output::Exit { how: ExitKind::Clean }));
+        let mut v = Vec::new();
+        refusals_answered(&p, &Tree::new(&p, &forced), &forced, &mut v);
+        assert!(v.is_empty(), "{v:?}");
 
         let mut good = tr.clone();
         good.push(t(2), 1, returned(0, CallErrorKind::Undeliverable));

@@ -295,6 +295,21 @@ fn s31_cancelling_a_call_resolves_it_once_and_the_callee_drops_it() {
 }
 
 #[test]
+fn a_failed_call_no_reply_is_reported_where_it_failed_not_lost() {
+    let mut p = Pair::new();
+    let body = CallRequest::body("fail", b"");
+    p.root.call_no_reply_body(p.now, ContextId(1), body).unwrap();
+    p.pump();
+    let (job, _) = p.started()[0].clone();
+    let error = arbor_core::call::CallError::new(CallErrorKind::TypeMismatch, "wrong types", "context 1");
+    p.child.handle_input(p.now, Input::CallFinished { job, result: Err(error.clone()) }).unwrap();
+    p.pump();
+    assert!(p
+        .at_child
+        .contains(&Output::Diagnostic(Diagnostic::UnansweredCallFailed { caller: ContextId::ROOT, error })));
+}
+
+#[test]
 fn s31_a_call_answered_before_its_deadline_leaves_no_timer_behind() {
     let mut p = Pair::new();
     let quick = p.call("quick", Some(Duration::from_secs(5)));
@@ -419,6 +434,23 @@ mod one_child {
             departures(&outputs(&mut root)),
             vec![(ContextId(1), DepartureCause::Killed, ContextId::ROOT)]
         );
+    }
+
+    #[test]
+    fn s32_a_child_reaped_before_its_stream_ends_is_no_longer_a_child_to_stop() {
+        let mut root = root();
+        root.handle_input(Instant::ZERO, Input::ChildExited { pid: Pid(10), status: ExitStatus::Code(0) })
+            .unwrap();
+        assert_eq!(
+            departures(&outputs(&mut root)),
+            vec![(ContextId(1), DepartureCause::Exited, ContextId::ROOT)]
+        );
+        // Its stream has not reached EOF yet, but it has left: nothing to wait for.
+        assert_eq!(
+            root.shutdown_child(Instant::ZERO, ContextId(1)),
+            Err(ControlError::NotAChild(ContextId(1)))
+        );
+        assert_eq!(root.kill_child(Instant::ZERO, ContextId(1)), Err(ControlError::NotAChild(ContextId(1))));
     }
 
     #[test]
