@@ -74,14 +74,13 @@ fn fixture(scenario: &str, marker: &str, runtime: &str) -> Child {
         .expect("the fixture starts")
 }
 
-/// Runs a scenario to completion on `runtime` and returns what it printed.
-fn run(scenario: &str, runtime: &str) -> BTreeMap<String, String> {
-    let marker = marker();
-    let mut child = fixture(scenario, &marker, runtime);
+/// Waits for the fixture running `scenario` to exit, killing it (and failing the test) if it
+/// has not within [`SCENARIO_TIMEOUT`].
+fn wait_bounded(child: &mut Child, scenario: &str) -> std::process::ExitStatus {
     let started = Instant::now();
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().expect("wait for the fixture") {
-            break status;
+            return status;
         }
         if started.elapsed() > SCENARIO_TIMEOUT {
             let _ = child.kill();
@@ -89,7 +88,14 @@ fn run(scenario: &str, runtime: &str) -> BTreeMap<String, String> {
             panic!("scenario {scenario} did not finish within {SCENARIO_TIMEOUT:?}");
         }
         thread::sleep(Duration::from_millis(5));
-    };
+    }
+}
+
+/// Runs a scenario to completion on `runtime` and returns what it printed.
+fn run(scenario: &str, runtime: &str) -> BTreeMap<String, String> {
+    let marker = marker();
+    let mut child = fixture(scenario, &marker, runtime);
+    let status = wait_bounded(&mut child, scenario);
     let mut stdout = String::new();
     let mut stderr = String::new();
     child.stdout.take().map(|mut s| s.read_to_string(&mut stdout));
@@ -478,18 +484,7 @@ mod output_and_spawn {
             ),
             Stdout::Stall => (None, Some(stdout)),
         };
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for the fixture") {
-                break status;
-            }
-            if started.elapsed() > SCENARIO_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("scenario {scenario} did not finish within {SCENARIO_TIMEOUT:?}");
-            }
-            thread::sleep(Duration::from_millis(5));
-        };
+        let status = super::wait_bounded(&mut child, scenario);
         drop(held);
         let stdout = out_reader.map(|r| r.join().unwrap_or_default()).unwrap_or_default();
         let stderr = err_reader.join().unwrap_or_default();
