@@ -1052,7 +1052,18 @@ impl Node {
             return self.unknown_handle(&msg);
         };
         let result = if let Some(reason) = msg.is_dead().then(|| String::from_utf8_lossy(&msg.body)) {
-            // Any router on the way may answer dead ("no route", "too large").
+            // Any router on the way may answer dead ("no route", "too large", a refusal) — but
+            // only one that can be on the way: this context, the target, an ancestor (a call
+            // sent before the route to its target was known goes up), or a context reached the
+            // same way as the target (down the same child stream, or both up the parent). A
+            // descendant down another branch cannot fail a call it never saw.
+            let on_the_way = msg.src == self.id()
+                || msg.src == pending.target
+                || self.config.ancestors.contains(&msg.src)
+                || self.router.route(msg.src) == self.router.route(pending.target);
+            if !on_the_way {
+                return self.diag(Diagnostic::UnexpectedReply { src: msg.src, handle: msg.handle });
+            }
             Err(CallError::new(CallErrorKind::Undeliverable, reason, format!("context {}", msg.src)))
         } else if msg.src != pending.target {
             return self.diag(Diagnostic::UnexpectedReply { src: msg.src, handle: msg.handle });

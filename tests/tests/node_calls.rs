@@ -454,6 +454,34 @@ mod one_child {
     }
 
     #[test]
+    fn a_dead_reply_from_a_child_the_call_never_passed_is_ignored() {
+        // The root calls child 2; child 1, down another stream, forges a dead reply for it.
+        let mut root = root();
+        let call = root.call(Instant::ZERO, ContextId(2), "work", b"".to_vec()).unwrap();
+        outputs(&mut root);
+        let handle = Handle(1000); // the root's first reply handle
+        let forged = arbor_core::frame::Message::dead(ContextId::ROOT, ContextId(1), handle, "gone");
+        root.handle_input(
+            Instant::ZERO,
+            Input::Received { stream: KID, bytes: &forged.into_frame().to_vec() },
+        )
+        .unwrap();
+        let out = outputs(&mut root);
+        assert!(!out.iter().any(|o| matches!(o, Output::CallReturned { .. })), "{out:?}");
+        assert_eq!(root.pending_calls(), 1, "the call still waits for its answer");
+        // The callee itself may answer dead (a refusal), and that resolves it.
+        let refusal = arbor_core::frame::Message::dead(ContextId::ROOT, ContextId(2), handle, "refused");
+        root.handle_input(
+            Instant::ZERO,
+            Input::Received { stream: SIBLING, bytes: &refusal.into_frame().to_vec() },
+        )
+        .unwrap();
+        assert!(outputs(&mut root).iter().any(
+            |o| matches!(o, Output::CallReturned { call: c, result: Err(e) } if *c == call && e.kind == CallErrorKind::Undeliverable)
+        ));
+    }
+
+    #[test]
     fn s32_a_grandchilds_departure_travels_to_the_root_named_by_its_parent() {
         // Child 1 reaps its own child 5; its report goes up as CHILD_LEFT and the root hears
         // of it, with 1 as the parent whatever the body claims.
