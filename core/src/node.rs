@@ -665,11 +665,7 @@ impl Node {
     /// ends itself. The departure comes as [`Output::Departed`], cause `Killed`.
     pub fn kill_child(&mut self, now: Instant, id: ContextId) -> Result<(), ControlError> {
         let pid = self.control_target(id)?;
-        if let Some(stream) = self.children.iter().find(|(_, c)| c.id == id).map(|(s, _)| *s) {
-            self.forget_framed(stream);
-            self.router.remove_stream(stream);
-            self.pump(now);
-        }
+        self.disconnect_child(now, id);
         if let Some(pid) = pid {
             let abandon_at = now + self.config.escalation.abandon_after;
             if let Some(r) = self.records.get_mut(&pid) {
@@ -677,9 +673,7 @@ impl Node {
                 r.stop = Some(Stop { stage: StopStage::Killed, deadline: abandon_at });
             }
             self.restop();
-            if self.reaper.escalate_one(pid, Signal::Kill) {
-                self.outputs.push_back(Output::Signal { pid, signal: Signal::Kill });
-            }
+            self.signal_child(pid, Signal::Kill);
         }
         self.settle(now);
         Ok(())
@@ -699,6 +693,28 @@ impl Node {
         Ok(pid)
     }
 
+    /// Closes a child's framed stream: the core forgets it, and everything reachable through it
+    /// is disconnected (calls waiting on it fail, DEL_ROUTE spreads).
+    fn close_child_stream(&mut self, now: Instant, stream: StreamId) {
+        self.forget_framed(stream);
+        self.router.remove_stream(stream);
+        self.pump(now);
+    }
+
+    /// [`Node::close_child_stream`] for the child `id`, if it is still connected.
+    fn disconnect_child(&mut self, now: Instant, id: ContextId) {
+        if let Some(stream) = self.children.iter().find(|(_, c)| c.id == id).map(|(s, _)| *s) {
+            self.close_child_stream(now, stream);
+        }
+    }
+
+    /// Sends one child process `signal`, if the escalation has not sent it already.
+    fn signal_child(&mut self, pid: Pid, signal: Signal) {
+        if self.reaper.escalate_one(pid, signal) {
+            self.outputs.push_back(Output::Signal { pid, signal });
+        }
+    }
+
     /// Recomputes the earliest stop deadline after a stop began, moved on or ended.
     fn restop(&mut self) {
         self.next_stop = departure::next_stop(&self.records);
@@ -715,23 +731,15 @@ impl Node {
                     stage: StopStage::Terminated,
                     deadline: now + self.config.escalation.kill_after,
                 });
-                if let Some(stream) = self.children.iter().find(|(_, c)| c.id == id).map(|(s, _)| *s) {
-                    self.forget_framed(stream);
-                    self.router.remove_stream(stream);
-                    self.pump(now);
-                }
-                if self.reaper.escalate_one(pid, Signal::Term) {
-                    self.outputs.push_back(Output::Signal { pid, signal: Signal::Term });
-                }
+                self.disconnect_child(now, id);
+                self.signal_child(pid, Signal::Term);
             }
             StopStage::Terminated => {
                 r.stop = Some(Stop {
                     stage: StopStage::Killed,
                     deadline: now + self.config.escalation.abandon_after,
                 });
-                if self.reaper.escalate_one(pid, Signal::Kill) {
-                    self.outputs.push_back(Output::Signal { pid, signal: Signal::Kill });
-                }
+                self.signal_child(pid, Signal::Kill);
             }
             StopStage::Killed => {
                 self.records.remove(&pid);
@@ -1239,9 +1247,7 @@ impl Node {
     fn force_streams(&mut self, now: Instant) {
         let kids: Vec<StreamId> = self.children.keys().copied().collect();
         for stream in kids {
-            self.forget_framed(stream);
-            self.router.remove_stream(stream);
-            self.pump(now);
+            self.close_child_stream(now, stream);
         }
         let loggers: Vec<StreamId> = self.loggers.keys().copied().collect();
         for stream in loggers {
