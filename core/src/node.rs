@@ -540,7 +540,11 @@ impl Node {
                         self.forward_line(now, source, line);
                     }
                 } else {
-                    self.router.receive(stream, bytes);
+                    // Each message is handled to the end before the next is decoded.
+                    self.router.feed(stream, bytes);
+                    while self.router.route_next(stream) {
+                        self.pump(now);
+                    }
                     self.pump(now);
                 }
             }

@@ -417,19 +417,43 @@ impl Router {
 
     /// Bytes read from `stream`: decodes and routes every whole frame. A decode error drops
     /// this stream alone ([`Event::StreamFailed`]). Bytes for an unknown stream are ignored.
+    ///
+    /// Every frame's events are queued before the caller sees any of them. A host that acts on
+    /// events as they come (as [`crate::node::Node`] does, sending as it goes) should use
+    /// [`Router::feed`] and [`Router::route_next`] instead, and take each message's events before
+    /// the next message is decoded.
     pub fn receive(&mut self, stream: StreamId, bytes: &[u8]) {
-        let Some(state) = self.streams.get_mut(&stream) else { return };
-        state.decoder.feed(bytes);
-        loop {
-            let Some(state) = self.streams.get_mut(&stream) else { return };
-            match state.decoder.next_message() {
-                Ok(Some(msg)) => self.route_incoming(stream, msg),
-                Ok(None) => return,
-                Err(error) => {
-                    self.remove_stream(stream);
-                    self.events.push_back(Event::StreamFailed { stream, error });
-                    return;
-                }
+        self.feed(stream, bytes);
+        while self.route_next(stream) {}
+    }
+
+    /// Bytes read from `stream`, buffered for [`Router::route_next`]. Bytes for an unknown
+    /// stream are ignored.
+    pub fn feed(&mut self, stream: StreamId, bytes: &[u8]) {
+        if let Some(state) = self.streams.get_mut(&stream) {
+            state.decoder.feed(bytes);
+        }
+    }
+
+    /// Decodes and routes the next whole frame buffered for `stream`; returns whether there was
+    /// one. A decode error drops this stream alone ([`Event::StreamFailed`]) and returns false.
+    ///
+    /// One message at a time is what keeps a read of several frames from being handled out of
+    /// turn: the node's handlers pump the event queue as they send, and a second frame already
+    /// routed would be handled inside the first one's handler, before the first has finished
+    /// (two SHUTDOWNs in one read closed the call channel twice that way).
+    pub fn route_next(&mut self, stream: StreamId) -> bool {
+        let Some(state) = self.streams.get_mut(&stream) else { return false };
+        match state.decoder.next_message() {
+            Ok(Some(msg)) => {
+                self.route_incoming(stream, msg);
+                true
+            }
+            Ok(None) => false,
+            Err(error) => {
+                self.remove_stream(stream);
+                self.events.push_back(Event::StreamFailed { stream, error });
+                false
             }
         }
     }

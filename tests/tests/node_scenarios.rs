@@ -207,6 +207,29 @@ fn s19_shutdown_twice_is_one_sequence() {
     assert!(h.all_gone());
 }
 
+/// Two SHUTDOWNs can arrive in one read (a parent that stopped this child on its own, then shut
+/// down itself). The first is handled to its end before the second is even decoded: the second
+/// finds the context draining and is one sequence with the first. (Before the router decoded one
+/// message at a time, the second was handled inside the first's handler, while the phase was
+/// still Running: the call channel closed twice and every child was told twice.)
+#[test]
+fn s19_two_shutdowns_in_one_read_are_one_sequence() {
+    let mut h = chain(2);
+    h.fault(Fault::Freeze(2)); // keeps the middle context draining
+    let shutdown = Message::new(ContextId(1), ContextId(0), Handle::SHUTDOWN, Encoding::Binary, "");
+    let mut read = shutdown.to_frame().to_vec();
+    read.extend_from_slice(&shutdown.to_frame().to_vec());
+    h.inject(1, Input::Received { stream: PARENT_STREAM, bytes: &read });
+    assert!(matches!(h.procs[1].host.node().phase(), Phase::Draining { .. }));
+    let story = h.trace.story(1);
+    assert_eq!(story.iter().filter(|s| *s == "calls closed").count(), 1, "{story:?}");
+    assert_eq!(story.iter().filter(|s| s.starts_with("SHUTDOWN to")).count(), 1, "{story:?}");
+    assert_eq!(story.iter().filter(|s| s.starts_with("SHUT_WR")).count(), 1, "{story:?}");
+    // The root was never asked: the middle context's subtree leaves on its own.
+    h.run_until(Instant::ZERO + G * 3);
+    assert!(!h.procs[1].alive && !h.procs[2].alive);
+}
+
 // --- S20 --------------------------------------------------------------------------------------
 
 /// The rule (docs/shutdown.md "call_no_reply and shutdown"): frames on a stream arrive in order,
