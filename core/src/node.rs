@@ -540,10 +540,13 @@ impl Node {
                         self.forward_line(now, source, line);
                     }
                 } else {
-                    // Each message is handled to the end before the next is decoded.
+                    // Each message is handled to the end before the next is decoded, as if
+                    // each came in a read of its own: a call an idle main thread can take is
+                    // handed over before a SHUTDOWN behind it closes the channel (S20).
                     self.router.feed(stream, bytes);
                     while self.router.route_next(stream) {
                         self.pump(now);
+                        self.start_next_call(now);
                     }
                     self.pump(now);
                 }
@@ -1327,17 +1330,9 @@ impl Node {
         self.outputs.push_back(Output::Exit { how });
     }
 
-    /// After every entry point: start the next call, react to a lost parent, finish if drained.
-    fn settle(&mut self, now: Instant) {
-        self.pump(now);
-        if core::mem::take(&mut self.parent_lost) {
-            // Everything not reachable below us was reachable only through the parent.
-            let (me, router) = (self.config.id, &self.router);
-            for p in self.pending.take_where(|t| t != me && router.route(t).is_none()) {
-                self.resolve(p.call, Err(disconnected(p.target)));
-            }
-            self.apply(now, Trigger::ParentLost, None);
-        }
+    /// Hands the next queued call to the main thread if it is idle (its queued calls past their
+    /// own timeout are dropped, and reported, instead).
+    fn start_next_call(&mut self, now: Instant) {
         let mut expired = Vec::new();
         if let Some(job) = self.dispatcher.start_next(now, &mut expired) {
             self.outputs.push_back(Output::RunCall { job: job.id, caller: job.caller, request: job.request });
@@ -1349,6 +1344,20 @@ impl Node {
                 cancelled: false,
             });
         }
+    }
+
+    /// After every entry point: start the next call, react to a lost parent, finish if drained.
+    fn settle(&mut self, now: Instant) {
+        self.pump(now);
+        if core::mem::take(&mut self.parent_lost) {
+            // Everything not reachable below us was reachable only through the parent.
+            let (me, router) = (self.config.id, &self.router);
+            for p in self.pending.take_where(|t| t != me && router.route(t).is_none()) {
+                self.resolve(p.call, Err(disconnected(p.target)));
+            }
+            self.apply(now, Trigger::ParentLost, None);
+        }
+        self.start_next_call(now);
         if matches!(self.phase, Phase::Draining { .. } | Phase::ForceDisconnect { .. }) && self.drained() {
             self.apply(now, Trigger::Drained, None);
         }

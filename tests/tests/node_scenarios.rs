@@ -251,6 +251,24 @@ fn s20_call_no_reply_just_before_shutdown_is_started_when_the_callee_is_idle() {
     assert_eq!(h.trace.exit_time(child), Some(Instant::ZERO), "shutdown did not wait for the call");
 }
 
+/// The same when the call and the SHUTDOWN behind it come in one read: each message is handled
+/// as if it came alone, so the idle main thread is handed the call before the channel closes.
+#[test]
+fn s20_call_no_reply_and_shutdown_in_one_read_start_the_call_first() {
+    let mut h = chain(1);
+    let child = 1;
+    let body = arbor_core::call::CallRequest::encode_parts("work", &b""[..]);
+    let call = Message::new(ContextId(1), ContextId(0), Handle::CALL_FUNCTION, Encoding::Postcard, body);
+    let shutdown = Message::new(ContextId(1), ContextId(0), Handle::SHUTDOWN, Encoding::Binary, "");
+    let mut read = call.to_frame().to_vec();
+    read.extend_from_slice(&shutdown.to_frame().to_vec());
+    h.inject(child, Input::Received { stream: PARENT_STREAM, bytes: &read });
+    let run =
+        h.trace.first(child, |o| matches!(o, Output::RunCall { request, .. } if request.function == "work"));
+    let closed = h.trace.first(child, |o| matches!(o, Output::CallsClosed));
+    assert!(run.expect("the call was started") < closed.expect("the channel closed"));
+}
+
 #[test]
 fn s20_call_no_reply_queued_behind_a_busy_main_thread_is_discarded_and_reported() {
     let mut h = chain(1);
