@@ -366,6 +366,9 @@ pub struct World {
     asking: bool,
     /// The buffer every read fills, kept between reads (a read allocates nothing).
     read_buf: Vec<Chunk>,
+    /// What one read returns, in one piece, as `read(2)` fills a host's buffer: the host takes
+    /// a read at once, not a chunk at a time.
+    read_bytes: Vec<u8>,
 }
 
 impl World {
@@ -389,6 +392,7 @@ impl World {
             spawning: None,
             asking: false,
             read_buf: Vec::with_capacity(16),
+            read_bytes: Vec::with_capacity(plan.net.read_size),
         };
         let mut root = NodeConfig::root();
         root.grace = plan.net.grace;
@@ -961,11 +965,16 @@ impl World {
     /// logger or a child stream), notes how the parent queue grew.
     fn feed_read(&mut self, p: ProcId, stream: StreamId, pieces: &[Chunk], at_eof: bool, judged: bool) {
         let now = self.now;
+        let mut bytes = std::mem::take(&mut self.read_bytes);
+        bytes.clear();
+        for piece in pieces {
+            bytes.extend_from_slice(piece.as_slice());
+        }
         self.step(p, |w| {
             let before = w.procs[p].host.parent_queued();
             let host = &mut w.procs[p].host;
-            for piece in pieces {
-                host.received(now, stream, piece.as_slice());
+            if !bytes.is_empty() {
+                host.received(now, stream, &bytes);
             }
             if at_eof {
                 host.eof(now, stream);
@@ -975,6 +984,7 @@ impl World {
                 w.note_read(p, stream, after, after.saturating_sub(before));
             }
         });
+        self.read_bytes = bytes;
     }
 
     /// One read of a stdout capture socket, unless the host leaves its loggers unread for now
