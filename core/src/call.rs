@@ -451,6 +451,11 @@ impl postcard::ser_flavors::Flavor for Count {
     }
 }
 
+/// How many bytes [`push_varint`] writes for `n`.
+fn varint_len(n: usize) -> usize {
+    (usize::BITS - (n | 1).leading_zeros()).div_ceil(7) as usize
+}
+
 /// Appends `n` as postcard writes a length (LEB128: seven bits a byte, low bits first).
 fn push_varint(out: &mut Vec<u8>, mut n: usize) {
     while n >= 0x80 {
@@ -461,17 +466,38 @@ fn push_varint(out: &mut Vec<u8>, mut n: usize) {
 }
 
 /// A CALL_FUNCTION body built ahead of the call, with the function it names.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RequestBody {
-    function: String,
     body: Bytes,
+    /// Where the function's name is in `body` (it opens the body, after its length): the name
+    /// is read from there rather than kept in a `String` of its own, which cost an allocation on
+    /// every call for a name wanted only in the error of a call refused before it is sent.
+    name: (usize, usize),
     timeout: Option<Duration>,
 }
 
+impl fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBody")
+            .field("function", &self.function())
+            .field("len", &self.body.len())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 impl RequestBody {
+    /// A body whose first field is `function` (postcard: its length, then its bytes).
+    fn new(function: &str, body: Bytes, timeout: Option<Duration>) -> RequestBody {
+        let start = varint_len(function.len());
+        debug_assert_eq!(body.get(start..start + function.len()), Some(function.as_bytes()));
+        RequestBody { body, name: (start, start + function.len()), timeout }
+    }
+
     /// The function the request names.
     pub fn function(&self) -> &str {
-        &self.function
+        // Written from a `&str` by `RequestBody::new`'s callers, so always UTF-8.
+        self.body.get(self.name.0..self.name.1).and_then(|b| core::str::from_utf8(b).ok()).unwrap_or("")
     }
 
     /// The timeout written into it, which the caller's node also arms as the call's deadline.
@@ -530,7 +556,7 @@ impl CallRequest {
             // A `Serialize` that writes differently each time: fall back to what it wrote last.
             CallRequest::encode_parts_with(function, &out[head..], &meta)
         };
-        Ok(RequestBody { function: function.to_string(), body, timeout: meta.timeout })
+        Ok(RequestBody::new(function, body, meta.timeout))
     }
 
     /// The CALL_FUNCTION body for `function` and already-serialized `args`, as a
@@ -541,11 +567,7 @@ impl CallRequest {
 
     /// [`CallRequest::body`] with the caller's types and timeout.
     pub fn body_with(function: &str, args: &[u8], meta: RequestMeta) -> RequestBody {
-        RequestBody {
-            function: function.to_string(),
-            body: CallRequest::encode_parts_with(function, args, &meta),
-            timeout: meta.timeout,
-        }
+        RequestBody::new(function, CallRequest::encode_parts_with(function, args, &meta), meta.timeout)
     }
 
     /// A request for `function` with already-serialized arguments.
@@ -856,6 +878,13 @@ impl Dispatcher {
         self.queue.len()
     }
 
+    /// Whether [`Dispatcher::start_next`] has anything to look at: the main thread idle, the
+    /// channel open and a call queued (the common case, checked on every message, is no).
+    #[inline]
+    pub fn may_start(&self) -> bool {
+        self.running.is_none() && self.channel != Channel::Closed && !self.queue.is_empty()
+    }
+
     /// The next call to hand to the main thread, if it is idle and the channel open. The
     /// request moves to the host; the dispatcher keeps who to answer. Calls whose deadline
     /// passed while they waited are never started: they come back in `expired`.
@@ -1016,6 +1045,19 @@ mod tests {
         // FNV-1a's published test vector: the hash is the same in every build.
         assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(TypeFingerprint::of::<(i32, i32), ()>().args, fnv1a("(i32, i32)"));
+    }
+
+    #[test]
+    fn a_request_body_names_its_function_from_the_body_whatever_the_names_length() {
+        for len in [0, 1, 127, 128, 300, 16_384] {
+            let name: String = core::iter::repeat_n('é', len).collect(); // two bytes each
+            assert_eq!(varint_len(name.len()), postcard::to_allocvec(&name.len()).unwrap().len());
+            let built = CallRequest::body(&name, b"xy");
+            assert_eq!(built.function(), name);
+            let typed = CallRequest::encode_args(&name, &(1u8, "two")).unwrap();
+            assert_eq!(typed.function(), name);
+            assert_eq!(CallRequest::decode(built.bytes()).unwrap().function, name);
+        }
     }
 
     #[test]

@@ -622,7 +622,7 @@ impl Node {
         function: &str,
         args: impl Into<Bytes>,
     ) -> Result<CallId, CallError> {
-        self.check_can_call(function)?;
+        self.check_can_call(|| function)?;
         self.call_body(now, target, CallRequest::body(function, &args.into()))
     }
 
@@ -634,7 +634,7 @@ impl Node {
         target: ContextId,
         body: RequestBody,
     ) -> Result<CallId, CallError> {
-        self.check_can_call(body.function())?;
+        self.check_can_call(|| body.function())?;
         self.check_size(body.len())?;
         let handle =
             self.reply_handles.allocate().map_err(|e| self.local_error(CallErrorKind::Undeliverable, e))?;
@@ -821,7 +821,7 @@ impl Node {
         function: &str,
         args: impl Into<Bytes>,
     ) -> Result<(), CallError> {
-        self.check_can_call(function)?;
+        self.check_can_call(|| function)?;
         self.call_no_reply_body(now, target, CallRequest::body(function, &args.into()))
     }
 
@@ -832,7 +832,7 @@ impl Node {
         target: ContextId,
         body: RequestBody,
     ) -> Result<(), CallError> {
-        self.check_can_call(body.function())?;
+        self.check_can_call(|| body.function())?;
         self.check_size(body.len())?;
         self.send_request(now, target, body, Handle::NONE);
         Ok(())
@@ -1332,7 +1332,14 @@ impl Node {
 
     /// Hands the next queued call to the main thread if it is idle (its queued calls past their
     /// own timeout are dropped, and reported, instead).
+    #[inline]
     fn start_next_call(&mut self, now: Instant) {
+        if self.dispatcher.may_start() {
+            self.start_next_call_now(now);
+        }
+    }
+
+    fn start_next_call_now(&mut self, now: Instant) {
         let mut expired = Vec::new();
         if let Some(job) = self.dispatcher.start_next(now, &mut expired) {
             self.outputs.push_back(Output::RunCall { job: job.id, caller: job.caller, request: job.request });
@@ -1365,8 +1372,10 @@ impl Node {
 
     // --- helpers ---------------------------------------------------------------------------
 
-    fn check_can_call(&self, function: &str) -> Result<(), CallError> {
+    /// Refuses a call once shutdown began; the function's name is looked up only then.
+    fn check_can_call<'a>(&self, function: impl FnOnce() -> &'a str) -> Result<(), CallError> {
         if self.phase != Phase::Running {
+            let function = function();
             return Err(self.local_error(
                 CallErrorKind::ShuttingDown,
                 format!("cannot call {function:?}: shutting down"),
