@@ -15,7 +15,7 @@
 //! ([`Host::wrote`], [`Host::write_failed`], [`Host::opened`], ...). Like the node it reads no
 //! clock and touches no fd: `now` is passed in, streams are [`StreamId`]s.
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeSet, VecDeque};
 use core::fmt;
 use core::time::Duration;
 
@@ -30,6 +30,7 @@ use crate::reaper::{ExitStatus, Pid, Signal};
 use crate::router::StreamId;
 use crate::shutdown::{ExitKind, Phase};
 use crate::time::Instant;
+use crate::vec_map::VecMap;
 
 /// Bytes queued towards the parent above which the host stops reading its own loggers and its
 /// children's streams, so a runaway printer anywhere below cannot grow memory without bound (see
@@ -275,7 +276,7 @@ enum Ending {
 pub struct Host {
     node: Node,
     config: HostConfig,
-    framed: BTreeMap<StreamId, Framed>,
+    framed: VecMap<StreamId, Framed>,
     loggers: BTreeSet<StreamId>,
     parent: Option<StreamId>,
     actions: VecDeque<Action>,
@@ -295,7 +296,7 @@ impl Host {
         Host {
             node,
             config,
-            framed: BTreeMap::new(),
+            framed: VecMap::new(),
             loggers: BTreeSet::new(),
             parent: None,
             actions: VecDeque::new(),

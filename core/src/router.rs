@@ -18,6 +18,7 @@ use bytes::Bytes;
 use crate::frame::{DecodeError, Decoder, Encoding, Frame, Message};
 use crate::handle::Handle;
 use crate::ids::ContextId;
+use crate::vec_map::VecMap;
 
 /// A host-assigned name for one byte stream (a socketpair end, a pipe pair). The core never sees
 /// file descriptors.
@@ -284,7 +285,7 @@ pub struct Router {
     ancestors: Vec<ContextId>,
     max_message_size: u32,
     parent: Option<StreamId>,
-    streams: BTreeMap<StreamId, StreamState>,
+    streams: VecMap<StreamId, StreamState>,
     routes: BTreeMap<ContextId, StreamId>,
     names: BTreeMap<ContextId, String>,
     /// Names of the contexts whose routes went last, oldest first (see [`Router::name`]).
@@ -300,7 +301,7 @@ impl Router {
             ancestors: config.ancestors,
             max_message_size: config.max_message_size,
             parent: None,
-            streams: BTreeMap::new(),
+            streams: VecMap::new(),
             routes: BTreeMap::new(),
             names: BTreeMap::new(),
             departed: VecDeque::new(),
