@@ -40,4 +40,4 @@ pub mod reaper;
 pub mod router;
 pub mod shutdown;
 pub mod time;
-mod vec_map;
+pub mod vec_map;

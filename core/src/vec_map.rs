@@ -1,9 +1,11 @@
-//! A map kept as a sorted vector, for the handful of streams one context has.
+//! A map kept as a sorted vector, for the handful of streams, children and calls one context
+//! has.
 //!
-//! Every message looks up its stream several times on its way (the router's decoder, the host's
-//! write queue, its close rule); a `BTreeMap` walk costs several times a binary search over a
-//! few contiguous entries. Iteration is in key order, as a `BTreeMap`'s, so nothing that
-//! iterates (and no trace) can tell the two apart.
+//! These maps are read on every message and changed only when a stream opens or closes: a
+//! sorted vector allocates once where a `BTreeMap` allocates a node per few entries (which a
+//! simulated world, built afresh for every seed, pays each time), and a lookup is a binary
+//! search over contiguous entries. Iteration is in key order, as a `BTreeMap`'s, so nothing that
+//! iterates (and no trace) can tell the two apart. Hosts use it too (the drivers' state).
 
 use alloc::vec::Vec;
 
@@ -11,7 +13,7 @@ use alloc::vec::Vec;
 /// right trade for maps that are read on every message and changed when a stream opens or
 /// closes.
 #[derive(Clone, Debug)]
-pub(crate) struct VecMap<K, V> {
+pub struct VecMap<K, V> {
     entries: Vec<(K, V)>,
 }
 
@@ -22,7 +24,8 @@ impl<K, V> Default for VecMap<K, V> {
 }
 
 impl<K: Ord + Copy, V> VecMap<K, V> {
-    pub(crate) fn new() -> Self {
+    /// An empty map.
+    pub fn new() -> Self {
         Self::default()
     }
 
@@ -30,23 +33,26 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
         self.entries.binary_search_by(|(k, _)| k.cmp(key))
     }
 
-    pub(crate) fn get(&self, key: &K) -> Option<&V> {
+    /// The value for `key`.
+    pub fn get(&self, key: &K) -> Option<&V> {
         self.find(key).ok().map(|i| &self.entries[i].1)
     }
 
-    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+    /// The value for `key`, to change.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         match self.find(key) {
             Ok(i) => Some(&mut self.entries[i].1),
             Err(_) => None,
         }
     }
 
-    pub(crate) fn contains_key(&self, key: &K) -> bool {
+    /// Whether `key` has a value.
+    pub fn contains_key(&self, key: &K) -> bool {
         self.find(key).is_ok()
     }
 
     /// Inserts or replaces; returns the value replaced.
-    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self.find(&key) {
             Ok(i) => Some(core::mem::replace(&mut self.entries[i].1, value)),
             Err(i) => {
@@ -56,24 +62,73 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
         }
     }
 
-    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
+    /// Removes `key`'s value and returns it.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
         self.find(key).ok().map(|i| self.entries.remove(i).1)
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+    /// The entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.entries.iter().map(|(k, v)| (k, v))
     }
 
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
+    /// The entries in key order, values to change.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
         self.entries.iter_mut().map(|(k, v)| (&*k, v))
     }
 
-    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+    /// The values in key order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
         self.entries.iter().map(|(_, v)| v)
     }
 
-    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+    /// The keys in order.
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.entries.iter().map(|(k, _)| k)
+    }
+
+    /// The value for `key`, inserted as `V::default()` if there was none.
+    pub fn get_or_insert_default(&mut self, key: K) -> &mut V
+    where
+        V: Default,
+    {
+        let i = match self.find(&key) {
+            Ok(i) => i,
+            Err(i) => {
+                self.entries.insert(i, (key, V::default()));
+                i
+            }
+        };
+        &mut self.entries[i].1
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// The values in key order, to change.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
         self.entries.iter_mut().map(|(_, v)| v)
+    }
+}
+
+impl<K, V> IntoIterator for VecMap<K, V> {
+    type Item = (K, V);
+    type IntoIter = alloc::vec::IntoIter<(K, V)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
     }
 }
 
@@ -106,7 +161,14 @@ mod tests {
             assert_eq!(ours.get(&key), theirs.get(&key));
             assert_eq!(ours.contains_key(&key), theirs.contains_key(&key));
             assert!(ours.iter().eq(theirs.iter()));
+            assert_eq!(ours.len(), theirs.len());
+            if step % 7 == 0 {
+                *ours.get_or_insert_default(key + 1) += 1;
+                *theirs.entry(key + 1).or_default() += 1;
+            }
         }
+        assert!(ours.keys().eq(theirs.keys()));
         assert!(ours.values().eq(theirs.values()));
+        assert!(ours.into_iter().eq(theirs));
     }
 }
