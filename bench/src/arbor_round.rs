@@ -58,9 +58,28 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Runs the round; `only_rtt` keeps to the round trips (the pinned run), `only_calls` to the
-/// round trips and the pipelined calls (a quick look at call latency while tuning the driver).
-pub fn run(only_rtt: bool, only_calls: bool, only_bulk: bool) -> Result<(), RoundError> {
+/// round trips and the pipelined calls (a quick look at call latency while tuning the driver),
+/// `only_rss` to five idle children's RSS (one at a time, each spawned fresh; RSS is not
+/// timing-sensitive, so this reads the same on a busy machine).
+pub fn run(only_rtt: bool, only_calls: bool, only_bulk: bool, only_rss: bool) -> Result<(), RoundError> {
     let root = start()?;
+    if let Some(n) = std::env::var("ARBOR_BENCH_COUNT_CALLS").ok().and_then(|s| s.parse().ok()) {
+        // Counting, not timing: N child round trips and nothing else, for `strace -c -f` or
+        // callgrind (a run with 2N less one with N is what N round trips cost).
+        let child = spawn(&root)?;
+        for _ in 0..n {
+            noop(&root, child.id)?;
+        }
+        root.shutdown();
+        return Ok(());
+    }
+    if only_rss {
+        for _ in 0..5 {
+            idle_rss(&root)?;
+        }
+        root.shutdown();
+        return Ok(());
+    }
     if only_bulk {
         let child = spawn(&root)?;
         bulk(&root, child.id)?;
@@ -173,6 +192,11 @@ fn idle_rss(root: &Root) -> Result<(), RoundError> {
     let child = spawn(root)?;
     let pid: u32 = root.context().call(child.id, "pid", &())?;
     thread::sleep(Duration::from_millis(300));
+    if let Some(secs) = std::env::var("ARBOR_BENCH_HOLD_SECS").ok().and_then(|s| s.parse().ok()) {
+        // A look at the idle child from outside (/proc/PID/smaps) before it is measured.
+        eprintln!("idle child: pid {pid}");
+        thread::sleep(Duration::from_secs(secs));
+    }
     emit(system(), "idle_rss", "MiB", vec![crate::status_kib(pid, "VmRSS")? / 1024.0]);
     emit(system(), "idle_rss_anon", "MiB", vec![crate::status_kib(pid, "RssAnon")? / 1024.0]);
     Ok(())

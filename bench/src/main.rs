@@ -26,6 +26,8 @@ usage: arbor-bench run [--rounds N] [--python PATH] [--script PATH] [--out PATH]
        arbor-bench arbor-round|floor-round [--only rtt]
        arbor-bench arbor-round --only calls   (round trips and 100 pipelined calls only)
        arbor-bench arbor-round --only bulk    (the 16 MiB argument and 1 MiB result only)
+       arbor-bench arbor-round --only rss     (five idle children's RSS, one after another;
+                                               ARBOR_BENCH_HOLD_SECS=N holds each N s first)
 (bench/run.sh is the documented way to run it)";
 
 fn main() -> ExitCode {
@@ -37,9 +39,12 @@ fn main() -> ExitCode {
     let only_rtt = args.windows(2).any(|w| w[0] == "--only" && w[1] == "rtt");
     let only_calls = args.windows(2).any(|w| w[0] == "--only" && w[1] == "calls");
     let only_bulk = args.windows(2).any(|w| w[0] == "--only" && w[1] == "bulk");
+    let only_rss = args.windows(2).any(|w| w[0] == "--only" && w[1] == "rss");
     let result: Result<(), String> = match args.first().map(String::as_str) {
         Some("run") => run_options(&args[1..]).and_then(|o| report::run(&o).map_err(|e| e.to_string())),
-        Some("arbor-round") => arbor_round::run(only_rtt, only_calls, only_bulk).map_err(|e| e.to_string()),
+        Some("arbor-round") => {
+            arbor_round::run(only_rtt, only_calls, only_bulk, only_rss).map_err(|e| e.to_string())
+        }
         Some("floor-round") => floor::run(only_rtt).map_err(|e| e.to_string()),
         Some("floor-echo") => floor::echo().map_err(|e| e.to_string()),
         Some("floor-relay") => floor::relay().map_err(|e| e.to_string()),
