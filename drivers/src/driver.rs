@@ -2,8 +2,8 @@
 //! `ConnectionDriver`. Each poll locks the state, carries out the spawns only this thread may
 //! do, reads every readable stream (within a budget), writes what the sockets take, reaps
 //! children whose pidfd became readable, takes SIGINT/SIGTERM, fires the deadline (its timer
-//! re-armed only when the deadline moves), and hands out what that caused once the lock is let
-//! go of. Every fd is the runtime's (async-io's `Async` on smol, `AsyncFd` on tokio): a
+//! moved only when the deadline comes earlier), and hands out what that caused once the lock
+//! is let go of. Every fd is the runtime's (async-io's `Async` on smol, `AsyncFd` on tokio): a
 //! readiness the driver has not asked for never wakes it, and nothing here depends on which
 //! thread the kernel wakes first.
 
@@ -72,6 +72,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, setup: Setup) -> Finished {
 struct Driver {
     shared: Arc<Shared>,
     timer: Option<Pin<Box<dyn AsyncTimer>>>,
+    /// Where the timer is armed (at or before the earliest deadline), if it is.
     timer_at: Option<std::time::Instant>,
     interrupts: Option<Box<dyn AsyncFd>>,
     buf: Vec<u8>,
@@ -340,23 +341,23 @@ impl Driver {
         progress
     }
 
-    /// Moves the timer to the earliest deadline (the host's, a process group to look at, a
-    /// child to poll without pidfd) only when that moved, and fires what is due.
+    /// Keeps the timer at or before the earliest deadline (the host's, a process group to look
+    /// at, a child to poll without pidfd), and fires what is due. The timer moves only when
+    /// that deadline comes *earlier* than where the timer is: a deadline that moved later — a
+    /// call's timeout moves on with every call sent or answered — or went away leaves the
+    /// timer where it is, so it may fire early, once: the host fires only what is due, and the
+    /// next round arms the timer at the real deadline. So a stream of calls costs no timer
+    /// change per call (async-io's cost two reactor timer operations and a notification each).
     fn timer(&mut self, st: &mut State, cx: &mut Context<'_>) -> bool {
-        let poll_children = st
-            .children
-            .values()
-            .any(|c| c.pidfd.is_none())
-            .then(|| std::time::Instant::now() + POLL_WITHOUT_PIDFD);
-        let groups = st.groups.tick(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        let poll_children = st.children.values().any(|c| c.pidfd.is_none()).then(|| now + POLL_WITHOUT_PIDFD);
+        let groups = st.groups.tick(now);
         let at = [st.deadline.map(clock::to_std), groups, poll_children].into_iter().flatten().min();
-        if at != self.timer_at {
-            self.timer_at = at;
-            if let Some(at) = at {
-                match &mut self.timer {
-                    Some(timer) => timer.as_mut().reset(at),
-                    None => self.timer = Some(self.shared.runtime.timer(at)),
-                }
+        if let Some(at) = at.filter(|at| self.timer_at.is_none_or(|armed| *at < armed)) {
+            self.timer_at = Some(at);
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(at),
+                None => self.timer = Some(self.shared.runtime.timer(at)),
             }
         }
         let (Some(_), Some(timer)) = (self.timer_at, &mut self.timer) else { return false };
