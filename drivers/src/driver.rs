@@ -36,6 +36,11 @@ use crate::state::{ChildProc, Kind, Reaped, State};
 
 /// How much one read takes at most.
 const READ_CHUNK: usize = 64 * 1024;
+/// How much the first read takes: the read buffer starts this small and doubles (up to
+/// `READ_CHUNK`) whenever a read fills it, so an idle context never touches 64 KiB it does not
+/// use (a zeroed buffer is resident memory) while a bulk transfer reaches full-size reads
+/// after four reads.
+const FIRST_READ: usize = 4 * 1024;
 /// Reads of one stream in one round before the others get theirs.
 const READS_PER_ROUND: usize = 16;
 /// Rounds in one poll before the driver yields to other tasks (and polls again at once).
@@ -64,7 +69,7 @@ pub(crate) struct Finished {
 /// empty (or killed).
 pub(crate) async fn drive(shared: Arc<Shared>, setup: Setup) -> Finished {
     let mut driver =
-        Driver { shared, timer: None, timer_at: None, interrupts: None, buf: vec![0; READ_CHUNK] };
+        Driver { shared, timer: None, timer_at: None, interrupts: None, buf: vec![0; FIRST_READ] };
     driver.start(setup);
     poll_fn(|cx| driver.poll(cx)).await
 }
@@ -225,11 +230,15 @@ impl Driver {
                     }
                     Poll::Ready(Ok(n)) => {
                         st.host.received(now, id, &self.buf[..n]);
+                        let short = n < self.buf.len();
+                        if !short && n < READ_CHUNK {
+                            self.buf.resize(2 * n, 0);
+                        }
                         // A short read drained the socket: wait for the reactor rather than
                         // spend a read on `WouldBlock` (anything arriving meanwhile is reported
                         // as soon as interest is registered).
                         let Some(s) = st.streams.get_mut(&id) else { break };
-                        if n < self.buf.len() && s.fd.poll_readable(cx).is_pending() {
+                        if short && s.fd.poll_readable(cx).is_pending() {
                             progress = true;
                             break;
                         }
