@@ -63,6 +63,7 @@ mod shared;
 mod signals;
 mod spawn;
 mod state;
+mod subscriber;
 pub mod test_support;
 
 pub use arbor_core::call::{CallError, CallErrorKind};
