@@ -59,19 +59,6 @@ impl Note {
 }
 
 impl Deliveries {
-    /// Nothing to hand out.
-    pub fn is_empty(&self) -> bool {
-        self.answers.is_empty()
-            && self.spawns.is_empty()
-            && self.logs.is_empty()
-            && self.notes.is_empty()
-            && self.tasks.is_empty()
-            && self.departures.is_empty()
-            && self.no_departures.is_empty()
-            && self.stops.is_empty()
-            && self.wake.is_none()
-    }
-
     /// Hands out what [`State::carry_out`] gathered. Never called with the lock held.
     pub fn deliver(self, on_log: Option<&LogHandler>, runtime: &dyn Runtime) {
         let out = self;

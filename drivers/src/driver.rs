@@ -142,14 +142,6 @@ impl Driver {
             if !progress {
                 break;
             }
-            if st.has_deliveries() {
-                // Answers out now, not after the last round: a caller wakes while this thread
-                // looks for more.
-                let out = st.take_deliveries();
-                drop(st);
-                shared.deliver(out);
-                st = shared.lock();
-            }
             if round + 1 == ROUNDS_PER_POLL {
                 // More may be ready: let other tasks run, then come straight back.
                 cx.waker().wake_by_ref();

@@ -433,10 +433,6 @@ impl State {
         self.deliveries.notes.push(note);
     }
 
-    pub fn has_deliveries(&self) -> bool {
-        !self.deliveries.is_empty()
-    }
-
     pub fn take_deliveries(&mut self) -> Deliveries {
         std::mem::take(&mut self.deliveries)
     }
