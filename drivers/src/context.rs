@@ -6,7 +6,6 @@
 //! process), and the main thread runs blocking calls, one at a time, until calls are closed.
 //! The IO thread ends the process once the context exits, whatever the main thread is doing.
 
-use std::sync::mpsc;
 use std::thread;
 
 use arbor_core::host::{Host, HostConfig};
@@ -18,7 +17,7 @@ use crate::driver::{self, Setup};
 use crate::registry::Functions;
 use crate::runtime;
 use crate::shared::Shared;
-use crate::{clock, exit, logs};
+use crate::{clock, exit, job_queue, logs};
 
 /// Runs this process as the child context `boot` describes, until the context exits.
 pub(crate) fn run_child(boot: Bootstrap, functions: Functions) -> ! {
@@ -37,7 +36,7 @@ pub(crate) fn run_child(boot: Bootstrap, functions: Functions) -> ! {
     if !env.name.is_empty() {
         config.name = env.name;
     }
-    let (jobs, calls) = mpsc::channel();
+    let (jobs, calls) = job_queue::channel();
     let host = Host::new(Node::new(config), HostConfig::default());
     let shared = Shared::new(host, runtime, functions, None, jobs);
     let io_shared = shared.clone();

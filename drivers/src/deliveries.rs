@@ -1,5 +1,6 @@
-//! What a context hands out once its lock is let go of: answers to callers, spawn results, log
-//! records, diagnostics, async-function tasks, and a wake-up for the driver. Handing any of
+//! What a context hands out once its lock is let go of: blocking calls for the calls thread,
+//! answers to callers, spawn results, log records, diagnostics, async-function tasks, and a
+//! wake-up for the driver. Handing any of
 //! them out with the lock held could block (a caller's thread, an `on_log` handler, a write to
 //! a capture socket only this context drains) with the context stuck behind it.
 
@@ -9,8 +10,10 @@ use arbor_core::node::Diagnostic;
 use std::task::Waker;
 
 use crate::error::SpawnError;
+use crate::job_queue::JobSender;
 use crate::logs::{self, LogHandler, LogRecord};
 use crate::oneshot;
+use crate::registry::Job;
 use crate::runtime::{Runtime, Task};
 use crate::spawn::ChildInfo;
 
@@ -34,6 +37,10 @@ pub(crate) type DepartureHandler = std::sync::Arc<dyn Fn(&Departure) + Send + Sy
 /// Everything handed out once the lock is let go of.
 #[derive(Default)]
 pub(crate) struct Deliveries {
+    /// Blocking calls for the calls thread (each with its queue: `CallsClosed` may drop the
+    /// state's before this is handed out). Sent after the lock is let go of, so the calls
+    /// thread, woken, does not find the state still locked when it reports the result.
+    pub jobs: Vec<(JobSender, Job)>,
     pub answers: Vec<(oneshot::Sender<CallResult>, CallResult)>,
     pub spawns: Vec<(SpawnReply, Result<ChildInfo, SpawnError>)>,
     pub logs: Vec<LogRecord>,
@@ -59,9 +66,17 @@ impl Note {
 }
 
 impl Deliveries {
-    /// Hands out what [`State::carry_out`] gathered. Never called with the lock held.
-    pub fn deliver(self, on_log: Option<&LogHandler>, runtime: &dyn Runtime) {
+    /// Hands out what [`State::carry_out`] gathered. Never called with the lock held. Returns
+    /// the calls the calls thread is no longer there to take.
+    #[must_use]
+    pub fn deliver(self, on_log: Option<&LogHandler>, runtime: &dyn Runtime) -> Vec<Job> {
         let out = self;
+        let mut refused = Vec::new();
+        for (jobs, job) in out.jobs {
+            if let Err(job) = jobs.send(job) {
+                refused.push(job);
+            }
+        }
         for note in out.notes {
             note.emit();
         }
@@ -97,5 +112,6 @@ impl Deliveries {
         if let Some(waker) = out.wake {
             waker.wake();
         }
+        refused
     }
 }

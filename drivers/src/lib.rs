@@ -51,6 +51,7 @@ mod exit;
 pub mod faults;
 mod function;
 mod groups;
+mod job_queue;
 mod logs;
 mod oneshot;
 mod output;

@@ -1,6 +1,6 @@
 //! The entry point ([`init`]) and the root context ([`Launcher`], [`Root`]).
 
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use crate::runtime::{self, Runtime};
 use crate::shared::Shared;
 use crate::signals::Interrupts;
 use crate::state::Reaped;
-use crate::{clock, context};
+use crate::{clock, context, job_queue};
 use arbor_core::departure::Departure;
 
 /// Set while a root runs in this process.
@@ -170,7 +170,7 @@ impl Launcher {
         let mut config = NodeConfig::root();
         config.grace = self.grace;
         config.name = "root".to_string();
-        let (jobs, calls) = mpsc::channel();
+        let (jobs, calls) = job_queue::channel();
         let host = Host::new(Node::new(config), HostConfig::default());
         let (on_log, printer) = self.output.into_handler(self.test);
         let shared = Shared::new(host, runtime, self.functions, on_log, jobs);

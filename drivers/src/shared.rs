@@ -3,7 +3,6 @@
 //! state, changes it through the host, carries out what followed, lets go, then hands out answers
 //! and records (deliveries.rs).
 
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arbor_core::call::{CallError, CallErrorKind, CallId, CallResult, JobId};
@@ -14,9 +13,10 @@ use arbor_core::time::Instant;
 use crate::clock;
 use crate::deliveries::Deliveries;
 use crate::error::SpawnError;
+use crate::job_queue::JobSender;
 use crate::logs::LogHandler;
 use crate::oneshot;
-use crate::registry::{Functions, Job};
+use crate::registry::Functions;
 use crate::runtime::Runtime;
 use crate::spawn::{ChildInfo, SpawnOptions};
 use crate::state::State;
@@ -52,7 +52,7 @@ impl Shared {
         runtime: Arc<dyn Runtime>,
         functions: Functions,
         on_log: Option<LogHandler>,
-        jobs: mpsc::Sender<Job>,
+        jobs: JobSender,
     ) -> Arc<Shared> {
         let name = host.node().config().name.clone();
         let id = host.node().id();
@@ -77,8 +77,20 @@ impl Shared {
     }
 
     /// Hands out what [`State::carry_out`] gathered. Never called with the lock held.
-    pub fn deliver(&self, out: Deliveries) {
-        out.deliver(self.on_log.as_ref(), &*self.runtime);
+    pub fn deliver(self: &Arc<Self>, out: Deliveries) {
+        let refused = out.deliver(self.on_log.as_ref(), &*self.runtime);
+        if !refused.is_empty() {
+            self.with(|state, now| {
+                for job in refused {
+                    let e = CallError::new(
+                        CallErrorKind::ShuttingDown,
+                        "calls to this context are closed",
+                        &self.name,
+                    );
+                    state.host.call_finished(now, job.id, Err(e));
+                }
+            });
+        }
     }
 
     /// Sends a call; its answer arrives on the returned receiver.

@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::io::IoSlice;
 use std::os::fd::OwnedFd;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
@@ -33,6 +32,7 @@ use crate::clock;
 use crate::deliveries::{Deliveries, DepartureHandler, DepartureReply, Note, SpawnReply};
 use crate::error::SpawnError;
 use crate::groups::Groups;
+use crate::job_queue::JobSender;
 use crate::logs::LogRecord;
 use crate::oneshot;
 use crate::registry::Job;
@@ -100,7 +100,7 @@ pub(crate) struct State {
     /// Spawns the host handed out, for the IO thread to carry out.
     pub to_spawn: Vec<(SpawnTicket, ContextId)>,
     /// Blocking calls for the calls thread; dropped on `CallsClosed`.
-    pub jobs: Option<mpsc::Sender<Job>>,
+    pub jobs: Option<JobSender>,
     /// The deadline the host announced last.
     pub deadline: Option<Instant>,
     /// The driver's waker.
@@ -129,7 +129,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn new(host: Host, jobs: mpsc::Sender<Job>) -> State {
+    pub fn new(host: Host, jobs: JobSender) -> State {
         State {
             host,
             streams: BTreeMap::new(),
@@ -370,17 +370,20 @@ impl State {
             }));
             return;
         }
-        let refused = match &self.jobs {
+        match &self.jobs {
+            // Sent once the lock is let go of (a refusal is reported then).
             Some(jobs) => {
                 self.job_sent = true;
-                jobs.send(Job { id: job, request }).err().map(|e| e.0.id)
+                self.deliveries.jobs.push((jobs.clone(), Job { id: job, request }));
             }
-            None => Some(job),
-        };
-        if let Some(job) = refused {
-            let e =
-                CallError::new(CallErrorKind::ShuttingDown, "calls to this context are closed", &shared.name);
-            self.host.call_finished(clock::now(), job, Err(e));
+            None => {
+                let e = CallError::new(
+                    CallErrorKind::ShuttingDown,
+                    "calls to this context are closed",
+                    &shared.name,
+                );
+                self.host.call_finished(clock::now(), job, Err(e));
+            }
         }
     }
 
