@@ -68,8 +68,15 @@ pub(crate) struct Finished {
 /// Drives the context until the host says `Exit` and every process group it signalled is
 /// empty (or killed).
 pub(crate) async fn drive(shared: Arc<Shared>, setup: Setup) -> Finished {
-    let mut driver =
-        Driver { shared, timer: None, timer_at: None, interrupts: None, buf: vec![0; FIRST_READ] };
+    let mut driver = Driver {
+        shared,
+        timer: None,
+        timer_at: None,
+        interrupts: None,
+        buf: vec![0; FIRST_READ],
+        streams: Vec::new(),
+        pids: Vec::new(),
+    };
     driver.start(setup);
     poll_fn(|cx| driver.poll(cx)).await
 }
@@ -81,6 +88,10 @@ struct Driver {
     timer_at: Option<std::time::Instant>,
     interrupts: Option<Box<dyn AsyncFd>>,
     buf: Vec<u8>,
+    /// The streams (children) a round looks at, kept between rounds so that a round
+    /// allocates nothing.
+    streams: Vec<StreamId>,
+    pids: Vec<Pid>,
 }
 
 impl Driver {
@@ -196,9 +207,11 @@ impl Driver {
     }
 
     fn read(&mut self, st: &mut State, cx: &mut Context<'_>, now: Instant) -> bool {
-        let ids: Vec<StreamId> = st.streams.iter().filter(|(_, s)| s.reading).map(|(id, _)| *id).collect();
+        let mut ids = std::mem::take(&mut self.streams);
+        ids.clear();
+        ids.extend(st.streams.iter().filter(|(_, s)| s.reading).map(|(id, _)| *id));
         let mut progress = false;
-        for id in ids {
+        for &id in &ids {
             if !st.host.may_read(id) {
                 continue; // a paused logger: its writers block until the parent queue drains
             }
@@ -245,20 +258,23 @@ impl Driver {
             }
             st.carry_out(&self.shared, true);
         }
+        self.streams = ids;
         progress
     }
 
     fn write(&mut self, st: &mut State, cx: &mut Context<'_>, now: Instant) -> bool {
-        let ids: Vec<StreamId> = st
-            .streams
-            .iter()
-            .filter(|(id, s)| {
-                matches!(s.kind, Kind::Framed) && st.host.write_queue(**id).is_some_and(|q| !q.is_empty())
-            })
-            .map(|(id, _)| *id)
-            .collect();
+        let mut ids = std::mem::take(&mut self.streams);
+        ids.clear();
+        ids.extend(
+            st.streams
+                .iter()
+                .filter(|(id, s)| {
+                    matches!(s.kind, Kind::Framed) && st.host.write_queue(**id).is_some_and(|q| !q.is_empty())
+                })
+                .map(|(id, _)| *id),
+        );
         let mut progress = false;
-        for id in ids {
+        for &id in &ids {
             loop {
                 let written = {
                     let (Some(s), Some(queue)) = (st.streams.get(&id), st.host.write_queue(id)) else {
@@ -279,6 +295,7 @@ impl Driver {
                 progress = true;
             }
         }
+        self.streams = ids;
         progress
     }
 
@@ -286,9 +303,11 @@ impl Driver {
     /// SIGTERM to what else is in its process group (the zombie still holds the group's id),
     /// then the status, then the host.
     fn reap(&mut self, st: &mut State, cx: &mut Context<'_>, now: Instant) -> bool {
-        let pids: Vec<Pid> = st.children.keys().copied().collect();
+        let mut pids = std::mem::take(&mut self.pids);
+        pids.clear();
+        pids.extend(st.children.keys().copied());
         let mut progress = false;
-        for pid in pids {
+        for &pid in &pids {
             let Some(c) = st.children.get_mut(&pid) else { continue };
             let exited = match &c.pidfd {
                 Some(fd) => fd.poll_readable(cx).is_ready(),
@@ -311,6 +330,7 @@ impl Driver {
             st.reaped(now, pid, status);
             progress = true;
         }
+        self.pids = pids;
         progress
     }
 
