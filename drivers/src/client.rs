@@ -380,7 +380,7 @@ impl Context {
                 return Err(ControlError::ShuttingDown);
             }
             // Registered first: the departure may be handed out within `act` itself.
-            state.awaiting.entry(child).or_default().push(reply);
+            state.awaiting.get_or_insert_default(child).push(reply);
             let r = act(state, now);
             if r.is_err() {
                 // Only this waiter: another caller's stop of the same child still stands.

@@ -10,7 +10,6 @@
 //! the driver for the rest. Answers, log records and diagnostics are handed out after the lock
 //! is let go of, never while it is held.
 
-use std::collections::BTreeMap;
 use std::io::IoSlice;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -39,6 +38,7 @@ use crate::registry::Job;
 use crate::runtime::{try_write, AsyncFd};
 use crate::shared::{gone, Shared};
 use crate::spawn::{ChildInfo, SpawnOptions};
+use crate::vec_map::VecMap;
 
 /// Segments gathered into one vectored write at most.
 const SEGMENTS_PER_WRITE: usize = 512;
@@ -88,15 +88,15 @@ pub struct Reaped {
 /// The state of one context.
 pub(crate) struct State {
     pub host: Host,
-    pub streams: BTreeMap<StreamId, Stream>,
-    pub children: BTreeMap<Pid, ChildProc>,
+    pub streams: VecMap<StreamId, Stream>,
+    pub children: VecMap<Pid, ChildProc>,
     pub groups: Groups,
     pub next_stream: u32,
-    pub calls: BTreeMap<CallId, oneshot::Sender<CallResult>>,
+    pub calls: VecMap<CallId, oneshot::Sender<CallResult>>,
     /// What stops each running async function's task (dropping its future) if its caller
     /// gives up.
-    pub stops: BTreeMap<JobId, oneshot::Sender<()>>,
-    pub spawns: BTreeMap<SpawnTicket, (SpawnOptions, SpawnReply)>,
+    pub stops: VecMap<JobId, oneshot::Sender<()>>,
+    pub spawns: VecMap<SpawnTicket, (SpawnOptions, SpawnReply)>,
     /// Spawns the host handed out, for the IO thread to carry out.
     pub to_spawn: Vec<(SpawnTicket, ContextId)>,
     /// Blocking calls for the calls thread; dropped on `CallsClosed`.
@@ -113,7 +113,7 @@ pub(crate) struct State {
     pub departed: Vec<Departure>,
     pub on_departure: Option<DepartureHandler>,
     /// Who waits for a child to leave (`shutdown_child`, `kill_child`).
-    pub awaiting: BTreeMap<ContextId, Vec<DepartureReply>>,
+    pub awaiting: VecMap<ContextId, Vec<DepartureReply>>,
     pub shutdown_began: Option<std::time::Instant>,
     pub started: std::time::Instant,
     pub interrupts: u32,
@@ -132,13 +132,13 @@ impl State {
     pub fn new(host: Host, jobs: JobSender) -> State {
         State {
             host,
-            streams: BTreeMap::new(),
-            children: BTreeMap::new(),
+            streams: VecMap::new(),
+            children: VecMap::new(),
             groups: Groups::default(),
             next_stream: 0,
-            calls: BTreeMap::new(),
-            stops: BTreeMap::new(),
-            spawns: BTreeMap::new(),
+            calls: VecMap::new(),
+            stops: VecMap::new(),
+            spawns: VecMap::new(),
             to_spawn: Vec::new(),
             jobs: Some(jobs),
             deadline: None,
@@ -147,7 +147,7 @@ impl State {
             reaped: Vec::new(),
             departed: Vec::new(),
             on_departure: None,
-            awaiting: BTreeMap::new(),
+            awaiting: VecMap::new(),
             shutdown_began: None,
             started: std::time::Instant::now(),
             interrupts: 0,
