@@ -418,28 +418,47 @@ which cut two of those hand-offs — but relied on Linux waking the most recent 
 waiter first, which epoll(7) does not promise, and spun; both are gone. Unpinned, each hand-off \
 to a thread on a halted vCPU costs the host's rescheduling of that vCPU, which is most of the \
 difference to the floor; pinned, each costs a context switch.
-- **Syscalls per round trip** (strace -c -f over a round of 450 child and 450 grandchild round \
-trips, per child round trip): smol 22 — ours: 2 reads (a read only when the reactor reported \
-the stream readable, and a short read taken as drained), 2 `writev`, ~3.7 futex (the calls \
-thread's queue, the caller's one-shot), and 2 `epoll_ctl` re-arms (async-io registers every \
-source one-shot and re-arms it after each event); async-io and polling 3.11's own wait: 2 \
-`epoll_pwait`, 2 reads and 2 re-arms of the notifier eventfd, 2 `timerfd_settime` and 2 re-arms of \
-the timerfd (polling sets its timerfd on every wait, even with no timeout). tokio: 2 reads plus 2 \
-`WouldBlock` reads (its readiness is edge-tracked and cleared only by a `WouldBlock`), 2 \
-`writev`, ~3.7 futex, 4 `epoll_wait`. Before the driver read only what the reactor reported, \
-smol's round trip cost 38 syscalls (17 reads, 15 of them `WouldBlock`).
+- **Syscalls per round trip** (counts, not timings: `perf stat -e 'syscalls:sys_enter_*'` over \
+`ARBOR_BENCH_COUNT_CALLS=3000 arbor-bench arbor-round` less the same with 1000, i.e. per child \
+round trip, at commit 2e679cf): smol 20 — ours: 2 reads (a read only when the reactor reported \
+the stream readable, and a short read taken as drained), 2 `writev`, 4 futex (one wake and one \
+wait each for the calls thread's queue and the caller's one-shot; every wake is sent after the \
+context's lock is let go of, and the calls thread's queue wakes it outside its own mutex, so a \
+woken thread never finds a lock still held — with `std::sync::mpsc` and a wake under the lock it \
+was 6.9 pinned to one CPU), and 2 `epoll_ctl` re-arms (async-io registers every source one-shot \
+and re-arms it after each event); async-io and polling 3.11's own wait: 2 `epoll_pwait`, 2 reads \
+and 2 re-arms of the notifier eventfd, 2 `timerfd_settime` and 2 re-arms of the timerfd (polling \
+sets its timerfd on every wait, even with no timeout). No timer moves per call: the driver moves \
+its timer only when the deadline comes earlier than where it is armed (a call's timeout moved it \
+twice per call, two reactor timer operations each). tokio: 13-14 — 2 reads plus 2 `WouldBlock` \
+reads (its readiness is edge-tracked and cleared only by a `WouldBlock`), 2 `writev`, 4 futex, \
+3-4 `epoll_wait`. Before the driver read only what the reactor reported, smol's round trip cost 38 \
+syscalls (17 reads, 15 of them `WouldBlock`), and at 2c5c32c 20-23 with 3.7-7.3 futex, \
+depending on who found a lock held. Instructions per child round trip (callgrind \
+`--trace-children=yes`, summed over root and child, 1500 less 500 calls, at 2e679cf): smol \
+22.5k, tokio 25.8k (28.4k and 28.5k at 2c5c32c).
 - **Pipelined calls.** A blocking `call_async` leaves its frame queued for the first `wait` (or \
 the IO thread, woken at once, whichever comes first), so a burst leaves in one write; the callee's \
 calls thread, when finishing a call hands out the next one at once, leaves its answer for its \
 IO thread to write with the answers after it. No timers and no polling are involved.
 - **Bulk transfers.** A 16 MiB argument is serialized straight into the call's body (one \
 allocation of the exact size), written in vectored writes of the socket's send buffer (framed \
-streams ask for 2 MiB), read in 64 KiB pieces into the decoder's buffer, and decoded by the \
-function: five passes over the bytes where the floor makes two.
+streams ask for 2 MiB), read in pieces of up to 64 KiB (the read buffer starts at 4 KiB and \
+doubles whenever a read fills it) into the decoder's buffer, and decoded by the function: five \
+passes over the bytes where the floor makes two.
 - **Shutdown and spawn.** Children are reaped through pidfds in the runtime's reactor; each \
 child's process group gets SIGTERM when the child is reaped and one `kill(-pgid, 0)` after (so \
 nothing user code started outlives the tree); that is two syscalls per child.
-- **Idle RSS.** Most of a child's VmRSS is the executable's and libc's pages it has touched, \
-shared with its parent: the benchmark binary carries both runtimes. The anonymous part is the row \
-below it.
+- **Idle RSS.** Most of a child's VmRSS is file-backed and shared with its parent: the kernel \
+maps the page cache 64 KiB around every page a process faults in (fault-around), so the child's \
+VmRSS holds the benchmark binary's whole .text (1.24 MB: both runtimes, and the orchestrator and \
+its JSON parser, which every child is a re-exec of), about 1 MiB of libc's, ld.so and libgcc; \
+the floor, the same binary, leaves about 30% of that .text untouched. The anonymous part \
+(the row below it; `/proc/PID/smaps`, arbor-round `--only rss` with `ARBOR_BENCH_HOLD_SECS`) is, \
+on smol: the binary's relocated data (56 KiB), async-io's reactor (48 KiB of its timer queue, \
+touched at start), the IO thread's malloc arena, three thread stacks (the calls thread, the IO \
+thread, async-io's own), libc's data. What the driver itself held is trimmed: a 4 KiB first read \
+buffer instead of 64 KiB zeroed, a tracing subscriber of its own instead of \
+`tracing_subscriber`'s registry (a 32 KiB slab at start), vectors sorted by key for its maps \
+(62 KB less code than six `BTreeMap`s).
 ";
