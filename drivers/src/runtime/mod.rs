@@ -51,7 +51,8 @@ pub trait AsyncTimer: Send + fmt::Debug {
 /// A non-blocking fd registered with a reactor. Each operation is tried first; only
 /// `WouldBlock` registers interest (so an fd with data costs one syscall).
 pub trait AsyncFd: Send + Sync + fmt::Debug {
-    /// Reads into `buf`.
+    /// Reads into `buf`. The fd is a stream socket: a read shorter than `buf` exhausted it
+    /// (epoll(7), Q9), and a runtime may take it as `WouldBlock` for its readiness.
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
     /// Writes from `bufs`.
     fn poll_write_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>>;

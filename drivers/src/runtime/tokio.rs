@@ -110,7 +110,16 @@ impl AsyncFd for TokioFd {
         loop {
             let mut guard = ready!(self.0.poll_read_ready(cx))?;
             match try_read(self.fd(), buf)? {
-                Some(n) => return Poll::Ready(Ok(n)),
+                Some(n) => {
+                    // A short read of a stream socket exhausted it (epoll(7), Q9): its
+                    // readiness goes now rather than after one more read that would block
+                    // (tokio clears only what it reported before this read, so data arriving
+                    // since keeps the fd ready).
+                    if n > 0 && n < buf.len() {
+                        guard.clear_ready();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
                 None => guard.clear_ready(),
             }
         }
