@@ -128,13 +128,18 @@ impl Driver {
         let mut finished = None;
         for round in 0.. {
             let now = clock::now();
-            let mut progress = self.spawn(&mut st, now);
-            progress |= self.read(&mut st, cx, now);
+            st.driver_work = false;
+            // What was read or written needs another round only if it left this thread work
+            // (`driver_work`, or a stream with bytes left); a spawn (its new streams and pidfd
+            // are to be polled), a reaped child, an interrupt or the timer always do.
+            let mut again = self.spawn(&mut st, now);
+            let mut progress = self.read(&mut st, cx, now);
             progress |= self.write(&mut st, cx, now);
-            progress |= self.reap(&mut st, cx, now);
-            progress |= self.interrupted(&mut st, cx, now);
-            progress |= self.timer(&mut st, cx);
+            again |= self.reap(&mut st, cx, now);
+            again |= self.interrupted(&mut st, cx, now);
+            again |= self.timer(&mut st, cx);
             st.carry_out(&shared, true);
+            progress = again || (progress && (st.driver_work || st.streams.values().any(|s| s.more)));
             if st.exited.is_some() && st.groups.is_empty() {
                 // What belongs to this thread's runtime goes with it, now: a waker (on tokio it
                 // holds the runtime's scheduler, and with it the reactor's epoll and eventfd)

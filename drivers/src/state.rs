@@ -126,6 +126,9 @@ pub(crate) struct State {
     pub job_sent: bool,
     /// Streams with writes left for a later flush.
     pub unwritten: Vec<StreamId>,
+    /// The driver's own `carry_out` left it work for its next round (writes, a spawn, a moved
+    /// deadline, the exit, loggers to read again).
+    pub driver_work: bool,
 }
 
 impl State {
@@ -156,6 +159,7 @@ impl State {
             defer_if_busy: false,
             job_sent: false,
             unwritten: Vec::new(),
+            driver_work: false,
         }
     }
 
@@ -268,6 +272,7 @@ impl State {
         if wake && !on_io {
             self.deliveries.wake = self.waker.clone();
         }
+        self.driver_work |= wake && on_io;
     }
 
     /// Writes the stream's queue until it is empty or the socket would block; false if
