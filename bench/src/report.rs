@@ -420,7 +420,7 @@ to a thread on a halted vCPU costs the host's rescheduling of that vCPU, which i
 difference to the floor; pinned, each costs a context switch.
 - **Syscalls per round trip** (counts, not timings: `perf stat -e 'syscalls:sys_enter_*'` over \
 `ARBOR_BENCH_COUNT_CALLS=3000 arbor-bench arbor-round` less the same with 1000, i.e. per child \
-round trip, at commit 2e679cf): smol 20 — ours: 2 reads (a read only when the reactor reported \
+round trip, at commit 5df762b): smol 20 — ours: 2 reads (a read only when the reactor reported \
 the stream readable, and a short read taken as drained), 2 `writev`, 4 futex (one wake and one \
 wait each for the calls thread's queue and the caller's one-shot; every wake is sent after the \
 context's lock is let go of, and the calls thread's queue wakes it outside its own mutex, so a \
@@ -430,14 +430,15 @@ and re-arms it after each event); async-io and polling 3.11's own wait: 2 `epoll
 and 2 re-arms of the notifier eventfd, 2 `timerfd_settime` and 2 re-arms of the timerfd (polling \
 sets its timerfd on every wait, even with no timeout). No timer moves per call: the driver moves \
 its timer only when the deadline comes earlier than where it is armed (a call's timeout moved it \
-twice per call, two reactor timer operations each). tokio (at 7aefcdc): 10.7 (12 pinned) — 2 \
-reads (its readiness is edge-tracked; the driver clears it on a short read, which epoll(7) says \
-exhausted a stream socket, rather than read again for a `WouldBlock`: 13-14 before), 2 \
-`writev`, 4 futex, 2.7 `epoll_wait` (4 pinned). Before the driver read only what the reactor reported, smol's round trip cost 38 \
-syscalls (17 reads, 15 of them `WouldBlock`), and at 2c5c32c 20-23 with 3.7-7.3 futex, \
-depending on who found a lock held. Instructions per child round trip (callgrind \
-`--trace-children=yes`, summed over root and child, 1500 less 500 calls, at 2e679cf): smol \
-22.5k, tokio 25.3k (28.4k and 28.5k at 2c5c32c).
+twice per call, two reactor timer operations each). tokio: 11-12 — 2 reads (its readiness is \
+edge-tracked; the driver clears it on a short read, which epoll(7) says exhausted a stream \
+socket, rather than read again for a `WouldBlock`: 13-17 with 4 reads at 2c5c32c), 2 `writev`, \
+4 futex, 3-4 `epoll_wait`. Before the driver read only what the reactor reported, smol's round \
+trip cost 38 syscalls (17 reads, 15 of them `WouldBlock`), and at 2c5c32c 20-23 with 3.7-7.3 \
+futex, depending on who found a lock held. Instructions per child round trip (callgrind \
+`--trace-children=yes`, summed over root and child, 1500 less 500 calls, at 5df762b): smol \
+21.0k, tokio 23.0k (28.0k and 28.3k at 2c5c32c); a call or an answer costs the driver one \
+round of its poll, not two, unless that round left it work.
 - **Pipelined calls.** A blocking `call_async` leaves its frame queued for the first `wait` (or \
 the IO thread, woken at once, whichever comes first), so a burst leaves in one write; the callee's \
 calls thread, when finishing a call hands out the next one at once, leaves its answer for its \
