@@ -1,8 +1,8 @@
 //! What a context hands out once its lock is let go of: blocking calls for the calls thread,
 //! answers to callers, spawn results, log records, diagnostics, async-function tasks, and a
-//! wake-up for the driver. Handing any of
-//! them out with the lock held could block (a caller's thread, an `on_log` handler, a write to
-//! a capture socket only this context drains) with the context stuck behind it.
+//! wake-up for the driver. Handing any of them out with the lock held could block (a caller's
+//! thread, an `on_log` handler, a write to a capture socket only this context drains) with the
+//! context stuck behind it, or wake a thread only to have it wait for the lock.
 
 use arbor_core::call::CallResult;
 use arbor_core::departure::{ControlError, Departure};

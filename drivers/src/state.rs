@@ -7,8 +7,8 @@
 //! PR_SET_PDEATHSIG fires when the thread that forked it ends). Any other thread — a caller, the
 //! thread that ran a blocking function — locks the state, changes it through the host, writes
 //! what became writable at once if the socket takes it (one `writev`, no hand-off), and wakes
-//! the driver for the rest. Answers, log records and diagnostics are handed out after the lock
-//! is let go of, never while it is held.
+//! the driver for the rest. Blocking calls for the calls thread, answers, log records and
+//! diagnostics are handed out after the lock is let go of, never while it is held.
 
 use std::io::IoSlice;
 use std::os::fd::OwnedFd;
