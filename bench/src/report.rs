@@ -418,7 +418,7 @@ which cut two of those hand-offs — but relied on Linux waking the most recent 
 waiter first, which epoll(7) does not promise, and spun; both are gone. Unpinned, each hand-off \
 to a thread on a halted vCPU costs the host's rescheduling of that vCPU, which is most of the \
 difference to the floor; pinned, each costs a context switch.
-- **Syscalls per round trip** (counts, not timings: `perf stat -e 'syscalls:sys_enter_*'` over \
+- **Syscalls per round trip** (counts, not timings, `bench/counts.sh`: `perf stat` over \
 `ARBOR_BENCH_COUNT_CALLS=3000 arbor-bench arbor-round` less the same with 1000, i.e. per child \
 round trip, at commit 5df762b): smol 20 — ours: 2 reads (a read only when the reactor reported \
 the stream readable, and a short read taken as drained), 2 `writev`, 4 futex (one wake and one \
