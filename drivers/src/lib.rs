@@ -66,7 +66,6 @@ mod spawn;
 mod state;
 mod subscriber;
 pub mod test_support;
-mod vec_map;
 
 pub use arbor_core::call::{CallError, CallErrorKind};
 pub use arbor_core::ids::ContextId;

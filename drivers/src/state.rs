@@ -25,6 +25,7 @@ use arbor_core::reaper::{ExitStatus, Pid, Signal};
 use arbor_core::router::StreamId;
 use arbor_core::shutdown::ExitKind;
 use arbor_core::time::Instant;
+use arbor_core::vec_map::VecMap;
 
 use crate::bootstrap::CaptureWrite;
 use crate::clock;
@@ -38,7 +39,6 @@ use crate::registry::Job;
 use crate::runtime::{try_write, AsyncFd};
 use crate::shared::{gone, Shared};
 use crate::spawn::{ChildInfo, SpawnOptions};
-use crate::vec_map::VecMap;
 
 /// Segments gathered into one vectored write at most.
 const SEGMENTS_PER_WRITE: usize = 512;
