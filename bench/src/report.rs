@@ -460,7 +460,8 @@ the floor, the same binary, leaves about 30% of that .text untouched. The anonym
 on smol: the binary's relocated data (56 KiB), async-io's reactor (48 KiB of its timer queue, \
 touched at start), the IO thread's malloc arena, three thread stacks (the calls thread, the IO \
 thread, async-io's own), libc's data. What the driver itself held is trimmed: a 4 KiB first read \
-buffer instead of 64 KiB zeroed, a tracing subscriber of its own instead of \
-`tracing_subscriber`'s registry (a 32 KiB slab at start), vectors sorted by key for its maps \
-(62 KB less code than six `BTreeMap`s).
+buffer instead of 64 KiB zeroed, vectors sorted by key for its small maps (streams, children). \
+A tracing subscriber of the driver's own instead of `tracing_subscriber`'s registry (its span \
+slab is 32 KiB from the start) saved about 100 KiB more, but was taken out again: a value whose \
+`Debug` logs could deadlock it, and its lines differed from `fmt`'s for errors with sources.
 ";

@@ -64,7 +64,6 @@ mod shared;
 mod signals;
 mod spawn;
 mod state;
-mod subscriber;
 pub mod test_support;
 
 pub use arbor_core::call::{CallError, CallErrorKind};

@@ -97,10 +97,12 @@ pub(crate) fn emit(record: &LogRecord) {
 /// `MSG_DONTWAIT`, and dropped (counted, and said when there is room again) if the socket is
 /// full; every other thread writes normally, blocking as a print does.
 pub(crate) fn install_child_subscriber(max: tracing::level_filters::LevelFilter) {
-    let subscriber = crate::subscriber::LineSubscriber::new(max, |line| {
-        let _ = ChildStderr.write_all(line);
-    });
-    let _ = tracing::subscriber::set_global_default(subscriber);
+    let _ = tracing_subscriber::fmt()
+        .with_writer(|| ChildStderr)
+        .with_ansi(false)
+        .without_time()
+        .with_max_level(max)
+        .try_init();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if on_io_thread() {
