@@ -26,6 +26,7 @@ use arbor_core::router::StreamId;
 use arbor_core::shutdown::ExitKind;
 use arbor_core::time::Instant;
 use arbor_core::vec_map::VecMap;
+use std::collections::BTreeMap;
 
 use crate::bootstrap::CaptureWrite;
 use crate::clock;
@@ -92,11 +93,15 @@ pub(crate) struct State {
     pub children: VecMap<Pid, ChildProc>,
     pub groups: Groups,
     pub next_stream: u32,
-    pub calls: VecMap<CallId, oneshot::Sender<CallResult>>,
+    /// The calls in flight, answered in any order. Not a `VecMap`: there may be any number of
+    /// them (a caller pipelining 100 000 calls), and removing each answered one from a sorted
+    /// vector would move all those after it — quadratic over a burst.
+    pub calls: BTreeMap<CallId, oneshot::Sender<CallResult>>,
     /// What stops each running async function's task (dropping its future) if its caller
-    /// gives up.
-    pub stops: VecMap<JobId, oneshot::Sender<()>>,
-    pub spawns: VecMap<SpawnTicket, (SpawnOptions, SpawnReply)>,
+    /// gives up (as many as are running: a `BTreeMap`, as `calls`).
+    pub stops: BTreeMap<JobId, oneshot::Sender<()>>,
+    /// Spawns asked for and not yet carried out (as many as were asked for at once).
+    pub spawns: BTreeMap<SpawnTicket, (SpawnOptions, SpawnReply)>,
     /// Spawns the host handed out, for the IO thread to carry out.
     pub to_spawn: Vec<(SpawnTicket, ContextId)>,
     /// Blocking calls for the calls thread; dropped on `CallsClosed`.
@@ -139,9 +144,9 @@ impl State {
             children: VecMap::new(),
             groups: Groups::default(),
             next_stream: 0,
-            calls: VecMap::new(),
-            stops: VecMap::new(),
-            spawns: VecMap::new(),
+            calls: BTreeMap::new(),
+            stops: BTreeMap::new(),
+            spawns: BTreeMap::new(),
             to_spawn: Vec::new(),
             jobs: Some(jobs),
             deadline: None,
