@@ -137,6 +137,47 @@ mod tests {
         assert_eq!(taker.join().unwrap(), (0..=100).collect::<Vec<_>>());
     }
 
+    /// Senders racing each other and spurious wake-ups of the waiting thread never lose a job
+    /// or leave the taker asleep with work queued (a lost wake-up fails the bounded wait
+    /// instead of hanging the test).
+    #[test]
+    fn racing_senders_and_spurious_wake_ups_lose_no_job() {
+        for round in 0..200u64 {
+            let (tx, rx) = channel();
+            let inner = rx.0.clone();
+            let (done, taken) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = done.send(rx.count());
+            });
+            let spurious = std::thread::spawn(move || {
+                for _ in 0..20 {
+                    inner.ready.notify_all();
+                    std::thread::yield_now();
+                }
+            });
+            let senders: Vec<_> = (0..3u64)
+                .map(|t| {
+                    let tx = tx.clone();
+                    std::thread::spawn(move || {
+                        for n in 0..20 {
+                            assert!(tx.send(job(t * 100 + n)).is_ok());
+                            if (n + round) % 3 == 0 {
+                                std::thread::yield_now();
+                            }
+                        }
+                    })
+                })
+                .collect();
+            drop(tx);
+            for s in senders {
+                s.join().unwrap();
+            }
+            spurious.join().unwrap();
+            let taken = taken.recv_timeout(std::time::Duration::from_secs(10));
+            assert_eq!(taken, Ok(60), "round {round}: the taker lost a job or slept through one");
+        }
+    }
+
     #[test]
     fn a_send_after_the_calls_thread_is_gone_is_refused() {
         let (tx, rx) = channel();
