@@ -347,11 +347,24 @@ impl Driver {
         }
         let mut progress = false;
         let mut buf = [0u8; 16];
-        while let Poll::Ready(Ok(n)) = fd.poll_read(cx, &mut buf) {
-            if n == 0 {
-                self.interrupts = None;
-                break;
-            }
+        // Read until `Pending`, which registers interest again: a read that stopped on anything
+        // else would leave the next SIGTERM unheard until some other event polled this.
+        let mut gone = false;
+        loop {
+            let n = match fd.poll_read(cx, &mut buf) {
+                Poll::Pending => break,
+                Poll::Ready(Ok(0)) => {
+                    gone = true;
+                    break;
+                }
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Poll::Ready(Err(e)) => {
+                    st.note(Note::Warn(format!("cannot read SIGINT/SIGTERM any more: {e}")));
+                    gone = true;
+                    break;
+                }
+            };
             for _ in 0..n {
                 st.interrupts += 1;
                 if st.interrupts == 1 {
@@ -363,6 +376,9 @@ impl Driver {
                 }
             }
             progress = true;
+        }
+        if gone {
+            self.interrupts = None;
         }
         progress
     }
