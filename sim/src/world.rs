@@ -149,28 +149,25 @@ struct Pipe {
 }
 
 impl Pipe {
-    /// Takes up to `max` bytes that are readable at `now` into `got` (emptied first): one read.
-    /// The caller's buffer is reused from read to read, so a read allocates nothing.
-    fn read(&mut self, now: Instant, max: usize, got: &mut Vec<Chunk>) {
+    /// Copies up to `max` bytes that are readable at `now` into `got` (emptied first), in one
+    /// piece, as `read(2)` fills a host's buffer: one read. The caller's buffer is reused from
+    /// read to read, so a read allocates nothing once it has grown.
+    fn read(&mut self, now: Instant, max: usize, got: &mut Vec<u8>) {
         got.clear();
-        let mut n = 0;
-        while n < max {
+        while got.len() < max {
             let Some((at, chunk)) = self.chunks.front_mut() else { break };
             if *at > now {
                 break;
             }
-            let piece = if chunk.len() <= max - n {
-                match self.chunks.pop_front() {
-                    Some((_, c)) => c,
-                    None => break,
-                }
+            let room = max - got.len();
+            if chunk.len() <= room {
+                got.extend_from_slice(chunk.as_slice());
+                self.chunks.pop_front();
             } else {
-                chunk.split_to(max - n)
-            };
-            n += piece.len();
-            got.push(piece);
+                got.extend_from_slice(chunk.split_to(room).as_slice());
+            }
         }
-        self.buffered -= n;
+        self.buffered -= got.len();
     }
 }
 
@@ -364,11 +361,9 @@ pub struct World {
     spawning: Option<Spawning>,
     /// `spawn_next` is on the stack (it loops itself; nested calls return at once).
     asking: bool,
-    /// The buffer every read fills, kept between reads (a read allocates nothing).
-    read_buf: Vec<Chunk>,
-    /// What one read returns, in one piece, as `read(2)` fills a host's buffer: the host takes
-    /// a read at once, not a chunk at a time.
-    read_bytes: Vec<u8>,
+    /// The buffer every read fills, in one piece, kept between reads (a read allocates
+    /// nothing once it has grown): the host takes a read at once, not a chunk at a time.
+    read_buf: Vec<u8>,
 }
 
 impl World {
@@ -391,8 +386,7 @@ impl World {
             to_spawn: (1..plan.procs()).collect(),
             spawning: None,
             asking: false,
-            read_buf: Vec::with_capacity(16),
-            read_bytes: Vec::with_capacity(plan.net.read_size),
+            read_buf: Vec::new(),
         };
         let mut root = NodeConfig::root();
         root.grace = plan.net.grace;
@@ -935,15 +929,15 @@ impl World {
         let max =
             if self.links[l].fragment { self.rng.range(1, 64) as usize } else { self.plan.net.read_size };
         let from = 1 - side;
-        let mut pieces = std::mem::take(&mut self.read_buf);
-        self.links[l].pipes[from].read(now, max, &mut pieces);
+        let mut bytes = std::mem::take(&mut self.read_buf);
+        self.links[l].pipes[from].read(now, max, &mut bytes);
         let pipe = &self.links[l].pipes[from];
         let next = pipe.chunks.front().map(|(at, _)| *at);
         let at_eof = next.is_none() && pipe.shut && !self.links[l].ends[side].eof_reported;
         if at_eof {
             self.links[l].ends[side].eof_reported = true;
         }
-        if !pieces.is_empty() {
+        if !bytes.is_empty() {
             let writer = &self.links[l].ends[from];
             let (q, s) = (writer.proc, writer.stream);
             if self.procs[q].host.write_queue(s).is_some_and(|w| !w.is_empty()) {
@@ -953,28 +947,23 @@ impl World {
         if next.is_some_and(|at| at <= now) {
             self.schedule(now, Ev::Read(p, stream));
         } // else a Read is already scheduled for when the next chunk becomes readable
-        if !pieces.is_empty() || at_eof {
+        if !bytes.is_empty() || at_eof {
             // A read of a child stream (the parent's end of a link) is what backpressure
             // judges; the parent stream is read always.
-            self.feed_read(p, stream, &pieces, at_eof, side == 0);
+            self.feed_read(p, stream, &bytes, at_eof, side == 0);
         }
-        self.give_back(pieces);
+        self.read_buf = bytes;
     }
 
     /// Hands what one read took to the host, and, for a read that backpressure judges (a
     /// logger or a child stream), notes how the parent queue grew.
-    fn feed_read(&mut self, p: ProcId, stream: StreamId, pieces: &[Chunk], at_eof: bool, judged: bool) {
+    fn feed_read(&mut self, p: ProcId, stream: StreamId, bytes: &[u8], at_eof: bool, judged: bool) {
         let now = self.now;
-        let mut bytes = std::mem::take(&mut self.read_bytes);
-        bytes.clear();
-        for piece in pieces {
-            bytes.extend_from_slice(piece.as_slice());
-        }
         self.step(p, |w| {
             let before = w.procs[p].host.parent_queued();
             let host = &mut w.procs[p].host;
             if !bytes.is_empty() {
-                host.received(now, stream, &bytes);
+                host.received(now, stream, bytes);
             }
             if at_eof {
                 host.eof(now, stream);
@@ -984,7 +973,6 @@ impl World {
                 w.note_read(p, stream, after, after.saturating_sub(before));
             }
         });
-        self.read_bytes = bytes;
     }
 
     /// One read of a stdout capture socket, unless the host leaves its loggers unread for now
@@ -996,9 +984,9 @@ impl World {
             return;
         }
         let max = self.plan.net.read_size;
-        let mut pieces = std::mem::take(&mut self.read_buf);
+        let mut bytes = std::mem::take(&mut self.read_buf);
         let lgr = &mut self.loggers[lg];
-        lgr.pipe.read(now, max, &mut pieces);
+        lgr.pipe.read(now, max, &mut bytes);
         let more = !lgr.pipe.chunks.is_empty();
         let at_eof = !more && lgr.pipe.shut && !lgr.eof_reported;
         if at_eof {
@@ -1007,22 +995,14 @@ impl World {
         if more {
             self.schedule(now, Ev::Read(p, stream));
         }
-        if pieces.is_empty() && !at_eof {
-            return self.give_back(pieces);
+        let read_some = !bytes.is_empty();
+        if read_some || at_eof {
+            self.feed_read(p, stream, &bytes, at_eof, true);
         }
-        self.feed_read(p, stream, &pieces, at_eof, true);
-        let read_some = !pieces.is_empty();
-        self.give_back(pieces);
+        self.read_buf = bytes;
         if read_some && !self.procs[p].backlog.is_empty() && self.runnable(p) {
             self.pump_stdout(p);
         }
-    }
-
-    /// Returns the read buffer for the next read, emptied (its chunks' bytes released now, not
-    /// at the next read).
-    fn give_back(&mut self, mut pieces: Vec<Chunk>) {
-        pieces.clear();
-        self.read_buf = pieces;
     }
 
     /// Records a new high mark of the parent queue after a read of a logger or a child stream,
