@@ -100,14 +100,29 @@ fn run(scenario: &str, runtime: &str) -> BTreeMap<String, String> {
     let mut stderr = String::new();
     child.stdout.take().map(|mut s| s.read_to_string(&mut stdout));
     child.stderr.take().map(|mut s| s.read_to_string(&mut stderr));
+    checked_report(scenario, &marker, status, &stdout, &stderr, &stdout)
+}
+
+/// How every scenario's run is judged: the fixture exited 0 and left no process behind, and its
+/// report — the `key=value` lines of `report` (a child's own lines, `[name] ...`, are not part
+/// of it) — ends with the root's own checks of its shutdown: the whole tree gone, no zombie, no
+/// leaked fd. Returns the report.
+fn checked_report(
+    scenario: &str,
+    marker: &str,
+    status: std::process::ExitStatus,
+    stdout: &str,
+    stderr: &str,
+    report: &str,
+) -> BTreeMap<String, String> {
     assert!(status.success(), "scenario {scenario} failed: {status}\n{stdout}\n{stderr}");
-    assert_eq!(leftovers(&marker), Vec::<u32>::new(), "processes of {scenario} left running");
-    let out: BTreeMap<String, String> = stdout
+    assert_eq!(leftovers(marker), Vec::<u32>::new(), "processes of {scenario} left running");
+    let out: BTreeMap<String, String> = report
         .lines()
+        .filter(|l| !l.starts_with('['))
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    // Every scenario ends with the root's own checks of its shutdown.
     assert_eq!(out.get("all_gone").map(String::as_str), Some("true"), "{scenario}: {out:?}");
     assert_eq!(out.get("zombies").map(String::as_str), Some("0"), "{scenario}: {out:?}");
     assert_eq!(out.get("fds_leaked").map(String::as_str), Some("0"), "{scenario}: {out:?}");
@@ -488,18 +503,8 @@ mod output_and_spawn {
         drop(held);
         let stdout = out_reader.map(|r| r.join().unwrap_or_default()).unwrap_or_default();
         let stderr = err_reader.join().unwrap_or_default();
-        assert!(status.success(), "scenario {scenario} failed: {status}\n{stdout}\n{stderr}");
-        assert_eq!(leftovers(&marker), Vec::<u32>::new(), "processes of {scenario} left running");
         let report_text = if mode == Stdout::Read { &stdout } else { &stderr };
-        let report: BTreeMap<String, String> = report_text
-            .lines()
-            .filter(|l| !l.starts_with('['))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(report.get("all_gone").map(String::as_str), Some("true"), "{scenario}: {report:?}");
-        assert_eq!(report.get("zombies").map(String::as_str), Some("0"), "{scenario}: {report:?}");
-        assert_eq!(report.get("fds_leaked").map(String::as_str), Some("0"), "{scenario}: {report:?}");
+        let report = super::checked_report(scenario, &marker, status, &stdout, &stderr, report_text);
         Printed { report, stdout, stderr }
     }
 
