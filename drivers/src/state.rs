@@ -10,6 +10,7 @@
 //! the driver for the rest. Blocking calls for the calls thread, answers, log records and
 //! diagnostics are handed out after the lock is let go of, never while it is held.
 
+use std::collections::BTreeMap;
 use std::io::IoSlice;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -26,7 +27,6 @@ use arbor_core::router::StreamId;
 use arbor_core::shutdown::ExitKind;
 use arbor_core::time::Instant;
 use arbor_core::vec_map::VecMap;
-use std::collections::BTreeMap;
 
 use crate::bootstrap::CaptureWrite;
 use crate::clock;
