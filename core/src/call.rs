@@ -16,6 +16,7 @@ use core::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::arena::BodyArena;
 use crate::handle::Handle;
 use crate::ids::ContextId;
 use crate::time::Instant;
@@ -424,7 +425,11 @@ impl postcard::ser_flavors::Flavor for VecOut {
 
 /// Serializes into a vector sized up front (`hint` plus room for lengths), so a large argument
 /// or result is copied once, in one piece, rather than byte by byte into a growing vector.
-fn encode<T: Serialize>(value: &T, hint: usize) -> Bytes {
+/// A small body is carved out of `arena`, when there is one, instead.
+fn encode_in<T: Serialize>(arena: Option<&mut BodyArena>, value: &T, hint: usize) -> Bytes {
+    if let Some(body) = arena.and_then(|a| a.encode(value, hint)) {
+        return body;
+    }
     let out = VecOut(Vec::with_capacity(hint + 32));
     // Serializing plain structs of strings and bytes into a Vec cannot fail.
     Bytes::from(postcard::serialize_with_flavor(value, out).unwrap_or_default())
@@ -592,9 +597,25 @@ impl CallRequest {
     }
 
     fn encode_parts_with(function: &str, args: &[u8], meta: &RequestMeta) -> Bytes {
+        CallRequest::encode_parts_in(None, function, args, meta)
+    }
+
+    fn encode_parts_in(
+        arena: Option<&mut BodyArena>,
+        function: &str,
+        args: &[u8],
+        meta: &RequestMeta,
+    ) -> Bytes {
         let out =
             RequestOut { function, args: ByteStr(args), types: meta.types, timeout_ns: timeout_ns(meta) };
-        encode(&out, function.len() + args.len() + 24)
+        encode_in(arena, &out, function.len() + args.len() + 24)
+    }
+
+    /// [`CallRequest::body`], a small one carved out of a node's arena.
+    pub(crate) fn body_in(arena: &mut BodyArena, function: &str, args: &[u8]) -> RequestBody {
+        let meta = RequestMeta::default();
+        let body = CallRequest::encode_parts_in(Some(arena), function, args, &meta);
+        RequestBody::new(function, body, meta.timeout)
     }
 
     /// Parses a CALL_FUNCTION body; the arguments share the body's buffer.
@@ -676,9 +697,15 @@ pub type CallResult = Result<Bytes, CallError>;
 
 /// The body of a call's answer.
 pub fn encode_result(result: &CallResult) -> Bytes {
+    encode_result_in(None, result)
+}
+
+/// [`encode_result`], a small one carved out of a node's arena.
+pub(crate) fn encode_result_in(arena: Option<&mut BodyArena>, result: &CallResult) -> Bytes {
     match result {
-        Ok(value) => encode(&ResultOut::Ok(ByteStr(value)), value.len()),
-        Err(e) => encode(
+        Ok(value) => encode_in(arena, &ResultOut::Ok(ByteStr(value)), value.len()),
+        Err(e) => encode_in(
+            arena,
             &ResultOut::Err { kind: e.kind, message: &e.message, context: &e.context },
             e.message.len() + e.context.len(),
         ),

@@ -28,6 +28,7 @@
 
 extern crate alloc;
 
+mod arena;
 pub mod call;
 pub mod departure;
 pub mod frame;

@@ -15,9 +15,10 @@ use core::time::Duration;
 
 use bytes::Bytes;
 
+use crate::arena::BodyArena;
 use crate::call::{
-    decode_result, encode_result, BodyError, CallError, CallErrorKind, CallId, CallRequest, CallResult,
-    Cancelled, Dispatcher, JobId, Pending, PendingCalls, RequestBody,
+    decode_result, encode_result, encode_result_in, BodyError, CallError, CallErrorKind, CallId, CallRequest,
+    CallResult, Cancelled, Dispatcher, JobId, Pending, PendingCalls, RequestBody,
 };
 use crate::departure::{self, ChildRecord, ControlError, Departure, DepartureCause, Stop, StopStage};
 use crate::frame::{DecodeError, Encoding, Frame, Message, DEFAULT_MAX_MESSAGE_SIZE};
@@ -444,6 +445,8 @@ pub struct Node {
     loggers: BTreeMap<StreamId, Logger>,
     /// Set when the parent stream is forgotten; acted on in `settle`, which knows `now`.
     parent_lost: bool,
+    /// Where the calls and answers this node encodes are serialized.
+    bodies: BodyArena,
 }
 
 impl Node {
@@ -473,6 +476,7 @@ impl Node {
             next_stop: None,
             loggers: BTreeMap::new(),
             parent_lost: false,
+            bodies: BodyArena::default(),
             config,
         }
     }
@@ -623,7 +627,8 @@ impl Node {
         args: impl Into<Bytes>,
     ) -> Result<CallId, CallError> {
         self.check_can_call(|| function)?;
-        self.call_body(now, target, CallRequest::body(function, &args.into()))
+        let body = CallRequest::body_in(&mut self.bodies, function, &args.into());
+        self.call_body(now, target, body)
     }
 
     /// [`Node::call`] with a body built beforehand, for example by
@@ -822,7 +827,8 @@ impl Node {
         args: impl Into<Bytes>,
     ) -> Result<(), CallError> {
         self.check_can_call(|| function)?;
-        self.call_no_reply_body(now, target, CallRequest::body(function, &args.into()))
+        let body = CallRequest::body_in(&mut self.bodies, function, &args.into());
+        self.call_no_reply_body(now, target, body)
     }
 
     /// [`Node::call_no_reply`] with a body built beforehand.
@@ -956,7 +962,7 @@ impl Node {
             }
             return;
         }
-        let mut body = encode_result(&result);
+        let mut body = encode_result_in(Some(&mut self.bodies), &result);
         if body.len() > self.config.max_message_size as usize {
             let e = CallError::new(
                 CallErrorKind::TooLarge,
@@ -1158,7 +1164,7 @@ impl Node {
                 self.id(),
                 reply_to,
                 Encoding::Postcard,
-                encode_result(&result),
+                encode_result_in(Some(&mut self.bodies), &result),
             ));
         }
     }

@@ -1,0 +1,129 @@
+//! Small message bodies carved out of shared chunks instead of allocated one by one.
+//!
+//! Every call and every answer a node encodes is a small body (a name, a few argument bytes, a
+//! result). Allocated one by one, each cost two allocations: its vector, and the shared header
+//! `Bytes` adds to a vector with spare capacity. Carved out of a 4 KiB chunk, a body costs a
+//! reference count; the chunk is freed when its last body is, and reused in place when every
+//! body cut from it is gone by the time the next one is encoded (`BytesMut::reserve` reclaims
+//! a buffer it holds alone) — so a node answering one call at a time allocates nothing in its
+//! steady state. A body kept alive keeps at most one chunk alive; bodies above an eighth of a
+//! chunk get an allocation of their own, so a large result never pins, nor is copied into,
+//! a chunk.
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+
+/// The size of a chunk.
+const CHUNK: usize = 4 * 1024;
+/// The largest expected body carved out of a chunk.
+const SMALL: usize = CHUNK / 8;
+/// Room reserved beyond the caller's estimate: lengths, tags and the request's metadata.
+const SLACK: usize = 32;
+
+/// Where a node's small bodies are serialized.
+#[derive(Debug, Default)]
+pub(crate) struct BodyArena {
+    buf: BytesMut,
+}
+
+impl BodyArena {
+    /// `value` serialized by postcard into the current chunk, or `None` when `hint` (the
+    /// expected size) is too large for one — or postcard refused `value` — for the caller to
+    /// serialize on its own.
+    pub(crate) fn encode<T: Serialize + ?Sized>(&mut self, value: &T, hint: usize) -> Option<Bytes> {
+        if hint > SMALL {
+            return None;
+        }
+        if self.buf.capacity() == 0 {
+            // The first body: the chunk's size is what `reserve` allocates every later chunk at.
+            self.buf = BytesMut::with_capacity(CHUNK);
+        }
+        self.buf.reserve(hint + SLACK);
+        match postcard::serialize_with_flavor(value, Out(&mut self.buf)) {
+            Ok(()) => Some(self.buf.split().freeze()),
+            Err(_) => {
+                self.buf.clear();
+                None
+            }
+        }
+    }
+}
+
+/// postcard's output into the chunk: a body longer than its estimate simply continues in a
+/// fresh chunk (`BytesMut` moves what was written).
+struct Out<'a>(&'a mut BytesMut);
+
+impl postcard::ser_flavors::Flavor for Out<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.extend_from_slice(&[data]);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn bodies_are_what_postcard_writes_and_share_one_chunk() {
+        let mut arena = BodyArena::default();
+        let a = arena.encode(&(1u8, "one"), 8).unwrap();
+        let b = arena.encode(&(2u8, "two"), 8).unwrap();
+        assert_eq!(a, postcard::to_allocvec(&(1u8, "one")).unwrap());
+        assert_eq!(b, postcard::to_allocvec(&(2u8, "two")).unwrap());
+        // Cut one after the other out of the same chunk.
+        assert_eq!(a.as_ptr().wrapping_add(a.len()), b.as_ptr());
+    }
+
+    #[test]
+    fn a_body_longer_than_its_estimate_is_whole() {
+        let mut arena = BodyArena::default();
+        let long = vec![7u8; 3 * CHUNK];
+        let body = arena.encode(&long, 0).unwrap();
+        assert_eq!(body, postcard::to_allocvec(&long).unwrap());
+        let next = arena.encode(&3u8, 1).unwrap();
+        assert_eq!(next, [3u8][..]);
+    }
+
+    #[test]
+    fn large_bodies_are_left_to_the_caller() {
+        let mut arena = BodyArena::default();
+        assert_eq!(arena.encode(&vec![0u8; SMALL + 1], SMALL + 1), None);
+        assert_eq!(arena.buf.capacity(), 0, "nothing allocated for a body it refused");
+    }
+
+    #[test]
+    fn a_chunk_whose_bodies_are_all_gone_is_reused() {
+        let mut arena = BodyArena::default();
+        let first = arena.encode(&1u32, 4).unwrap();
+        let chunk = first.as_ptr() as usize..first.as_ptr() as usize + CHUNK;
+        drop(first);
+        // Many chunks' worth of bodies, each dropped before the next: all cut from the first.
+        for i in 0..4 * CHUNK as u32 {
+            let body = arena.encode(&i, 4).unwrap();
+            assert!(chunk.contains(&(body.as_ptr() as usize)), "body {i} is not in the first chunk");
+        }
+    }
+
+    #[test]
+    fn a_kept_body_outlives_its_chunk_being_replaced() {
+        let mut arena = BodyArena::default();
+        let kept = arena.encode("kept", 4).unwrap();
+        for i in 0..2 * CHUNK as u32 {
+            arena.encode(&i, 4).unwrap();
+        }
+        assert_eq!(kept, postcard::to_allocvec("kept").unwrap());
+    }
+}
