@@ -67,8 +67,19 @@ pub fn run(only_rtt: bool, only_calls: bool, only_bulk: bool, only_rss: bool) ->
         // Counting, not timing: N child round trips and nothing else, for `strace -c -f` or
         // callgrind (a run with 2N less one with N is what N round trips cost).
         let child = spawn(&root)?;
+        // ARBOR_BENCH_GAP_MS: each call after that long idle (bench/gaps.sh), timed.
+        let gap = crate::gap();
+        let mut samples = Vec::new();
         for _ in 0..n {
+            if let Some(gap) = gap {
+                thread::sleep(gap);
+            }
+            let t = Instant::now();
             noop(&root, child.id)?;
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        if gap.is_some() {
+            emit(system(), "rtt_child_after_gap", "us", samples);
         }
         root.shutdown();
         return Ok(());

@@ -54,6 +54,19 @@ impl Peer {
 /// Runs one floor round; `only_rtt` keeps to the round trips (the pinned run).
 pub fn run(only_rtt: bool) -> io::Result<()> {
     let mut child = Peer::start("floor-echo")?;
+    if let Some(gap) = crate::gap() {
+        // bench/gaps.sh: ARBOR_BENCH_COUNT_CALLS pings, each after ARBOR_BENCH_GAP_MS idle.
+        let n = std::env::var("ARBOR_BENCH_COUNT_CALLS").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            std::thread::sleep(gap);
+            let t = Instant::now();
+            child.ping()?;
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        emit("floor", "rtt_child_after_gap", "us", samples);
+        return child.stop();
+    }
     let mut relay = Peer::start("floor-relay")?;
     for (name, peer) in [("rtt_child", &mut child), ("rtt_grandchild", &mut relay)] {
         for _ in 0..50 {

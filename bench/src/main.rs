@@ -28,6 +28,8 @@ usage: arbor-bench run [--rounds N] [--python PATH] [--script PATH] [--out PATH]
        arbor-bench arbor-round --only bulk    (the 16 MiB argument and 1 MiB result only)
        arbor-bench arbor-round --only rss     (five idle children's RSS, one after another;
                                                ARBOR_BENCH_HOLD_SECS=N holds each N s first)
+       ARBOR_BENCH_COUNT_CALLS=N arbor-bench arbor-round   (N child round trips only: bench/counts.sh;
+           with ARBOR_BENCH_GAP_MS=M each after M ms idle, timed, floor-round too: bench/gaps.sh)
 (bench/run.sh is the documented way to run it)";
 
 fn main() -> ExitCode {
@@ -80,6 +82,15 @@ fn run_options(args: &[String]) -> Result<report::RunOptions, String> {
         }
     }
     Ok(opts)
+}
+
+/// `ARBOR_BENCH_GAP_MS`: how long the counting runs leave the tree idle before each call
+/// (bench/gaps.sh), if set.
+fn gap() -> Option<std::time::Duration> {
+    std::env::var("ARBOR_BENCH_GAP_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(std::time::Duration::from_millis)
 }
 
 /// A memory figure of a process from /proc/<pid>/status (`VmRSS`, `RssAnon`), in KiB.

@@ -418,6 +418,24 @@ which cut two of those hand-offs — but relied on Linux waking the most recent 
 waiter first, which epoll(7) does not promise, and spun; both are gone. Unpinned, each hand-off \
 to a thread on a halted vCPU costs the host's rescheduling of that vCPU, which is most of the \
 difference to the floor; pinned, each costs a context switch.
+- **After an idle spell, smol's fallback thread holds the reactor: one more hop per process.** \
+async-io (2.6.0, the latest release) starts an `async-io` thread beside every `block_on`. While \
+a `block_on` runs, that thread sleeps with backoff; once it has seen the reactor go a 10 ms \
+window without a turn, it blocks on the reactor's lock and takes it the moment the IO thread \
+lets go of it to poll the driver. From then on an event wakes the `async-io` thread, which wakes \
+the IO thread: one more thread hop in the child (the call arrived) and one in the root (the \
+answer arrived), until the IO thread wins the lock back. The back-to-back round trips above \
+never meet it (the reactor turns every few tens of µs); calls 30 ms apart always do. \
+`bench/gaps.sh 5` (5 interleaved rounds × 60 calls, each after 30 ms idle, 2026-12-01 18:36 \
+UTC): floor 52.6 µs, smol 374 µs, tokio 313 µs — smol 1.19× tokio (1.38× in a run 15 minutes \
+earlier: 388 against 282); perf's count of epoll waits by thread: smol's `async-io` threads 109, \
+its IO threads 46; tokio's IO threads 224, no other. Nothing in async-io's API lets the IO \
+thread keep the reactor: the choice is made inside its `block_on` and its thread's loop \
+(upstream: smol-rs/async-io#40; a change that keeps the reactor with a lone `block_on`, PR #249, \
+was closed, and is in no release). Arming a timer to keep the reactor turning would be polling, \
+which the driver does not do. On tokio, the IO thread owns its reactor. Both runtimes are still \
+several times the floor after an idle spell (the floor's two processes wake each other, arbor \
+wakes four threads in turn), against 2.5-2.8× back to back.
 - **Syscalls per round trip** (counts, not timings, `bench/counts.sh`: `perf stat` over \
 `ARBOR_BENCH_COUNT_CALLS=3000 arbor-bench arbor-round` less the same with 1000, i.e. per child \
 round trip, at commit 5df762b): smol 20 — ours: 2 reads (a read only when the reactor reported \
