@@ -69,30 +69,34 @@ impl Deliveries {
     /// Hands out what [`State::carry_out`] gathered. Never called with the lock held. Returns
     /// the calls the calls thread is no longer there to take.
     #[must_use]
-    pub fn deliver(self, on_log: Option<&LogHandler>, runtime: &dyn Runtime) -> Vec<Job> {
+    ///
+    /// Everything is drained, not consumed: the IO thread hands the emptied vectors back to the
+    /// state for the next round (`Deliveries::keep`), so a round that answers one call
+    /// allocates nothing for it.
+    pub fn deliver(&mut self, on_log: Option<&LogHandler>, runtime: &dyn Runtime) -> Vec<Job> {
         let out = self;
         let mut refused = Vec::new();
-        for (jobs, job) in out.jobs {
+        for (jobs, job) in out.jobs.drain(..) {
             if let Err(job) = jobs.send(job) {
                 refused.push(job);
             }
         }
-        for note in out.notes {
+        for note in out.notes.drain(..) {
             note.emit();
         }
-        for record in &out.logs {
+        for record in out.logs.drain(..) {
             match on_log {
-                Some(handler) => handler(record),
-                None => logs::emit(record),
+                Some(handler) => handler(&record),
+                None => logs::emit(&record),
             }
         }
-        for (reply, result) in out.answers {
+        for (reply, result) in out.answers.drain(..) {
             reply.send(result);
         }
-        for (reply, result) in out.spawns {
+        for (reply, result) in out.spawns.drain(..) {
             reply.send(result);
         }
-        for (handler, waiting, departure) in out.departures {
+        for (handler, waiting, departure) in out.departures.drain(..) {
             if let Some(handler) = handler {
                 handler(&departure);
             }
@@ -100,18 +104,33 @@ impl Deliveries {
                 w.send(Ok(departure.clone()));
             }
         }
-        for (w, why) in out.no_departures {
+        for (w, why) in out.no_departures.drain(..) {
             w.send(Err(why));
         }
-        for stop in out.stops {
+        for stop in out.stops.drain(..) {
             stop.send(());
         }
-        for task in out.tasks {
+        for task in out.tasks.drain(..) {
             runtime.spawn(task);
         }
-        if let Some(waker) = out.wake {
+        if let Some(waker) = out.wake.take() {
             waker.wake();
         }
         refused
+    }
+
+    /// Whether these emptied vectors are worth keeping for the next round: not after a burst
+    /// (a hundred pipelined answers), whose room would otherwise stay allocated for good.
+    pub fn keep(&self) -> bool {
+        const KEEP: usize = 16;
+        self.jobs.capacity() <= KEEP
+            && self.answers.capacity() <= KEEP
+            && self.spawns.capacity() <= KEEP
+            && self.logs.capacity() <= KEEP
+            && self.notes.capacity() <= KEEP
+            && self.tasks.capacity() <= KEEP
+            && self.departures.capacity() <= KEEP
+            && self.no_departures.capacity() <= KEEP
+            && self.stops.capacity() <= KEEP
     }
 }

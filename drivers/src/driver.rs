@@ -8,7 +8,6 @@
 //! thread the kernel wakes first.
 
 use std::future::{poll_fn, Future};
-use std::io::IoSlice;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
@@ -26,10 +25,10 @@ use rustix::process::{pidfd_open, PidfdFlags};
 
 use crate::bootstrap::CaptureWrite;
 use crate::clock;
-use crate::deliveries::Note;
+use crate::deliveries::{Deliveries, Note};
 use crate::error::SpawnError;
 use crate::groups::Groups;
-use crate::runtime::{AsyncFd, AsyncTimer};
+use crate::runtime::{with_io_slices, AsyncFd, AsyncTimer};
 use crate::shared::Shared;
 use crate::spawn;
 use crate::state::{ChildProc, Kind, Reaped, State};
@@ -76,6 +75,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, setup: Setup) -> Finished {
         buf: vec![0; FIRST_READ],
         streams: Vec::new(),
         pids: Vec::new(),
+        spare: Deliveries::default(),
     };
     driver.start(setup);
     poll_fn(|cx| driver.poll(cx)).await
@@ -92,6 +92,9 @@ struct Driver {
     /// allocates nothing.
     streams: Vec<StreamId>,
     pids: Vec<Pid>,
+    /// What the last round handed out, emptied, for the next round to gather into (see
+    /// `Deliveries::keep`).
+    spare: Deliveries,
 }
 
 impl Driver {
@@ -114,9 +117,12 @@ impl Driver {
             }
         }
         st.carry_out(&shared, true);
-        let out = st.take_deliveries();
+        let mut out = st.take_deliveries(std::mem::take(&mut self.spare));
         drop(st);
-        shared.deliver(out);
+        shared.deliver(&mut out);
+        if out.keep() {
+            self.spare = out;
+        }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Finished> {
@@ -164,9 +170,12 @@ impl Driver {
                 break;
             }
         }
-        let out = st.take_deliveries();
+        let mut out = st.take_deliveries(std::mem::take(&mut self.spare));
         drop(st);
-        shared.deliver(out);
+        shared.deliver(&mut out);
+        if out.keep() {
+            self.spare = out;
+        }
         match finished {
             Some(f) => Poll::Ready(f),
             None => Poll::Pending,
@@ -288,9 +297,7 @@ impl Driver {
                     if queue.is_empty() {
                         break;
                     }
-                    let slices: Vec<IoSlice<'_>> =
-                        queue.segments(SEGMENTS_PER_WRITE).map(|seg| IoSlice::new(seg.as_slice())).collect();
-                    s.fd.poll_write_vectored(cx, &slices)
+                    with_io_slices(queue, SEGMENTS_PER_WRITE, |slices| s.fd.poll_write_vectored(cx, slices))
                 };
                 match written {
                     Poll::Pending => break,

@@ -70,14 +70,14 @@ impl Shared {
         let mut state = self.lock();
         let r = f(&mut state, clock::now());
         state.carry_out(self, false);
-        let out = std::mem::take(&mut state.deliveries);
+        let mut out = std::mem::take(&mut state.deliveries);
         drop(state);
-        self.deliver(out);
+        self.deliver(&mut out);
         r
     }
 
     /// Hands out what [`State::carry_out`] gathered. Never called with the lock held.
-    pub fn deliver(self: &Arc<Self>, out: Deliveries) {
+    pub fn deliver(self: &Arc<Self>, out: &mut Deliveries) {
         let refused = out.deliver(self.on_log.as_ref(), &*self.runtime);
         if !refused.is_empty() {
             self.with(|state, now| {

@@ -11,7 +11,6 @@
 //! diagnostics are handed out after the lock is let go of, never while it is held.
 
 use std::collections::BTreeMap;
-use std::io::IoSlice;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::task::Waker;
@@ -37,7 +36,7 @@ use crate::job_queue::JobSender;
 use crate::logs::LogRecord;
 use crate::oneshot;
 use crate::registry::Job;
-use crate::runtime::{try_write, AsyncFd};
+use crate::runtime::{try_write, with_io_slices, AsyncFd};
 use crate::shared::{gone, Shared};
 use crate::spawn::{ChildInfo, SpawnOptions};
 
@@ -123,6 +122,9 @@ pub(crate) struct State {
     pub started: std::time::Instant,
     pub interrupts: u32,
     pub deliveries: Deliveries,
+    /// The streams one round of `carry_out` wrote to, kept between rounds (a round allocates
+    /// nothing).
+    dirty: Vec<StreamId>,
     /// Leave writes for a later flush (or the driver, woken) instead of writing them now.
     pub defer_writes: bool,
     /// Leave them if a blocking call was handed out meanwhile (set by the calls thread).
@@ -160,6 +162,7 @@ impl State {
             started: std::time::Instant::now(),
             interrupts: 0,
             deliveries: Deliveries::default(),
+            dirty: Vec::new(),
             defer_writes: false,
             defer_if_busy: false,
             job_sent: false,
@@ -212,8 +215,9 @@ impl State {
     /// it is woken).
     pub fn carry_out(&mut self, shared: &Arc<Shared>, on_io: bool) {
         let mut wake = false;
+        let mut dirty = std::mem::take(&mut self.dirty);
         loop {
-            let mut dirty: Vec<StreamId> = Vec::new();
+            dirty.clear();
             while let Some(action) = self.host.poll_action() {
                 match action {
                     Action::Output(out) => self.output(shared, out),
@@ -254,7 +258,7 @@ impl State {
                 break;
             }
             if !on_io && (self.defer_writes || (self.defer_if_busy && self.job_sent)) {
-                for stream in dirty {
+                for &stream in &dirty {
                     if !self.unwritten.contains(&stream) {
                         self.unwritten.push(stream);
                     }
@@ -263,7 +267,7 @@ impl State {
                 break;
             } else if !on_io {
                 // Written now if the sockets take it; what is left is the driver's.
-                for stream in dirty {
+                for &stream in &dirty {
                     wake |= !self.write_now(stream);
                 }
             } else {
@@ -271,6 +275,7 @@ impl State {
                 break;
             }
         }
+        self.dirty = dirty;
         self.defer_writes = false;
         self.defer_if_busy = false;
         self.job_sent = false;
@@ -290,19 +295,12 @@ impl State {
             if queue.is_empty() {
                 return true;
             }
-            let slices: Vec<IoSlice<'_>> =
-                queue.segments(SEGMENTS_PER_WRITE).map(|seg| IoSlice::new(seg.as_slice())).collect();
+            let written = with_io_slices(queue, SEGMENTS_PER_WRITE, |slices| try_write(s.fd.fd(), slices));
             let now = clock::now();
-            match try_write(s.fd.fd(), &slices) {
-                Ok(Some(n)) => {
-                    drop(slices);
-                    self.host.wrote(now, stream, n);
-                }
+            match written {
+                Ok(Some(n)) => self.host.wrote(now, stream, n),
                 Ok(None) => return false,
-                Err(_) => {
-                    drop(slices);
-                    self.host.write_failed(now, stream);
-                }
+                Err(_) => self.host.write_failed(now, stream),
             }
         }
     }
@@ -446,8 +444,8 @@ impl State {
         self.deliveries.notes.push(note);
     }
 
-    pub fn take_deliveries(&mut self) -> Deliveries {
-        std::mem::take(&mut self.deliveries)
+    pub fn take_deliveries(&mut self, spare: Deliveries) -> Deliveries {
+        std::mem::replace(&mut self.deliveries, spare)
     }
 
     /// After `Exit`: calls and spawns still waiting will never be answered by the node.

@@ -80,6 +80,30 @@ pub fn available() -> &'static [&'static str] {
     return &["smol"];
 }
 
+/// Hands `f` up to `max` segments of `queue` as `IoSlice`s for one vectored write: on the stack
+/// when they are few (a frame is two segments), so a write allocates nothing; in a vector past
+/// that.
+pub(crate) fn with_io_slices<R>(
+    queue: &arbor_core::host::WriteQueue,
+    max: usize,
+    f: impl FnOnce(&[IoSlice<'_>]) -> R,
+) -> R {
+    const ON_STACK: usize = 16;
+    let mut stack = [IoSlice::new(&[]); ON_STACK];
+    let mut segments = queue.segments(max);
+    for (n, slot) in stack.iter_mut().enumerate() {
+        match segments.next() {
+            Some(seg) => *slot = IoSlice::new(seg.as_slice()),
+            None => return f(&stack[..n]),
+        }
+    }
+    let Some(next) = segments.next() else { return f(&stack) };
+    let mut all = stack.to_vec();
+    all.push(IoSlice::new(next.as_slice()));
+    all.extend(segments.map(|seg| IoSlice::new(seg.as_slice())));
+    f(&all)
+}
+
 /// A read with `EINTR` retried: `Ok(None)` is `WouldBlock`.
 pub(crate) fn try_read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<usize>> {
     loop {
