@@ -75,6 +75,7 @@ impl postcard::ser_flavors::Flavor for Out<'_> {
 mod tests {
     use super::*;
     use alloc::vec;
+    use alloc::vec::Vec;
 
     #[test]
     fn bodies_are_what_postcard_writes_and_share_one_chunk() {
@@ -115,6 +116,21 @@ mod tests {
             let body = arena.encode(&i, 4).unwrap();
             assert!(chunk.contains(&(body.as_ptr() as usize)), "body {i} is not in the first chunk");
         }
+    }
+
+    #[test]
+    fn later_chunks_are_chunks_too() {
+        // Every body kept alive, so each full chunk is replaced rather than reused: the new
+        // ones must still hold many bodies each, not one allocation per body.
+        let mut arena = BodyArena::default();
+        let bodies: Vec<Bytes> = (0..4 * CHUNK as u32).map(|i| arena.encode(&i, 4).unwrap()).collect();
+        let adjacent =
+            bodies.windows(2).filter(|w| w[0].as_ptr().wrapping_add(w[0].len()) == w[1].as_ptr()).count();
+        assert!(
+            adjacent * 100 >= bodies.len() * 99,
+            "{adjacent} of {} bodies follow the one before",
+            bodies.len()
+        );
     }
 
     #[test]
