@@ -119,6 +119,31 @@ impl Deliveries {
         refused
     }
 
+    /// What has been gathered, moved out vector by vector; the empty ones stay (with their
+    /// room) for the next round — a thread other than the IO thread, which takes this instead
+    /// of handing back a spare, would otherwise take the room the IO thread's rounds reuse.
+    pub fn take_filled(&mut self) -> Deliveries {
+        fn filled<T>(v: &mut Vec<T>) -> Vec<T> {
+            if v.is_empty() {
+                Vec::new()
+            } else {
+                std::mem::take(v)
+            }
+        }
+        Deliveries {
+            jobs: filled(&mut self.jobs),
+            answers: filled(&mut self.answers),
+            spawns: filled(&mut self.spawns),
+            logs: filled(&mut self.logs),
+            notes: filled(&mut self.notes),
+            tasks: filled(&mut self.tasks),
+            departures: filled(&mut self.departures),
+            no_departures: filled(&mut self.no_departures),
+            stops: filled(&mut self.stops),
+            wake: self.wake.take(),
+        }
+    }
+
     /// Whether these emptied vectors are worth keeping for the next round: not after a burst
     /// (a hundred pipelined answers), whose room would otherwise stay allocated for good.
     pub fn keep(&self) -> bool {

@@ -70,7 +70,7 @@ impl Shared {
         let mut state = self.lock();
         let r = f(&mut state, clock::now());
         state.carry_out(self, false);
-        let mut out = std::mem::take(&mut state.deliveries);
+        let mut out = state.deliveries.take_filled();
         drop(state);
         self.deliver(&mut out);
         r
