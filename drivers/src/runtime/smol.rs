@@ -1,6 +1,12 @@
 //! The smol runtime: async-io's reactor and timers; the IO thread's driver runs under
 //! `async_io::block_on` (which drives the reactor itself while the driver waits), and async
 //! functions on an `Executor` of their own on a tasks thread, started with the first task.
+//!
+//! What it costs: async-io also runs a fallback thread of its own, which takes the reactor once
+//! it has seen it go 10 ms without a turn and keeps it until the IO thread wins it back; until
+//! then each event reaches the IO thread through that thread, one more wake-up per process
+//! (docs/benchmarks.md, "After an idle spell"; bench/gaps.sh). Nothing in async-io's API lets
+//! the IO thread keep the reactor. On tokio the IO thread owns its reactor.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
