@@ -435,7 +435,8 @@ thread keep the reactor: the choice is made inside its `block_on` and its thread
 was closed, and is in no release). Arming a timer to keep the reactor turning would be polling, \
 which the driver does not do. On tokio, the IO thread owns its reactor. Both runtimes are still \
 several times the floor after an idle spell (the floor's two processes wake each other, arbor \
-wakes four threads in turn), against 2.5-2.8× back to back.
+wakes four threads in turn), more so than back to back (bench/gaps.sh's floor is as fast \
+after 30 ms idle as back to back; arbor is not).
 - **Syscalls per round trip** (counts, not timings, `bench/counts.sh`: `perf stat` over \
 `ARBOR_BENCH_COUNT_CALLS=3000 arbor-bench arbor-round` less the same with 1000, i.e. per child \
 round trip, at commit 5df762b): smol 20 — ours: 2 reads (a read only when the reactor reported \

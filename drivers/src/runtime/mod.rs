@@ -98,7 +98,9 @@ pub(crate) fn with_io_slices<R>(
         }
     }
     let Some(next) = segments.next() else { return f(&stack) };
-    let mut all = stack.to_vec();
+    // A burst (pipelined calls): room for a few times what the stack held, in one allocation.
+    let mut all = Vec::with_capacity(4 * ON_STACK);
+    all.extend_from_slice(&stack);
     all.push(IoSlice::new(next.as_slice()));
     all.extend(segments.map(|seg| IoSlice::new(seg.as_slice())));
     f(&all)
