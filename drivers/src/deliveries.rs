@@ -68,11 +68,11 @@ impl Note {
 impl Deliveries {
     /// Hands out what [`State::carry_out`] gathered. Never called with the lock held. Returns
     /// the calls the calls thread is no longer there to take.
-    #[must_use]
     ///
     /// Everything is drained, not consumed: the IO thread hands the emptied vectors back to the
     /// state for the next round (`Deliveries::keep`), so a round that answers one call
     /// allocates nothing for it.
+    #[must_use]
     pub fn deliver(&mut self, on_log: Option<&LogHandler>, runtime: &dyn Runtime) -> Vec<Job> {
         let out = self;
         let mut refused = Vec::new();

@@ -12,7 +12,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -117,12 +117,7 @@ impl Driver {
             }
         }
         st.carry_out(&shared, true);
-        let mut out = st.take_deliveries(std::mem::take(&mut self.spare));
-        drop(st);
-        shared.deliver(&mut out);
-        if out.keep() {
-            self.spare = out;
-        }
+        self.hand_out(&shared, st);
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Finished> {
@@ -170,15 +165,21 @@ impl Driver {
                 break;
             }
         }
+        self.hand_out(&shared, st);
+        match finished {
+            Some(f) => Poll::Ready(f),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Lets go of the lock, then hands out what the round gathered, into the vectors the
+    /// last round emptied (see `Deliveries::keep`).
+    fn hand_out(&mut self, shared: &Arc<Shared>, mut st: MutexGuard<'_, State>) {
         let mut out = st.take_deliveries(std::mem::take(&mut self.spare));
         drop(st);
         shared.deliver(&mut out);
         if out.keep() {
             self.spare = out;
-        }
-        match finished {
-            Some(f) => Poll::Ready(f),
-            None => Poll::Pending,
         }
     }
 
