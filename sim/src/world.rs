@@ -24,7 +24,7 @@
 //! daemon), where SHUT_WR reaches every holder, and whose writers block while they are full;
 //! reaping by the parent.
 
-use std::cmp::Reverse;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
@@ -88,6 +88,36 @@ enum Ev {
     /// Ask for the next plan process's spawn (its parent was stopped when its turn came).
     Spawn,
 }
+
+/// An event for a later instant, ordered for the queue's max-heap: the earliest first, and
+/// among events for one instant the one scheduled first (`seq` is unique, so the event itself
+/// never takes part in the comparison).
+#[derive(Debug)]
+struct Scheduled {
+    at: Instant,
+    seq: u64,
+    ev: Ev,
+}
+
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Scheduled {}
 
 type LinkId = usize;
 type LoggerId = usize;
@@ -345,7 +375,7 @@ pub struct World {
     plan: Plan,
     rng: Rng,
     /// Events for later instants, by (instant, order scheduled).
-    queue: BinaryHeap<Reverse<(Instant, u64, Ev)>>,
+    queue: BinaryHeap<Scheduled>,
     /// Events scheduled for the current instant, in the order scheduled. They come after every
     /// queued event for this instant (those were scheduled before the clock got here) and
     /// before any later one: the heap's order, without a heap operation for each of the many
@@ -415,15 +445,15 @@ impl World {
     /// Runs until nothing is scheduled or virtual time passes `limit`.
     pub fn run_until(&mut self, limit: Instant) {
         loop {
-            let next_at = self.queue.peek().map(|Reverse((at, ..))| *at);
+            let next_at = self.queue.peek().map(|s| s.at);
             let ev = match next_at {
                 _ if self.now > limit => None,
                 // Queued for this instant: scheduled before anything in `now_queue`.
-                Some(at) if at <= self.now => self.queue.pop().map(|Reverse((.., ev))| ev),
+                Some(at) if at <= self.now => self.queue.pop().map(|s| s.ev),
                 _ if !self.now_queue.is_empty() => self.now_queue.pop_front(),
                 Some(at) if at <= limit => {
                     self.now = at;
-                    self.queue.pop().map(|Reverse((.., ev))| ev)
+                    self.queue.pop().map(|s| s.ev)
                 }
                 _ => None,
             };
@@ -443,7 +473,7 @@ impl World {
         if at <= self.now {
             self.now_queue.push_back(ev);
         } else {
-            self.queue.push(Reverse((at, self.seq, ev)));
+            self.queue.push(Scheduled { at, seq: self.seq, ev });
         }
     }
 
