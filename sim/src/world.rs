@@ -63,7 +63,7 @@ const fn runaway_line() -> [u8; RUNAWAY_LINE_LEN] {
     line
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ev {
     /// The process may read from this stream.
     Read(ProcId, StreamId),
