@@ -63,23 +63,18 @@ fn ms(d: Duration) -> f64 {
 /// timing-sensitive, so this reads the same on a busy machine).
 pub fn run(only_rtt: bool, only_calls: bool, only_bulk: bool, only_rss: bool) -> Result<(), RoundError> {
     let root = start()?;
-    if let Some(n) = std::env::var("ARBOR_BENCH_COUNT_CALLS").ok().and_then(|s| s.parse().ok()) {
+    if let Some(n) = crate::count_calls() {
         // Counting, not timing: N child round trips and nothing else, for `strace -c -f` or
         // callgrind (a run with 2N less one with N is what N round trips cost).
         let child = spawn(&root)?;
-        // ARBOR_BENCH_GAP_MS: each call after that long idle (bench/gaps.sh), timed.
-        let gap = crate::gap();
-        let mut samples = Vec::new();
-        for _ in 0..n {
-            if let Some(gap) = gap {
-                thread::sleep(gap);
-            }
-            let t = Instant::now();
-            noop(&root, child.id)?;
-            samples.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-        if gap.is_some() {
+        if let Some(gap) = crate::gap() {
+            // Each call after that long idle (bench/gaps.sh), timed.
+            let samples = crate::after_gaps(n, gap, || noop(&root, child.id))?;
             emit(system(), "rtt_child_after_gap", "us", samples);
+        } else {
+            for _ in 0..n {
+                noop(&root, child.id)?;
+            }
         }
         root.shutdown();
         return Ok(());

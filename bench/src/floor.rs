@@ -56,14 +56,7 @@ pub fn run(only_rtt: bool) -> io::Result<()> {
     let mut child = Peer::start("floor-echo")?;
     if let Some(gap) = crate::gap() {
         // bench/gaps.sh: ARBOR_BENCH_COUNT_CALLS pings, each after ARBOR_BENCH_GAP_MS idle.
-        let n = std::env::var("ARBOR_BENCH_COUNT_CALLS").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
-        let mut samples = Vec::with_capacity(n);
-        for _ in 0..n {
-            std::thread::sleep(gap);
-            let t = Instant::now();
-            child.ping()?;
-            samples.push(t.elapsed().as_secs_f64() * 1e6);
-        }
+        let samples = crate::after_gaps(crate::count_calls().unwrap_or(100), gap, || child.ping())?;
         emit("floor", "rtt_child_after_gap", "us", samples);
         return child.stop();
     }

@@ -84,6 +84,12 @@ fn run_options(args: &[String]) -> Result<report::RunOptions, String> {
     Ok(opts)
 }
 
+/// `ARBOR_BENCH_COUNT_CALLS`: how many calls a counting run makes (bench/counts.sh,
+/// bench/gaps.sh), if set.
+fn count_calls() -> Option<usize> {
+    std::env::var("ARBOR_BENCH_COUNT_CALLS").ok().and_then(|s| s.parse().ok())
+}
+
 /// `ARBOR_BENCH_GAP_MS`: how long the counting runs leave the tree idle before each call
 /// (bench/gaps.sh), if set.
 fn gap() -> Option<std::time::Duration> {
@@ -91,6 +97,22 @@ fn gap() -> Option<std::time::Duration> {
         .ok()
         .and_then(|s| s.parse().ok())
         .map(std::time::Duration::from_millis)
+}
+
+/// `n` calls of `call`, each after `gap` idle: how long each took, in µs.
+fn after_gaps<E>(
+    n: usize,
+    gap: std::time::Duration,
+    mut call: impl FnMut() -> Result<(), E>,
+) -> Result<Vec<f64>, E> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        std::thread::sleep(gap);
+        let t = std::time::Instant::now();
+        call()?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(samples)
 }
 
 /// A memory figure of a process from /proc/<pid>/status (`VmRSS`, `RssAnon`), in KiB.
