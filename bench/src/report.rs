@@ -427,8 +427,8 @@ the IO thread: one more thread hop in the child (the call arrived) and one in th
 answer arrived), until the IO thread wins the lock back. The back-to-back round trips above \
 never meet it (the reactor turns every few tens of µs); calls 30 ms apart always do. \
 `bench/gaps.sh 5` (5 interleaved rounds × 60 calls, each after 30 ms idle, 2026-12-01 18:36 \
-UTC): floor 52.6 µs, smol 374 µs, tokio 313 µs — smol 1.19× tokio (1.38× in a run 15 minutes \
-earlier: 388 against 282); perf's count of epoll waits by thread: smol's `async-io` threads 109, \
+UTC): floor 52.6 µs, smol 374 µs, tokio 313 µs — smol 1.19× tokio (1.38× and 1.30× in two \
+other runs that day: 388 against 282, 417 against 321); perf's count of epoll waits by thread: smol's `async-io` threads 109, \
 its IO threads 46; tokio's IO threads 224, no other. Nothing in async-io's API lets the IO \
 thread keep the reactor: the choice is made inside its `block_on` and its thread's loop \
 (upstream: smol-rs/async-io#40; a change that keeps the reactor with a lone `block_on`, PR #249, \
