@@ -356,8 +356,9 @@ impl State {
         }
     }
 
-    /// An async function runs as a task on the IO thread's executor; anything else goes to the
-    /// calls thread, which answers an unknown name too.
+    /// An async function runs as a task on the runtime's tasks thread (never on the IO thread,
+    /// which must stay free to drain the capture sockets: `Runtime::spawn`); anything else goes
+    /// to the calls thread, which answers an unknown name too.
     fn run_call(&mut self, shared: &Arc<Shared>, job: JobId, request: CallRequest) {
         if let Some(task) = shared.functions.task(&request, &shared.name) {
             let done = Arc::downgrade(shared);
