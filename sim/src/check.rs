@@ -650,13 +650,23 @@ fn calls_resolve_once(trace: &Trace, v: &mut Vec<Violation>) {
 }
 
 /// What the call-timing checkers (`deadlines`, `refusals-answered`) need of a run, noted in
-/// the one pass: every call issued and every answer, in order, each process's first death, the
-/// cancels, the bytes framed. They judge at the end, when the tree is whole; only the calls they
-/// judge get their first answer looked up.
+/// the one pass: the calls they may judge and those calls' answers, in order, each process's
+/// first death, the cancels, the bytes framed. They judge at the end, when the tree is whole.
+///
+/// A call neither rule can judge is not noted at all: one without a deadline to a callee already
+/// known, when the call is issued, to be the caller or below it. The tree read at the end would
+/// say the same of it (a process's id, its parents and its ancestors' ids are all known once it
+/// has been spawned, and a later process never takes a lower index), so the end's verdict is
+/// unchanged; a long run of ordinary calls then costs no memory here.
 struct CallTiming<'t> {
-    /// Every call issued: (caller, call, callee's id, deadline, when).
+    /// Every call that may be judged: (caller, call, callee's id, deadline, when).
     issued: Vec<(ProcId, u64, ContextId, Option<Instant>, Instant)>,
-    /// Every answer: (caller, call, when, error kind if any).
+    /// The `(caller, call)` of each of them, to note their answers.
+    judged: BTreeSet<(ProcId, u64)>,
+    /// Whether a caller may call a context ([`refused_by`]), for the pairs whose callee was known
+    /// when the first call between them was issued (a run makes many calls between few pairs).
+    allowed: BTreeMap<(ProcId, ContextId), bool>,
+    /// The answers of those calls: (caller, call, when, error kind if any).
     answered: Vec<(ProcId, u64, Instant, Option<CallErrorKind>)>,
     died: BTreeMap<ProcId, Instant>,
     /// A CANCEL_CALL sent, or refused by the caller's own router, by (caller, when).
@@ -676,6 +686,8 @@ impl<'t> CallTiming<'t> {
     fn new(plan: &'t Plan) -> CallTiming<'t> {
         CallTiming {
             issued: Vec::new(),
+            judged: BTreeSet::new(),
+            allowed: BTreeMap::new(),
             answered: Vec::new(),
             died: BTreeMap::new(),
             cancels: BTreeSet::new(),
@@ -764,13 +776,7 @@ impl<'t> CallTiming<'t> {
             .issued
             .iter()
             .filter_map(|&(p, call, to, _, at)| {
-                let refused_by = *judged.entry((p, to)).or_insert_with(|| {
-                    let callee = tree.proc_of(to)?;
-                    let caller_id = tree.ids.get(&p).copied();
-                    let allowed =
-                        callee == p || caller_id.is_none_or(|id| tree.ancestors(callee).contains(&id));
-                    (!allowed).then_some(callee)
-                });
+                let refused_by = *judged.entry((p, to)).or_insert_with(|| refused_by(tree, p, to).flatten());
                 refused_by.map(|callee| (p, call, to, callee, at))
             })
             .collect();
@@ -837,13 +843,25 @@ impl<'t> CallTiming<'t> {
 }
 
 impl<'t> Rule<'t> for CallTiming<'_> {
-    fn event(&mut self, _: &Tree, e: &'t Event) {
+    fn event(&mut self, tree: &Tree, e: &'t Event) {
         self.end = e.at;
         match &e.what {
             What::CallIssued { call, to, deadline } => {
-                self.issued.push((e.proc, call.0, *to, *deadline, e.at))
+                let allowed = match self.allowed.get(&(e.proc, *to)) {
+                    Some(&allowed) => allowed,
+                    None => match refused_by(tree, e.proc, *to) {
+                        Some(refused) => *self.allowed.entry((e.proc, *to)).or_insert(refused.is_none()),
+                        None => false, // no such context yet: judged at the end
+                    },
+                };
+                if deadline.is_some() || !allowed {
+                    self.issued.push((e.proc, call.0, *to, *deadline, e.at));
+                    self.judged.insert((e.proc, call.0));
+                }
             }
-            What::Out(Output::CallReturned { call, result }) => {
+            What::Out(Output::CallReturned { call, result })
+                if !self.judged.is_empty() && self.judged.contains(&(e.proc, call.0)) =>
+            {
                 self.answered.push((e.proc, call.0, e.at, result.as_ref().err().map(|e| e.kind)))
             }
             What::Died(_) => {
@@ -889,6 +907,17 @@ fn refusals_answered(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violat
     let mut timing = CallTiming::new(plan);
     trace.events.iter().for_each(|e| timing.event(tree, e));
     timing.refusals_answered(tree, v);
+}
+
+/// Whether a call from `caller` to context `to` is one a router refuses, by the tree known so
+/// far: `Some(Some(callee))` if the caller is not an ancestor of the callee (`refusals-answered`
+/// judges it), `Some(None)` if it may call it (itself, or a context below it), `None` while no
+/// process with that id is known.
+fn refused_by(tree: &Tree, caller: ProcId, to: ContextId) -> Option<Option<ProcId>> {
+    let callee = tree.proc_of(to)?;
+    let caller_id = tree.ids.get(&caller).copied();
+    let allowed = callee == caller || caller_id.is_none_or(|id| tree.ancestors(callee).contains(&id));
+    Some((!allowed).then_some(callee))
 }
 
 /// A CANCEL_CALL leaving, or refused by the caller's own router (no route to the callee).
