@@ -1705,6 +1705,47 @@ mod tests {
     }
 
     #[test]
+    fn call_timing_judges_each_call_by_the_whole_tree_even_one_issued_before_its_callee_was_known() {
+        // `check` learns ids as it reads, so when a call is issued its callee may not be known
+        // yet: such a call is kept and judged once the tree is whole. A call already known to go
+        // down the tree (root 0 calling its child 2) cannot be refused, and is not kept at all.
+        let p = plan(vec![0, 0]);
+        let learning = |trace: &Trace| {
+            let mut tree = Tree::empty(&p);
+            let mut timing = CallTiming::new(&p);
+            for e in &trace.events {
+                if let What::Spawned { id, .. } = e.what {
+                    tree.ids.insert(e.proc, id);
+                }
+                timing.event(&tree, e);
+            }
+            timing.end = trace.events.last().map_or(Instant::ZERO, |e| e.at);
+            let kept = timing.issued.len();
+            let mut v = Vec::new();
+            timing.finish(&tree, &mut v);
+            (names(&v), kept)
+        };
+        let mut tr = base();
+        // 1 calls context 2 before 2 is spawned; 2 is its sibling, so 1's router refuses it.
+        tr.push(t(1), 1, What::CallIssued { call: CallId(0), to: ContextId(2), deadline: None });
+        tr.push(t(1), 2, What::Spawned { id: ContextId(2), pid: Pid(102) });
+        tr.push(t(2), 0, What::CallIssued { call: CallId(7), to: ContextId(2), deadline: None });
+        let mut bad = tr.clone();
+        bad.push(t(41), 1, returned(0, CallErrorKind::ShuttingDown));
+        assert_eq!(learning(&bad), (vec!["refusals-answered"], 1));
+        let mut good = tr.clone();
+        good.push(t(2), 1, returned(0, CallErrorKind::Undeliverable));
+        good.push(t(41), 0, What::Out(Output::Exit { how: ExitKind::Clean }));
+        assert_eq!(learning(&good), (Vec::<&str>::new(), 1));
+        // A deadline keeps any call, even one down the tree: it is judged by `deadlines`.
+        let mut late = tr.clone();
+        late.push(t(3), 0, What::CallIssued { call: CallId(8), to: ContextId(2), deadline: Some(t(10)) });
+        late.push(t(2), 1, returned(0, CallErrorKind::Undeliverable));
+        late.push(t(41), 0, What::Out(Output::Exit { how: ExitKind::Clean }));
+        assert_eq!(learning(&late), (vec!["deadlines"], 2));
+    }
+
+    #[test]
     fn refusal_checker_catches_a_refused_call_left_pending() {
         // Root 0 with children 1 and 2; 1 calls its sibling 2, which refuses it. Latency 100 µs,
         // so one round trip over the four hops is well under 1 ms (plus the slack).
