@@ -492,5 +492,13 @@ thread, async-io's own), libc's data. What the driver itself held is trimmed: a 
 buffer instead of 64 KiB zeroed, vectors sorted by key for its small maps (streams, children). \
 A tracing subscriber of the driver's own instead of `tracing_subscriber`'s registry (its span \
 slab is 32 KiB from the start) saved about 100 KiB more, but was taken out again: a value whose \
-`Debug` logs could deadlock it, and its lines differed from `fmt`'s for errors with sources.
+`Debug` logs could deadlock it, and its lines differed from `fmt`'s for errors with sources. \
+Built with link-time optimisation (`CARGO_PROFILE_RELEASE_LTO=fat \
+CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1`), the benchmark binary is 1.88 MB instead of 2.51 MB \
+(.text 1.14 MB), and an idle child's VmRSS was 2.98 MiB (2.94–3.04, ten children) against \
+3.24 MiB (3.13–3.31) for the default build run beside it (2026-12-01 20:05 UTC, main at \
+ea1eb8a): less code, so fewer 64 KiB windows faulted in (RssAnon 0.28 against 0.30 MiB). That \
+only just meets the 3 MiB target, and not on every child. The workspace keeps the default release \
+profile, for CI's build time and because the simulator is compared with madsim on default \
+profiles.
 ";
