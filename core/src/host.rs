@@ -193,6 +193,48 @@ impl<'a> Segment<'a> {
     }
 }
 
+/// The segments of a [`WriteQueue`], in order ([`WriteQueue::segments`]): each frame's header
+/// (what is left of it), then its body, with empty ones left out. A state machine of its own
+/// rather than a chain of iterator adapters: every write of every host walks it.
+#[derive(Clone, Debug)]
+pub struct Segments<'a> {
+    frames: alloc::collections::vec_deque::Iter<'a, Frame>,
+    /// The body of the frame whose header was handed out last, and where it starts.
+    body: Option<(&'a Bytes, usize)>,
+    /// Bytes of the next frame already written (the first frame's only).
+    skip: usize,
+    /// Segments still to hand out.
+    left: usize,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = Segment<'a>;
+
+    fn next(&mut self) -> Option<Segment<'a>> {
+        while self.left > 0 {
+            if let Some((body, from)) = self.body.take() {
+                if from < body.len() {
+                    self.left -= 1;
+                    return Some(Segment::Body(body, from));
+                }
+                continue;
+            }
+            let frame = self.frames.next()?;
+            let skip = core::mem::take(&mut self.skip);
+            let header = frame.header();
+            match header.get(skip..).filter(|rest| !rest.is_empty()) {
+                Some(rest) => {
+                    self.body = Some((frame.body(), 0));
+                    self.left -= 1;
+                    return Some(Segment::Header(rest));
+                }
+                None => self.body = Some((frame.body(), skip - header.len())),
+            }
+        }
+        None
+    }
+}
+
 impl WriteQueue {
     /// Bytes queued and not yet written.
     pub fn len(&self) -> usize {
@@ -205,23 +247,8 @@ impl WriteQueue {
     }
 
     /// The queued bytes in order, as at most `max` non-empty segments.
-    pub fn segments(&self, max: usize) -> impl Iterator<Item = Segment<'_>> {
-        let done = self.done;
-        self.frames
-            .iter()
-            .enumerate()
-            .flat_map(move |(i, f)| {
-                let skip = if i == 0 { done } else { 0 };
-                let header = f.header();
-                let (h, b) = if skip < header.len() {
-                    (Some(Segment::Header(&header[skip..])), Segment::Body(f.body(), 0))
-                } else {
-                    (None, Segment::Body(f.body(), skip - header.len()))
-                };
-                h.into_iter().chain(core::iter::once(b))
-            })
-            .filter(|s| !s.as_slice().is_empty())
-            .take(max)
+    pub fn segments(&self, max: usize) -> Segments<'_> {
+        Segments { frames: self.frames.iter(), body: None, skip: self.done, left: max }
     }
 
     fn push(&mut self, frame: Frame) {
@@ -823,6 +850,34 @@ mod tests {
         // More lines after the queue emptied ask for a write again.
         host.received(t(2), LOGGER, b"three\n");
         assert!(ios(&drain(&mut host)).contains(&Io::Write { stream: PARENT }));
+    }
+
+    #[test]
+    fn segments_are_the_unwritten_bytes_in_order_none_of_them_empty_at_most_max() {
+        // An empty body (SHUTDOWN's) has no segment; a partly written frame starts mid-header
+        // or mid-body, wherever the last write ended.
+        let frames: Vec<Frame> = ["", "hello", "", "a body of some length"]
+            .iter()
+            .map(|body| {
+                Message::new(ContextId(1), ContextId::ROOT, Handle::SHUTDOWN, Encoding::Binary, *body)
+                    .to_frame()
+            })
+            .collect();
+        let wire: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+        for done in 0..=wire.len() {
+            let mut q = WriteQueue::default();
+            frames.iter().for_each(|f| q.push(f.clone()));
+            q.consume(done);
+            let all: Vec<Segment<'_>> = q.segments(usize::MAX).collect();
+            assert!(all.iter().all(|s| !s.as_slice().is_empty()), "an empty segment after {done}");
+            let bytes: Vec<u8> = all.iter().flat_map(|s| s.as_slice().to_vec()).collect();
+            assert_eq!(bytes, wire[done..], "after {done} bytes written");
+            for max in 0..4 {
+                let some: Vec<Segment<'_>> = q.segments(max).collect();
+                assert_eq!(some.len(), all.len().min(max));
+                assert!(some.iter().zip(&all).all(|(a, b)| a.as_slice() == b.as_slice()));
+            }
+        }
     }
 
     #[test]
