@@ -1,14 +1,16 @@
 //! Small message bodies carved out of shared chunks instead of allocated one by one.
 //!
 //! Every call and every answer a node encodes is a small body (a name, a few argument bytes, a
-//! result). Allocated one by one, each cost two allocations: its vector, and the shared header
-//! `Bytes` adds to a vector with spare capacity. Carved out of a 4 KiB chunk, a body costs a
+//! result), and so is every captured line it forwards. Allocated one by one, each cost two
+//! allocations: its vector, and the shared header `Bytes` adds to a vector with spare capacity. Carved out of a 4 KiB chunk, a body costs a
 //! reference count; the chunk is freed when its last body is, and reused in place when every
 //! body cut from it is gone by the time the next one is encoded (`BytesMut::reserve` reclaims
 //! a buffer it holds alone) — so a node answering one call at a time allocates nothing in its
 //! steady state. A body kept alive keeps at most one chunk alive; bodies above an eighth of a
 //! chunk get an allocation of their own, so a large result never pins, nor is copied into,
 //! a chunk.
+
+use alloc::vec::Vec;
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
@@ -46,6 +48,23 @@ impl BodyArena {
                 None
             }
         }
+    }
+
+    /// `parts`, one after another, as one body: carved out of the current chunk when small
+    /// enough, otherwise an allocation of its own, exactly its size.
+    pub(crate) fn concat(&mut self, parts: &[&[u8]]) -> Bytes {
+        let len = parts.iter().map(|p| p.len()).sum();
+        if len > SMALL {
+            let mut body = Vec::with_capacity(len);
+            parts.iter().for_each(|p| body.extend_from_slice(p));
+            return Bytes::from(body);
+        }
+        if self.buf.capacity() == 0 {
+            self.buf = BytesMut::with_capacity(CHUNK);
+        }
+        self.buf.reserve(len);
+        parts.iter().for_each(|p| self.buf.extend_from_slice(p));
+        self.buf.split().freeze()
     }
 }
 
@@ -86,6 +105,23 @@ mod tests {
         assert_eq!(b, postcard::to_allocvec(&(2u8, "two")).unwrap());
         // Cut one after the other out of the same chunk.
         assert_eq!(a.as_ptr().wrapping_add(a.len()), b.as_ptr());
+    }
+
+    #[test]
+    fn concatenated_bodies_are_their_parts_in_order_small_ones_in_the_chunk() {
+        let mut arena = BodyArena::default();
+        let a = arena.concat(&[b"stdout", b"\0", b"20", b"\0", b"a line"]);
+        let b = arena.concat(&[b"", b"x"]);
+        assert_eq!(a, b"stdout\x0020\x00a line"[..]);
+        assert_eq!(b, b"x"[..]);
+        assert_eq!(a.as_ptr().wrapping_add(a.len()), b.as_ptr(), "cut one after the other");
+        // A large one has an allocation of its own, and the chunk goes on after it.
+        let long = vec![9u8; SMALL + 1];
+        let big = arena.concat(&[b"<", &long, b">"]);
+        assert_eq!(big.len(), SMALL + 3);
+        assert_eq!((big[0], big[1], big[SMALL + 1], big[SMALL + 2]), (b'<', 9, 9, b'>'));
+        let c = arena.concat(&[b"y"]);
+        assert_eq!(b.as_ptr().wrapping_add(b.len()), c.as_ptr());
     }
 
     #[test]

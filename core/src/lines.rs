@@ -6,7 +6,6 @@
 //! memory; at EOF a final line without a newline is still delivered (mitogen drops it). Text is
 //! decoded lossily: invalid UTF-8 becomes U+FFFD rather than losing the line.
 
-use alloc::borrow::Cow;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -81,7 +80,7 @@ impl LineSplitter {
                 continue;
             }
             let window = &bytes[..bytes.len().min(room)];
-            if let Some(nl) = window.iter().position(|b| *b == b'\n') {
+            if let Some(nl) = find_newline(window) {
                 self.partial.extend_from_slice(&window[..nl]);
                 emit(take_text(&mut self.partial, usize::MAX));
                 bytes = &bytes[nl + 1..];
@@ -98,13 +97,41 @@ impl LineSplitter {
     }
 }
 
+/// Where the first `\n` in `bytes` is, looked for eight bytes at a time: a runaway writer's
+/// lines are 64 KiB long, and a byte-by-byte scan of them was most of a simulated run.
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let w = u64::from_ne_bytes([word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7]]);
+        // A zero byte in `w ^ NEWLINES` is a newline in `word`; this is nonzero exactly when
+        // there is one (the classic test: it may flag bytes after the first zero, never before).
+        let x = w ^ NEWLINES;
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
+            return word.iter().position(|b| *b == b'\n').map(|i| at + i);
+        }
+        at += 8;
+    }
+    words.remainder().iter().position(|b| *b == b'\n').map(|i| at + i)
+}
+
 /// Removes the first `cut` bytes (all, if fewer) and decodes them lossily.
 fn take_text(buf: &mut Vec<u8>, cut: usize) -> String {
     let rest = buf.split_off(cut.min(buf.len()));
     let line = core::mem::replace(buf, rest);
-    match String::from_utf8_lossy(&line) {
-        Cow::Borrowed(_) => String::from_utf8(line).unwrap_or_default(),
-        Cow::Owned(s) => s,
+    String::from_utf8(line).unwrap_or_else(|bad| lossy(bad.as_bytes()))
+}
+
+/// `bytes` as text, invalid UTF-8 as U+FFFD. Valid text — nearly every line — is checked by
+/// `str::from_utf8`, which takes ASCII a word at a time; `String::from_utf8_lossy` walks every
+/// byte, and a runaway writer's 64 KiB lines made that most of a simulated run.
+pub(crate) fn lossy(bytes: &[u8]) -> String {
+    match core::str::from_utf8(bytes) {
+        Ok(text) => String::from(text),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 
@@ -133,6 +160,28 @@ fn char_boundary_cut(buf: &[u8]) -> usize {
 mod tests {
     use super::*;
     use alloc::vec;
+
+    #[test]
+    fn the_newline_search_finds_the_first_newline_wherever_it_is() {
+        // Every position in and around a word, every byte value beside it (a 0x0a-adjacent byte
+        // or a high byte must not fool the word test), and no newline at all.
+        for len in 0..40 {
+            for fill in [0x00u8, 0x09, 0x0b, 0x0a ^ 0x80, 0x8a, 0xff, b'x'] {
+                let mut bytes = vec![fill; len];
+                assert_eq!(find_newline(&bytes), None, "len {len} fill {fill:#x}");
+                for at in 0..len {
+                    bytes[at] = b'\n';
+                    assert_eq!(find_newline(&bytes), Some(at), "len {len} fill {fill:#x} at {at}");
+                    if at + 1 < len {
+                        bytes[at + 1] = b'\n';
+                        assert_eq!(find_newline(&bytes), Some(at), "two from {at}");
+                        bytes[at + 1] = fill;
+                    }
+                    bytes[at] = fill;
+                }
+            }
+        }
+    }
 
     fn split(max: usize, chunks: &[&[u8]]) -> (Vec<String>, Option<String>) {
         let mut s = LineSplitter::new(max);

@@ -445,8 +445,11 @@ pub struct Node {
     loggers: BTreeMap<StreamId, Logger>,
     /// Set when the parent stream is forgotten; acted on in `settle`, which knows `now`.
     parent_lost: bool,
-    /// Where the calls and answers this node encodes are serialized.
+    /// Where the calls, answers and log lines this node encodes are written.
     bodies: BodyArena,
+    /// The lines one logger read completed, kept between reads (a read of a busy logger
+    /// completes dozens).
+    lines: Vec<String>,
 }
 
 impl Node {
@@ -477,6 +480,7 @@ impl Node {
             loggers: BTreeMap::new(),
             parent_lost: false,
             bodies: BodyArena::default(),
+            lines: Vec::new(),
             config,
         }
     }
@@ -538,11 +542,12 @@ impl Node {
             Input::Received { stream, bytes } => {
                 if let Some(logger) = self.loggers.get_mut(&stream) {
                     let source = logger.source;
-                    let mut lines = Vec::new();
+                    let mut lines = core::mem::take(&mut self.lines);
                     logger.lines.push(bytes, |l| lines.push(l));
-                    for line in lines {
-                        self.forward_line(now, source, line);
+                    for line in lines.drain(..) {
+                        self.forward_line(now, source, &line);
                     }
+                    self.lines = lines;
                 } else {
                     // Each message is handled to the end before the next is decoded, as if
                     // each came in a read of its own: a call an idle main thread can take is
@@ -925,7 +930,7 @@ impl Node {
     fn stream_ended(&mut self, now: Instant, stream: StreamId) {
         if let Some(mut logger) = self.loggers.remove(&stream) {
             if let Some(last) = logger.lines.finish() {
-                self.forward_line(now, logger.source, last);
+                self.forward_line(now, logger.source, &last);
             }
             self.outputs.push_back(Output::Close { stream });
             return;
@@ -1416,9 +1421,26 @@ impl Node {
     }
 
     /// Sends one captured line towards the root as FORWARD_LOG (delivered locally in the root).
-    fn forward_line(&mut self, now: Instant, source: LogSource, text: String) {
-        let body = format!("{}\0{}\0{}", source.name(), source.level(), text);
+    /// Sends a captured line up as FORWARD_LOG: `name \0 level \0 text`, written straight into
+    /// the node's body chunks (a busy logger forwards thousands of lines).
+    fn forward_line(&mut self, now: Instant, source: LogSource, text: &str) {
+        let mut level = [0u8; 10];
+        let level = decimal(source.level(), &mut level);
+        let body = self.bodies.concat(&[source.name().as_bytes(), b"\0", level, b"\0", text.as_bytes()]);
         self.send(now, Message::new(ContextId::ROOT, self.id(), Handle::FORWARD_LOG, Encoding::Binary, body));
+    }
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
     }
 }
 
@@ -1435,6 +1457,6 @@ fn parse_log(body: &[u8]) -> Option<(String, u32, String)> {
     let mut parts = body.splitn(3, |b| *b == 0);
     let name = core::str::from_utf8(parts.next()?).ok()?;
     let level = core::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-    let text = String::from_utf8_lossy(parts.next()?).into_owned();
+    let text = crate::lines::lossy(parts.next()?);
     Some((String::from(name), level, text))
 }

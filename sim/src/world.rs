@@ -26,6 +26,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use arbor_core::call::{CallError, CallId, CallRequest, JobId};
@@ -1098,7 +1099,10 @@ impl World {
             let bytes = bytes.clone();
             self.write_stdout(p, &bytes);
             self.procs[p].backlog.pop_front();
-            self.record(p, What::Printed(String::from_utf8_lossy(&bytes).into_owned()));
+            // Valid text is checked the fast way (`from_utf8_lossy` walks every byte).
+            let text = std::str::from_utf8(&bytes)
+                .map_or_else(|_| String::from_utf8_lossy(&bytes).into_owned(), str::to_owned);
+            self.record(p, What::Printed(text));
         }
     }
 
@@ -1211,12 +1215,15 @@ impl World {
                 if !self.runnable(proc) || proc == 0 {
                     return;
                 }
+                let mut text = String::new();
                 for i in 0..lines {
                     let n = self.procs[proc].printed + i;
-                    let text = format!("p{proc} line {n}");
-                    let last = i + 1 == lines;
-                    let text = if last && !newline { text } else { format!("{text}\n") };
-                    self.procs[proc].backlog.push_back(Bytes::from(text));
+                    let end = if i + 1 == lines && !newline { "" } else { "\n" };
+                    text.clear();
+                    let _ = write!(text, "p{proc} line {n}{end}");
+                    // One allocation, exactly the line's size (no spare room for `Bytes` to
+                    // need a shared header for).
+                    self.procs[proc].backlog.push_back(Bytes::copy_from_slice(text.as_bytes()));
                 }
                 self.procs[proc].printed += lines;
                 self.pump_stdout(proc);
