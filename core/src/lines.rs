@@ -65,24 +65,46 @@ impl LineSplitter {
     /// exactly the bound is one line however the reads split it (cutting as soon as the buffer
     /// filled gave an extra empty line when the `\n` came in the next read, but not when it came
     /// in the same one).
-    pub fn push(&mut self, mut bytes: &[u8], mut emit: impl FnMut(String)) {
+    pub fn push(&mut self, bytes: &[u8], mut emit: impl FnMut(String)) {
+        self.split(bytes, |line| emit(lossy(line)));
+    }
+
+    /// [`LineSplitter::push`], lending each line instead of allocating it: a line that arrived
+    /// whole in `bytes` is decoded in place (with no copy at all when it is valid UTF-8), one
+    /// that spanned reads from the splitter's own buffer.
+    pub fn push_lines(&mut self, bytes: &[u8], mut emit: impl FnMut(&str)) {
+        self.split(bytes, |line| match core::str::from_utf8(line) {
+            Ok(text) => emit(text),
+            Err(_) => emit(&String::from_utf8_lossy(line)),
+        });
+    }
+
+    /// The splitting itself: `emit` gets each line's raw bytes.
+    fn split(&mut self, mut bytes: &[u8], mut emit: impl FnMut(&[u8])) {
         while let Some(&next) = bytes.first() {
             let room = self.max_line_len - self.partial.len();
             if room == 0 {
                 if next == b'\n' {
-                    emit(take_text(&mut self.partial, usize::MAX));
+                    emit(&self.partial);
+                    self.partial.clear();
                     bytes = &bytes[1..];
                 } else {
                     // Full without a newline: cut, preferably where a character ends.
                     let cut = char_boundary_cut(&self.partial);
-                    emit(take_text(&mut self.partial, cut));
+                    emit(&self.partial[..cut]);
+                    self.partial.drain(..cut);
                 }
                 continue;
             }
             let window = &bytes[..bytes.len().min(room)];
             if let Some(nl) = find_newline(window) {
-                self.partial.extend_from_slice(&window[..nl]);
-                emit(take_text(&mut self.partial, usize::MAX));
+                if self.partial.is_empty() {
+                    emit(&window[..nl]); // the whole line is in this read
+                } else {
+                    self.partial.extend_from_slice(&window[..nl]);
+                    emit(&self.partial);
+                    self.partial.clear();
+                }
                 bytes = &bytes[nl + 1..];
             } else {
                 self.partial.extend_from_slice(window);
@@ -93,7 +115,10 @@ impl LineSplitter {
 
     /// The stream ended: the final unterminated line, if any.
     pub fn finish(&mut self) -> Option<String> {
-        (!self.partial.is_empty()).then(|| take_text(&mut self.partial, usize::MAX))
+        (!self.partial.is_empty()).then(|| {
+            let line = core::mem::take(&mut self.partial);
+            String::from_utf8(line).unwrap_or_else(|bad| lossy(bad.as_bytes()))
+        })
     }
 }
 
@@ -116,13 +141,6 @@ fn find_newline(bytes: &[u8]) -> Option<usize> {
         at += 8;
     }
     words.remainder().iter().position(|b| *b == b'\n').map(|i| at + i)
-}
-
-/// Removes the first `cut` bytes (all, if fewer) and decodes them lossily.
-fn take_text(buf: &mut Vec<u8>, cut: usize) -> String {
-    let rest = buf.split_off(cut.min(buf.len()));
-    let line = core::mem::replace(buf, rest);
-    String::from_utf8(line).unwrap_or_else(|bad| lossy(bad.as_bytes()))
 }
 
 /// `bytes` as text, invalid UTF-8 as U+FFFD. Valid text — nearly every line — is checked by
@@ -179,6 +197,25 @@ mod tests {
                     }
                     bytes[at] = fill;
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn lent_lines_are_the_lines_push_gives_however_the_reads_fall() {
+        let mut text = b"one\ntwo, a longer one\n\xff\xfe bad\n".to_vec();
+        text.extend_from_slice("\u{e9}\u{20ac}\u{1f600}\u{1f600}xyz\nlast".as_bytes());
+        let text = &text[..];
+        for max in [4, 5, 7, 64] {
+            for step in 1..=text.len() {
+                let chunks: Vec<&[u8]> = text.chunks(step).collect();
+                let (given, last) = split(max, &chunks);
+                let mut s = LineSplitter::new(max);
+                let mut lent = Vec::new();
+                for c in &chunks {
+                    s.push_lines(c, |l| lent.push(String::from(l)));
+                }
+                assert_eq!((lent, s.finish()), (given, last), "bound {max}, reads of {step}");
             }
         }
     }

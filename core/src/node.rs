@@ -447,9 +447,6 @@ pub struct Node {
     parent_lost: bool,
     /// Where the calls, answers and log lines this node encodes are written.
     bodies: BodyArena,
-    /// The lines one logger read completed, kept between reads (a read of a busy logger
-    /// completes dozens).
-    lines: Vec<String>,
 }
 
 impl Node {
@@ -480,7 +477,6 @@ impl Node {
             loggers: BTreeMap::new(),
             parent_lost: false,
             bodies: BodyArena::default(),
-            lines: Vec::new(),
             config,
         }
     }
@@ -541,13 +537,14 @@ impl Node {
             Input::StreamOpened { stream, kind } => self.open_stream(now, stream, kind)?,
             Input::Received { stream, bytes } => {
                 if let Some(logger) = self.loggers.get_mut(&stream) {
+                    // The splitter is lent out for the read (a new one allocates nothing), so
+                    // each line is forwarded as it is cut, straight from the read's bytes.
                     let source = logger.source;
-                    let mut lines = core::mem::take(&mut self.lines);
-                    logger.lines.push(bytes, |l| lines.push(l));
-                    for line in lines.drain(..) {
-                        self.forward_line(now, source, &line);
+                    let mut lines = core::mem::replace(&mut logger.lines, LineSplitter::new(0));
+                    lines.push_lines(bytes, |line| self.forward_line(now, source, line));
+                    if let Some(logger) = self.loggers.get_mut(&stream) {
+                        logger.lines = lines;
                     }
-                    self.lines = lines;
                 } else {
                     // Each message is handled to the end before the next is decoded, as if
                     // each came in a read of its own: a call an idle main thread can take is

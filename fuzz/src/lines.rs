@@ -25,6 +25,7 @@ pub fn run(data: &[u8]) {
     let whole = split(max, &[bytes]);
     let pieces = split(max, &cut(bytes, &chunks));
     assert_eq!(whole, pieces, "chunking changed the lines");
+    assert_eq!(lent(max, &cut(bytes, &chunks)), pieces, "push_lines lent other lines than push gave");
     for p in &pieces {
         assert!(p.len() <= 3 * max, "a piece of {} bytes with a bound of {max}", p.len());
     }
@@ -42,6 +43,17 @@ fn split(max: usize, chunks: &[&[u8]]) -> Vec<String> {
     for c in chunks {
         splitter.push(c, |l| out.push(l));
         assert!(splitter.buffered() <= max, "the splitter holds more than its bound");
+    }
+    out.extend(splitter.finish());
+    out
+}
+
+/// The same through [`LineSplitter::push_lines`], which lends each line.
+fn lent(max: usize, chunks: &[&[u8]]) -> Vec<String> {
+    let mut splitter = LineSplitter::new(max);
+    let mut out = Vec::new();
+    for c in chunks {
+        splitter.push_lines(c, |l| out.push(l.to_owned()));
     }
     out.extend(splitter.finish());
     out

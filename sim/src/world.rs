@@ -1058,7 +1058,7 @@ impl World {
     }
 
     /// `p` writes to its stdout: returns how many bytes the socket took, or `None` for EPIPE.
-    fn write_stdout(&mut self, p: ProcId, bytes: &Bytes) -> Option<usize> {
+    fn write_stdout(&mut self, p: ProcId, bytes: Bytes) -> Option<usize> {
         if self.stdout_broken(p) {
             return None;
         }
@@ -1074,7 +1074,9 @@ impl World {
         };
         if take > 0 {
             lgr.pipe.buffered += take;
-            lgr.pipe.chunks.push_back((self.now, Chunk::Data(bytes.slice(..take))));
+            // The whole write moves in (a slice of it would be a second holder of its bytes).
+            let chunk = if take == bytes.len() { bytes } else { bytes.slice(..take) };
+            lgr.pipe.chunks.push_back((self.now, Chunk::Data(chunk)));
             let reader = lgr.reader;
             self.schedule(self.now, Ev::Read(reader, STDOUT_STREAM));
         }
@@ -1096,12 +1098,11 @@ impl World {
             if buffered > 0 && buffered + bytes.len() > capacity {
                 return; // blocked until the reader drains
             }
-            let bytes = bytes.clone();
-            self.write_stdout(p, &bytes);
-            self.procs[p].backlog.pop_front();
             // Valid text is checked the fast way (`from_utf8_lossy` walks every byte).
-            let text = std::str::from_utf8(&bytes)
-                .map_or_else(|_| String::from_utf8_lossy(&bytes).into_owned(), str::to_owned);
+            let text = std::str::from_utf8(bytes)
+                .map_or_else(|_| String::from_utf8_lossy(bytes).into_owned(), str::to_owned);
+            let Some(bytes) = self.procs[p].backlog.pop_front() else { return };
+            self.write_stdout(p, bytes);
             self.record(p, What::Printed(text));
         }
     }
