@@ -26,7 +26,6 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use arbor_core::call::{CallError, CallId, CallRequest, JobId};
@@ -1216,15 +1215,22 @@ impl World {
                 if !self.runnable(proc) || proc == 0 {
                     return;
                 }
-                let mut text = String::new();
+                let mut text = Vec::new();
                 for i in 0..lines {
                     let n = self.procs[proc].printed + i;
-                    let end = if i + 1 == lines && !newline { "" } else { "\n" };
+                    // `p{proc} line {n}`, newline-terminated but for an unterminated last line;
+                    // written by hand (`write!` was most of a print-heavy run's own cost).
                     text.clear();
-                    let _ = write!(text, "p{proc} line {n}{end}");
+                    text.push(b'p');
+                    push_decimal(&mut text, proc as u64);
+                    text.extend_from_slice(b" line ");
+                    push_decimal(&mut text, u64::from(n));
+                    if i + 1 < lines || newline {
+                        text.push(b'\n');
+                    }
                     // One allocation, exactly the line's size (no spare room for `Bytes` to
                     // need a shared header for).
-                    self.procs[proc].backlog.push_back(Bytes::copy_from_slice(text.as_bytes()));
+                    self.procs[proc].backlog.push_back(Bytes::copy_from_slice(&text));
                 }
                 self.procs[proc].printed += lines;
                 self.pump_stdout(proc);
@@ -1507,6 +1513,22 @@ impl World {
 }
 
 /// The link to a process's parent.
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 fn self_link(p: &Process) -> Option<LinkId> {
     match p.streams.get(&PARENT_STREAM) {
         Some(Endpoint::Link(l, _)) => Some(*l),
@@ -1523,6 +1545,15 @@ impl LinkEnd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_written_as_display_writes_them() {
+        for n in [0, 7, 9, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
 
     #[test]
     fn header_chunks_split_anywhere_without_losing_a_byte() {
