@@ -6,6 +6,7 @@
 //! memory; at EOF a final line without a newline is still delivered (mitogen drops it). Text is
 //! decoded lossily: invalid UTF-8 becomes U+FFFD rather than losing the line.
 
+use alloc::borrow::Cow;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -73,10 +74,7 @@ impl LineSplitter {
     /// whole in `bytes` is decoded in place (with no copy at all when it is valid UTF-8), one
     /// that spanned reads from the splitter's own buffer.
     pub fn push_lines(&mut self, bytes: &[u8], mut emit: impl FnMut(&str)) {
-        self.split(bytes, |line| match core::str::from_utf8(line) {
-            Ok(text) => emit(text),
-            Err(_) => emit(&String::from_utf8_lossy(line)),
-        });
+        self.split(bytes, |line| emit(&decode(line)));
     }
 
     /// The splitting itself: `emit` gets each line's raw bytes.
@@ -143,14 +141,20 @@ fn find_newline(bytes: &[u8]) -> Option<usize> {
     words.remainder().iter().position(|b| *b == b'\n').map(|i| at + i)
 }
 
-/// `bytes` as text, invalid UTF-8 as U+FFFD. Valid text — nearly every line — is checked by
-/// `str::from_utf8`, which takes ASCII a word at a time; `String::from_utf8_lossy` walks every
-/// byte, and a runaway writer's 64 KiB lines made that most of a simulated run.
-pub(crate) fn lossy(bytes: &[u8]) -> String {
+/// `bytes` as text, invalid UTF-8 as U+FFFD, borrowed when valid. Valid text — nearly every
+/// line — is checked by `str::from_utf8`, which takes ASCII a word at a time;
+/// `String::from_utf8_lossy` walks every byte, and a runaway writer's 64 KiB lines made that
+/// most of a simulated run.
+fn decode(bytes: &[u8]) -> Cow<'_, str> {
     match core::str::from_utf8(bytes) {
-        Ok(text) => String::from(text),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
+}
+
+/// [`decode`], owned.
+pub(crate) fn lossy(bytes: &[u8]) -> String {
+    decode(bytes).into_owned()
 }
 
 /// Where to cut a full buffer so a multi-byte character is not split: just before the lead
