@@ -379,6 +379,30 @@ fn an_unterminated_final_line_reaches_the_root() {
 }
 
 #[test]
+fn a_captured_line_goes_up_as_mitogens_forward_log_name_level_text_and_the_root_reads_it_back() {
+    // FORWARD_LOG's body is `name NUL level NUL text`, the level in Python `logging` numbers
+    // (INFO for stdout), addressed to the root (protocol.md).
+    let mut h = chain(1);
+    h.print(1, "hello, world\n").unwrap();
+    h.settle();
+    let sent: Vec<Message> =
+        h.trace.sent_by(1).into_iter().map(|(_, m)| m).filter(|m| m.handle == Handle::FORWARD_LOG).collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].dst, sent[0].src), (ContextId::ROOT, id(&h, 1)));
+    assert_eq!(&sent[0].body[..], b"stdout\x0020\x00hello, world");
+    let lines: Vec<_> = h
+        .trace
+        .outputs_of(0)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::LogLine(l) => Some((l.context, l.source.clone(), l.level, l.text.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lines, vec![(id(&h, 1), "stdout".to_string(), 20, "hello, world".to_string())]);
+}
+
+#[test]
 fn ten_thousand_lines_reach_the_root_in_order_none_lost_or_duplicated() {
     let mut h = chain(1);
     let child = 1;
