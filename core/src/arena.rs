@@ -2,11 +2,11 @@
 //!
 //! Every call and every answer a node encodes is a small body (a name, a few argument bytes, a
 //! result), and so is every captured line it forwards. Allocated one by one, each cost two
-//! allocations: its vector, and the shared header `Bytes` adds to a vector with spare capacity. Carved out of a 4 KiB chunk, a body costs a
-//! reference count; the chunk is freed when its last body is, and reused in place when every
-//! body cut from it is gone by the time the next one is encoded (`BytesMut::reserve` reclaims
-//! a buffer it holds alone) — so a node answering one call at a time allocates nothing in its
-//! steady state. A body kept alive keeps at most one chunk alive; bodies above an eighth of a
+//! allocations: its vector, and the shared header `Bytes` adds to a vector with spare capacity.
+//! Carved out of a 4 KiB chunk, a body costs a reference count; the chunk is freed when its last
+//! body is, and reused in place when every body cut from it is gone by the time the next one is
+//! encoded (`BytesMut::reserve` reclaims a buffer it holds alone) — so a node answering one call
+//! at a time allocates nothing in its steady state. A body kept alive keeps at most one chunk alive; bodies above an eighth of a
 //! chunk get an allocation of their own, so a large result never pins, nor is copied into,
 //! a chunk.
 
@@ -36,11 +36,7 @@ impl BodyArena {
         if hint > SMALL {
             return None;
         }
-        if self.buf.capacity() == 0 {
-            // The first body: the chunk's size is what `reserve` allocates every later chunk at.
-            self.buf = BytesMut::with_capacity(CHUNK);
-        }
-        self.buf.reserve(hint + SLACK);
+        self.make_room(hint + SLACK);
         match postcard::serialize_with_flavor(value, Out(&mut self.buf)) {
             Ok(()) => Some(self.buf.split().freeze()),
             Err(_) => {
@@ -59,12 +55,18 @@ impl BodyArena {
             parts.iter().for_each(|p| body.extend_from_slice(p));
             return Bytes::from(body);
         }
-        if self.buf.capacity() == 0 {
-            self.buf = BytesMut::with_capacity(CHUNK);
-        }
-        self.buf.reserve(len);
+        self.make_room(len);
         parts.iter().for_each(|p| self.buf.extend_from_slice(p));
         self.buf.split().freeze()
+    }
+
+    /// Room for `n` more bytes in the current chunk, or a fresh chunk.
+    fn make_room(&mut self, n: usize) {
+        if self.buf.capacity() == 0 {
+            // The first body: the chunk's size is what `reserve` allocates every later chunk at.
+            self.buf = BytesMut::with_capacity(CHUNK);
+        }
+        self.buf.reserve(n);
     }
 }
 

@@ -859,9 +859,7 @@ impl<'t> Rule<'t> for CallTiming<'_> {
                     self.judged.insert((e.proc, call.0));
                 }
             }
-            What::Out(Output::CallReturned { call, result })
-                if !self.judged.is_empty() && self.judged.contains(&(e.proc, call.0)) =>
-            {
+            What::Out(Output::CallReturned { call, result }) if self.judged.contains(&(e.proc, call.0)) => {
                 self.answered.push((e.proc, call.0, e.at, result.as_ref().err().map(|e| e.kind)))
             }
             What::Died(_) => {
