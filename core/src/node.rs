@@ -607,7 +607,7 @@ impl Node {
                         self.timers.set(Timer::Abandon, now + self.config.escalation.abandon_after);
                     }
                     Timer::Abandon => {
-                        for pid in self.reaper.abandon_all() {
+                        for pid in self.reaper.abandon_killed() {
                             self.records.remove(&pid);
                             self.diag(Diagnostic::ChildAbandoned(pid));
                         }

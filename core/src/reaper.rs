@@ -138,10 +138,16 @@ impl Reaper {
         out
     }
 
-    /// Gives up on every child still tracked; returns them.
-    pub fn abandon_all(&mut self) -> Vec<Pid> {
-        let out = self.children.keys().copied().collect();
-        self.children.clear();
+    /// Gives up on every child that got SIGKILL and is still unreported; returns them. A child
+    /// that arrived after the SIGKILL round (a spawn carried out before shutdown began, whose
+    /// stream opened late) has had only SIGTERM: it stays tracked, to get its SIGKILL on the
+    /// next Kill timer and be given up on only after that.
+    pub fn abandon_killed(&mut self) -> Vec<Pid> {
+        let out: Vec<Pid> =
+            self.children.iter().filter(|(_, s)| **s == ChildProcess::Killed).map(|(p, _)| *p).collect();
+        for pid in &out {
+            self.children.remove(pid);
+        }
         out
     }
 }
@@ -161,7 +167,7 @@ mod tests {
         assert_eq!(r.escalate(Signal::Term), vec![]);
         assert_eq!(r.escalate(Signal::Kill), vec![Pid(10)]);
         assert_eq!(r.escalate(Signal::Kill), vec![]);
-        assert_eq!(r.abandon_all(), vec![Pid(10)]);
+        assert_eq!(r.abandon_killed(), vec![Pid(10)]);
         assert!(r.is_empty());
     }
 

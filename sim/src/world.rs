@@ -1512,7 +1512,6 @@ impl World {
     }
 }
 
-/// The link to a process's parent.
 /// Appends `n` in decimal.
 fn push_decimal(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];
@@ -1529,6 +1528,7 @@ fn push_decimal(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
+/// The link to a process's parent.
 fn self_link(p: &Process) -> Option<LinkId> {
     match p.streams.get(&PARENT_STREAM) {
         Some(Endpoint::Link(l, _)) => Some(*l),
