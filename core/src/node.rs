@@ -34,6 +34,10 @@ use crate::time::Instant;
 /// on their own before forcing them (mitogen's master waits 5 s).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
+/// The default of [`NodeConfig::id_blocks_per_child`]: 4096 blocks, 4 096 000 ids, for one
+/// child of the root and everything below it over the tree's life (ids are never reused).
+pub const DEFAULT_ID_BLOCKS_PER_CHILD: u32 = 4096;
+
 /// How a node is set up.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -51,6 +55,11 @@ pub struct NodeConfig {
     pub max_message_size: u32,
     /// The longest log line; longer ones are split.
     pub max_line_len: usize,
+    /// At the root: how many blocks of ids ([`crate::ids::ID_BLOCK_SIZE`] each) the subtree
+    /// behind one child stream may be granted in all. Past it, ALLOCATE_ID from that subtree is
+    /// answered dead, so one descendant that asks without end exhausts its own subtree's share,
+    /// not the 32-bit id space every other subtree spawns from.
+    pub id_blocks_per_child: u32,
     /// A deliberate defect, for showing that invariant checkers catch it. Always
     /// [`TestMutation::None`] outside such tests.
     #[doc(hidden)]
@@ -84,6 +93,7 @@ impl NodeConfig {
             escalation: Escalation::default(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_line_len: DEFAULT_MAX_LINE_LEN,
+            id_blocks_per_child: DEFAULT_ID_BLOCKS_PER_CHILD,
             test_mutation: TestMutation::None,
         }
     }
@@ -266,6 +276,19 @@ pub enum Diagnostic {
     UnknownChild(Pid),
     /// A child process never reported its exit, even after SIGKILL; it was given up on.
     ChildAbandoned(Pid),
+    /// The root refused an ALLOCATE_ID (answered dead when a reply handle was given).
+    IdRequestRefused {
+        /// Who asked.
+        src: ContextId,
+        /// Why.
+        reason: IdRefusal,
+    },
+    /// The root refused to grant this context more ids (its answer to ALLOCATE_ID was dead):
+    /// from now on a spawn that needs a new id fails ([`crate::host::SpawnRefused::IdsExhausted`]).
+    IdsRefused {
+        /// The root's reason, as it gave it.
+        reason: String,
+    },
     /// The shutdown state machine moved (docs/shutdown.md); `cause` once shutdown has begun
     /// and until the node closes.
     PhaseChanged {
@@ -276,6 +299,27 @@ pub enum Diagnostic {
         /// Why shutdown began, while draining or forcing.
         cause: Option<Cause>,
     },
+}
+
+/// Why the root refused an ALLOCATE_ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdRefusal {
+    /// It named no reply handle: no one could have received the block, so none was spent.
+    NoReplyHandle,
+    /// The asker's subtree was already granted [`NodeConfig::id_blocks_per_child`] blocks.
+    QuotaExhausted,
+    /// Every id of the 32-bit space has been handed out.
+    SpaceExhausted,
+}
+
+impl fmt::Display for IdRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IdRefusal::NoReplyHandle => "ALLOCATE_ID without a reply handle",
+            IdRefusal::QuotaExhausted => "this subtree's share of context ids is used up",
+            IdRefusal::SpaceExhausted => "context id space exhausted",
+        })
+    }
 }
 
 /// What the node asks its host to do. Drain with [`Node::poll_output`] after every input.
@@ -340,7 +384,9 @@ pub enum Output {
     Departed(Departure),
     /// A log line arrived at the root.
     LogLine(LogLine),
-    /// A block of ids arrived; [`Node::allocate_id`] will now succeed.
+    /// The root answered ALLOCATE_ID: retry [`Node::allocate_id`]. It succeeds if a block
+    /// arrived, and fails [`IdError::Exhausted`] if the root refused (then for good:
+    /// [`Diagnostic::IdsRefused`]).
     IdsAvailable,
     /// Worth logging; no action needed.
     Diagnostic(Diagnostic),
@@ -431,6 +477,8 @@ pub struct Node {
     reply_handles: ReplyHandles,
     ids: IdAllocator,
     id_request: Option<Handle>,
+    /// The root answered ALLOCATE_ID dead: no more blocks will come.
+    ids_refused: bool,
     next_call: u64,
     pending: PendingCalls,
     dispatcher: Dispatcher,
@@ -457,7 +505,13 @@ impl Node {
             ancestors: config.ancestors.clone(),
             max_message_size: config.max_message_size,
         });
-        let ids = if config.is_root() { IdAllocator::root() } else { IdAllocator::delegated() };
+        let mut router = router;
+        let ids = if config.is_root() {
+            router.require_grants();
+            IdAllocator::root()
+        } else {
+            IdAllocator::delegated()
+        };
         Node {
             router,
             phase: Phase::Running,
@@ -466,6 +520,7 @@ impl Node {
             reply_handles: ReplyHandles::default(),
             ids,
             id_request: None,
+            ids_refused: false,
             next_call: 0,
             pending: PendingCalls::default(),
             dispatcher: Dispatcher::default(),
@@ -860,8 +915,10 @@ impl Node {
 
     /// An id for a new child of this context. A non-root context without ids left asks the root
     /// for a block and returns [`IdError::NeedBlock`]; [`Output::IdsAvailable`] says when to retry.
+    /// Once the root has refused a block, [`IdError::Exhausted`] whenever the blocks run dry.
     pub fn allocate_id(&mut self, now: Instant) -> Result<ContextId, IdError> {
         match self.ids.allocate() {
+            Err(IdError::NeedBlock) if self.ids_refused => Err(IdError::Exhausted),
             Err(IdError::NeedBlock) => {
                 if self.id_request.is_none() {
                     if let Ok(handle) = self.reply_handles.allocate() {
@@ -1041,28 +1098,58 @@ impl Node {
                 }
             }
             Handle::ALLOCATE_ID if self.config.is_root() && !msg.is_dead() => {
-                let reply = match self.ids.allocate_block() {
-                    Ok(block) => Message::new(
-                        msg.src,
-                        self.id(),
-                        msg.reply_to,
-                        Encoding::Binary,
-                        block.to_bytes().to_vec(),
-                    ),
-                    Err(e) => Message::dead(msg.src, self.id(), msg.reply_to, format!("{e}")),
-                };
-                if msg.reply_to != Handle::NONE {
-                    self.router.send(reply);
-                }
+                self.ids_requested(origin, &msg)
             }
             _ => self.unknown_handle(&msg),
         }
     }
 
+    /// ALLOCATE_ID at the root: the next block of ids for the asker, unless no one could receive
+    /// it or its subtree (the stream it arrived on) has had its share.
+    fn ids_requested(&mut self, origin: Origin, msg: &Message) {
+        let refuse = |node: &mut Node, reason: IdRefusal| {
+            node.diag(Diagnostic::IdRequestRefused { src: msg.src, reason });
+            if msg.reply_to != Handle::NONE {
+                node.router.send(Message::dead(msg.src, node.id(), msg.reply_to, format!("{reason}")));
+            }
+        };
+        if msg.reply_to == Handle::NONE {
+            return refuse(self, IdRefusal::NoReplyHandle);
+        }
+        let stream = match origin {
+            Origin::Stream(s) => Some(s),
+            Origin::Local => None,
+        };
+        if stream.is_some_and(|s| self.router.granted_blocks(s) >= self.config.id_blocks_per_child as usize) {
+            return refuse(self, IdRefusal::QuotaExhausted);
+        }
+        let Ok(block) = self.ids.allocate_block() else { return refuse(self, IdRefusal::SpaceExhausted) };
+        if let Some(s) = stream {
+            self.router.grant(s, block);
+        }
+        let body = block.to_bytes().to_vec();
+        self.router.send(Message::new(msg.src, self.id(), msg.reply_to, Encoding::Binary, body));
+    }
+
     fn deliver_reply(&mut self, msg: Message) {
         if self.id_request == Some(msg.handle) {
+            // Only the root grants ids. Reply handles are easy to guess, so an answer from anyone
+            // else is refused and the request stays open for the root's own answer.
+            if msg.src != ContextId::ROOT {
+                return self.diag(Diagnostic::UnexpectedReply { src: msg.src, handle: msg.handle });
+            }
             self.id_request = None;
-            match IdBlock::from_bytes(&msg.body).filter(|_| !msg.is_dead()) {
+            if msg.is_dead() {
+                // A refusal is final (the space, or this subtree's share, is used up): asking
+                // again would only repeat it. The spawns waiting for ids are retried and fail.
+                self.ids_refused = true;
+                let reason = String::from_utf8_lossy(&msg.body).into_owned();
+                self.diag(Diagnostic::IdsRefused { reason });
+                self.outputs.push_back(Output::IdsAvailable);
+                return;
+            }
+            // A block holding 0 (the root) would route the root's traffic to a child.
+            match IdBlock::from_bytes(&msg.body).filter(|b| b.start > 0) {
                 Some(block) => {
                     self.ids.add_block(block);
                     self.outputs.push_back(Output::IdsAvailable);

@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use crate::frame::{DecodeError, Decoder, Encoding, Frame, Message};
 use crate::handle::Handle;
-use crate::ids::ContextId;
+use crate::ids::{ContextId, IdBlock};
 use crate::vec_map::VecMap;
 
 /// A host-assigned name for one byte stream (a socketpair end, a pipe pair). The core never sees
@@ -199,6 +199,13 @@ pub enum RejectReason {
         /// The stream that does hold it, if any.
         holder: Option<StreamId>,
     },
+    /// ADD_ROUTE at the root for an id it never granted to that stream's subtree (through
+    /// ALLOCATE_ID): the id is unissued, or another subtree's. Granting it would let the stream
+    /// impersonate a context spawned later, or elsewhere ([`Router::require_grants`]).
+    RouteNotGranted {
+        /// The id.
+        id: ContextId,
+    },
 }
 
 impl fmt::Display for RejectReason {
@@ -231,6 +238,9 @@ impl fmt::Display for RejectReason {
             RejectReason::DelRouteForNeighbour => f.write_str("DEL_ROUTE for the sender's own id"),
             RejectReason::DelRouteFromWrongStream { id, holder } => {
                 write!(f, "DEL_ROUTE for {id} from a stream not holding it (holder {holder:?})")
+            }
+            RejectReason::RouteNotGranted { id } => {
+                write!(f, "ADD_ROUTE for {id}, an id never granted to that stream's subtree")
             }
         }
     }
@@ -276,6 +286,8 @@ struct StreamState {
     /// Every `dst_id` that a message arriving on this stream was routed towards; when one of
     /// them disconnects, this stream is told with DEL_ROUTE (docs/protocol.md §4).
     egress: BTreeSet<ContextId>,
+    /// The id blocks granted to this stream's subtree ([`Router::grant`]), in grant order.
+    granted: Vec<IdBlock>,
 }
 
 /// The route table and per-stream decoders of one context.
@@ -291,6 +303,8 @@ pub struct Router {
     /// Names of the contexts whose routes went last, oldest first (see [`Router::name`]).
     departed: VecDeque<(ContextId, String)>,
     events: VecDeque<Event>,
+    /// Whether ADD_ROUTE must name an id granted to the arrival stream ([`Router::require_grants`]).
+    grants_required: bool,
 }
 
 impl Router {
@@ -306,7 +320,30 @@ impl Router {
             names: BTreeMap::new(),
             departed: VecDeque::new(),
             events: VecDeque::new(),
+            grants_required: false,
         }
+    }
+
+    /// From now on ADD_ROUTE is accepted only for an id inside a block [`Router::grant`]ed to
+    /// the stream it arrived on. The root's node turns this on: it alone hands out ids, so it
+    /// knows which subtree each one went to, and a child cannot claim an id not yet issued (the
+    /// route would send the real context's traffic to the impostor, and its spawn would fail
+    /// with [`RouterError::IdInUse`]) or another subtree's.
+    pub fn require_grants(&mut self) {
+        self.grants_required = true;
+    }
+
+    /// Records that `block` was handed to the subtree behind `stream` (the root's answer to an
+    /// ALLOCATE_ID that arrived on it).
+    pub fn grant(&mut self, stream: StreamId, block: IdBlock) {
+        if let Some(state) = self.streams.get_mut(&stream) {
+            state.granted.push(block);
+        }
+    }
+
+    /// How many id blocks the subtree behind `stream` has been granted.
+    pub fn granted_blocks(&self, stream: StreamId) -> usize {
+        self.streams.get(&stream).map_or(0, |s| s.granted.len())
     }
 
     /// This context's id.
@@ -412,7 +449,8 @@ impl Router {
             }
         }
         let decoder = Decoder::new(self.max_message_size);
-        self.streams.insert(stream, StreamState { peer, decoder, egress: BTreeSet::new() });
+        self.streams
+            .insert(stream, StreamState { peer, decoder, egress: BTreeSet::new(), granted: Vec::new() });
         Ok(())
     }
 
@@ -659,6 +697,9 @@ impl Router {
             return self.reject(Some(stream), msg, RejectReason::AddRouteFromParent, false);
         }
         let Some((id, name)) = self.route_control(stream, msg) else { return };
+        if self.grants_required && !self.is_granted(stream, id) {
+            return self.reject(Some(stream), msg, RejectReason::RouteNotGranted { id }, false);
+        }
         if let Some(existing) = self.routes.get(&id).copied() {
             if existing != stream {
                 self.reject(Some(stream), msg, RejectReason::DuplicateRoute { id, existing }, false);
@@ -672,6 +713,10 @@ impl Router {
         }
         self.events.push_back(Event::RouteAdded { id, stream });
         self.announce_route(id, name.as_deref());
+    }
+
+    fn is_granted(&self, stream: StreamId, id: ContextId) -> bool {
+        self.streams.get(&stream).is_some_and(|s| s.granted.iter().any(|b| b.start <= id.0 && id.0 < b.end))
     }
 
     fn on_del_route(&mut self, stream: StreamId, msg: &Message) {
