@@ -23,7 +23,9 @@ pub(crate) fn diagnostic(d: &Diagnostic) {
         Diagnostic::StreamFailed { .. }
         | Diagnostic::ChildAbandoned(_)
         | Diagnostic::BadCallRequest { .. }
-        | Diagnostic::UnansweredCallFailed { .. } => {
+        | Diagnostic::UnansweredCallFailed { .. }
+        | Diagnostic::IdRequestRefused { .. }
+        | Diagnostic::IdsRefused { .. } => {
             tracing::warn!(diagnostic = ?d, "arbor")
         }
         _ => tracing::debug!(diagnostic = ?d, "arbor"),
