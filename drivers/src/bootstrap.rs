@@ -59,6 +59,7 @@ pub enum BootstrapError {
 /// `main`, while the process has one thread (it changes the environment).
 pub fn take_over() -> Result<Option<Bootstrap>, BootstrapError> {
     let Some(env) = ChildEnv::take()? else { return Ok(None) };
+    take_program_name();
     // Die with the thread that spawned us (the parent's IO thread) — and if the parent died
     // before this line, PDEATHSIG will never fire: we are already someone else's child.
     set_parent_process_death_signal(Some(Signal::KILL)).map_err(io::Error::from)?;
@@ -76,6 +77,17 @@ pub fn take_over() -> Result<Option<Bootstrap>, BootstrapError> {
         captures.push(CaptureWrite::split(Capture::install(source)?));
     }
     Ok(Some(Bootstrap { env, parent, captures }))
+}
+
+/// The parent starts this binary as `/proc/self/exe` (so a binary deleted or replaced since
+/// still starts the same build), which names the process "exe" in `ps`, `top` and `pkill`. It
+/// takes back the name the kernel would have given it, from argv[0], which the parent kept: the
+/// file name, at most 15 bytes. Best effort: a process that cannot rename itself runs on as "exe".
+fn take_program_name() {
+    let Some(arg0) = std::env::args_os().next() else { return };
+    let Some(name) = std::path::Path::new(&arg0).file_name() else { return };
+    let name = &std::os::unix::ffi::OsStrExt::as_bytes(name)[..name.len().min(15)];
+    let _ = std::fs::write("/proc/self/comm", name);
 }
 
 /// Ends a child that could not start: says why on stderr if anyone listens (a write error —

@@ -65,7 +65,7 @@ impl ChildEnv {
         cmd.env(ID, self.id.0.to_string())
             .env(ANCESTORS, ancestors.join(","))
             .env(PARENT_PID, self.parent_pid.to_string())
-            .env(GRACE_MS, self.grace.as_millis().to_string())
+            .env(GRACE_MS, grace_ms(self.grace))
             .env(NAME, &self.name)
             .env(RUNTIME, &self.runtime);
     }
@@ -98,5 +98,29 @@ impl ChildEnv {
             env::remove_var(var);
         }
         Ok(Some(ChildEnv { id, ancestors, parent_pid, grace, name, runtime }))
+    }
+}
+
+/// The grace in whole milliseconds, rounded up (a grace under a millisecond is not "none") and
+/// capped at `u64::MAX` ms, which the child reads back (a grace of `Duration::MAX`, "never
+/// force", printed as its full 128-bit millisecond count, was refused by every child).
+fn grace_ms(grace: Duration) -> String {
+    let ms = grace.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms).unwrap_or(u64::MAX).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every grace a root may be given reaches the child as one it can read, never shorter.
+    #[test]
+    fn every_grace_is_passed_as_milliseconds_the_child_reads_back() {
+        let read = |d: Duration| grace_ms(d).parse::<u64>().map(Duration::from_millis).ok();
+        assert_eq!(read(Duration::from_secs(5)), Some(Duration::from_secs(5)));
+        assert_eq!(read(Duration::ZERO), Some(Duration::ZERO));
+        assert_eq!(read(Duration::from_micros(1500)), Some(Duration::from_millis(2)));
+        assert_eq!(read(Duration::from_nanos(1)), Some(Duration::from_millis(1)));
+        assert_eq!(read(Duration::MAX), Some(Duration::from_millis(u64::MAX)));
     }
 }

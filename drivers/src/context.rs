@@ -55,10 +55,21 @@ pub(crate) fn run_child(boot: Bootstrap, functions: Functions) -> ! {
     // The main thread runs blocking calls until calls are closed; the IO thread ends the process.
     for job in calls {
         let result = shared.functions.run(&job.request, &shared.name);
+        flush_stdout();
         shared.call_finished(job.id, result);
     }
     drop(shared);
     loop {
         thread::park();
     }
+}
+
+/// Writes out what a function left in std's stdout buffer: a `print!` without a newline stays
+/// there (std flushes at a newline), and this process ends by SIGTERM, which flushes nothing, so
+/// a last partial line would be lost. Done on the thread that ran the function, before its answer
+/// is reported, so the text reaches the capture socket ahead of the answer. Never on the IO
+/// thread: the stdout lock may be held by a writer waiting for that thread to drain the socket.
+pub(crate) fn flush_stdout() {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
 }

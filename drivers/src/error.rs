@@ -29,6 +29,17 @@ pub enum SpawnError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// [`crate::SpawnOptions::named`] gave a name that holds a NUL byte (no environment
+    /// variable can carry it to the child) or is longer than
+    /// [`arbor_core::router::MAX_ROUTE_NAME_LEN`] bytes (the ADD_ROUTE announcing the child's
+    /// own children would be refused above it, leaving them unreachable).
+    #[error("invalid context name {name:?}: {why}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// An argument holds a NUL byte, which no `execve` argument can.
     #[error("argument {index} holds a NUL byte")]
     InvalidArg {

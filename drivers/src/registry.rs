@@ -134,27 +134,25 @@ impl Functions {
             let fname = fname.clone();
             Box::pin(async move {
                 // Decoded in the task, not by whoever hands the call out (the IO thread, with
-                // the context's state locked), and inside the panic guard: a large argument or
-                // a `Deserialize` that panics costs this call only.
+                // the context's state locked), and all of it inside the panic guard — the
+                // arguments' `Deserialize`, the function, its error's `Display`, its result's
+                // `Serialize` — as the blocking path does: a panic in any of them costs this
+                // call only, answered `Failed`. (Escaping, it ended the task unanswered, and the
+                // node, which runs one call at a time, waited for it for ever.)
                 let (name, ctx) = (fname.clone(), context.clone());
                 let run = CatchUnwind(Box::pin(async move {
                     let args = decode_args::<A>(&name, &args, &ctx)?;
-                    Ok::<_, CallError>(function(args).await)
+                    let value = function(args)
+                        .await
+                        .map_err(|e| CallError::new(CallErrorKind::Failed, e.to_string(), &ctx))?;
+                    encode_result(&name, &value, &ctx)
                 }));
-                let value = match run.await {
-                    Ok(Ok(r)) => {
-                        r.map_err(|e| CallError::new(CallErrorKind::Failed, e.to_string(), &context))?
-                    }
-                    Ok(Err(undecodable)) => return Err(undecodable),
+                match run.await {
+                    Ok(result) => result,
                     Err(panic) => {
-                        return Err(CallError::new(
-                            CallErrorKind::Failed,
-                            format!("{fname:?} {panic}"),
-                            &context,
-                        ))
+                        Err(CallError::new(CallErrorKind::Failed, format!("{fname:?} {panic}"), &context))
                     }
-                };
-                encode_result(&fname, &value, &context)
+                }
             })
         };
         self.by_name.insert(name, Entry::new::<A, R>(Run::Async(Arc::new(erased))));
@@ -282,5 +280,44 @@ mod tests {
         let panicked = f.run(&request("panic", &()), "ctx").err().map(|e| e.message).unwrap_or_default();
         let at = format!("\"panic\" panicked at {}:", file!());
         assert!(panicked.starts_with(&at) && panicked.contains(": on purpose"), "{panicked}");
+    }
+
+    /// An error whose `Display` panics, and a result whose `Serialize` does.
+    struct Rude;
+
+    impl fmt::Display for Rude {
+        fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+            panic!("Display on purpose")
+        }
+    }
+
+    impl Serialize for Rude {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            panic!("Serialize on purpose")
+        }
+    }
+
+    /// A panic in an error's `Display` or a result's `Serialize` is the call's `Failed` answer,
+    /// for an async function as for a blocking one: it never escapes the task, which would leave
+    /// the call unanswered and its context waiting for it for ever.
+    #[test]
+    fn a_panic_turning_the_outcome_into_an_answer_is_answered_failed_for_async_functions_too() {
+        let f = Functions::new()
+            .register("err", |(): ()| Err::<(), _>(Rude))
+            .register("ok", |(): ()| Ok::<_, String>(Rude))
+            .register_async("err_async", |(): ()| async { Err::<(), _>(Rude) })
+            .register_async("ok_async", |(): ()| async { Ok::<_, String>(Rude) });
+        for (name, what) in
+            [("err", "Display"), ("ok", "Serialize"), ("err_async", "Display"), ("ok_async", "Serialize")]
+        {
+            let call = request(name, &());
+            let result = match f.task(&call, "ctx") {
+                Some(task) => smol::future::block_on(task),
+                None => f.run(&call, "ctx"),
+            };
+            let e = result.expect_err(name);
+            assert_eq!(e.kind, CallErrorKind::Failed, "{name}");
+            assert!(e.message.contains(&format!("{what} on purpose")), "{name}: {}", e.message);
+        }
     }
 }

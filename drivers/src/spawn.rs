@@ -106,6 +106,18 @@ impl SpawnOptions {
 
     /// Refuses what could never start, or would collide with arbor's own variables.
     pub(crate) fn check(&self) -> Result<(), SpawnError> {
+        if let Some(name) = &self.name {
+            let why = if name.as_bytes().contains(&0) {
+                Some("it holds a NUL byte")
+            } else if name.len() > arbor_core::router::MAX_ROUTE_NAME_LEN {
+                Some("it is longer than 255 bytes")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(SpawnError::InvalidName { name: name.clone(), why });
+            }
+        }
         for (name, value) in &self.env {
             let bytes = name.as_bytes();
             let why = if bytes.is_empty() {
@@ -200,7 +212,7 @@ pub(crate) fn start(
         name: name.clone(),
         runtime: runtime.to_string(),
     };
-    let mut cmd = Command::new(std::env::current_exe()?);
+    let mut cmd = own_program()?;
     let mut stdout = Stdio::inherit();
     if let Some(harness) = test_support::harness_args() {
         // A test binary running just the hidden test; its harness's own first line ("running
@@ -229,4 +241,21 @@ pub(crate) fn start(
     let _ = rustix::net::sockopt::set_socket_send_buffer_size(&ours, FRAMED_SEND_BUFFER);
     let info = ChildInfo { id, pid: Pid(child.id()), name };
     Ok(Started { child, stream: ours, info })
+}
+
+/// A command that starts this very binary again: `/proc/self/exe`, the file this process runs,
+/// even if it has since been deleted or replaced at its path (a rebuild, a package upgrade: the
+/// path would start another build, or nothing). argv[0] stays what this process got. Without
+/// /proc, the path the binary was started from.
+fn own_program() -> io::Result<Command> {
+    const SELF_EXE: &str = "/proc/self/exe";
+    let mut cmd = if std::path::Path::new(SELF_EXE).exists() {
+        Command::new(SELF_EXE)
+    } else {
+        Command::new(std::env::current_exe()?)
+    };
+    if let Some(arg0) = std::env::args_os().next() {
+        cmd.arg0(arg0);
+    }
+    Ok(cmd)
 }

@@ -373,6 +373,7 @@ impl State {
                     Err(CallError::new(CallErrorKind::Cancelled, "dropped: its caller gave up", name))
                 };
                 let result = smol::future::or(task, dropped).await;
+                crate::context::flush_stdout();
                 if let Some(shared) = done.upgrade() {
                     shared.task_finished(job, result);
                 }

@@ -49,6 +49,7 @@ on_every_runtime!(
     s30_mismatched_types_are_a_type_mismatch_naming_both_sides,
     s31_deadlines_resolve_once_at_the_deadline_and_the_callee_is_told,
     s32_one_child_and_its_subtree_shut_down_while_its_sibling_serves,
+    children_start_after_the_running_binary_was_deleted,
 );
 
 static NEXT_MARKER: AtomicU32 = AtomicU32::new(0);
@@ -59,8 +60,27 @@ fn marker() -> String {
 }
 
 fn fixture(scenario: &str, marker: &str, runtime: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_arbor-fixture"))
-        .arg(scenario)
+    fixture_at(env!("CARGO_BIN_EXE_arbor-fixture").as_ref(), scenario, marker, runtime)
+}
+
+/// [`fixture`] from a copy of the binary at `program`.
+fn fixture_at(program: &std::path::Path, scenario: &str, marker: &str, runtime: &str) -> Child {
+    // A copy just written may be briefly held open for writing by a process another test
+    // forked meanwhile (its fds are closed at its exec): ETXTBSY until then.
+    for _ in 0..100 {
+        match command(program, scenario, marker, runtime).spawn() {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::TXTBSY.raw_os_error()) => {
+                thread::sleep(Duration::from_millis(10))
+            }
+            started => return started.expect("the fixture starts"),
+        }
+    }
+    panic!("{} stayed busy", program.display())
+}
+
+fn command(program: &std::path::Path, scenario: &str, marker: &str, runtime: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.arg(scenario)
         .env("ARBOR_TEST_MARKER", marker)
         .env("ARBOR_RUNTIME", runtime)
         // Whatever the caller's environment: a panic's message then carries a backtrace of a few
@@ -69,9 +89,8 @@ fn fixture(scenario: &str, marker: &str, runtime: &str) -> Child {
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the fixture starts")
+        .stderr(Stdio::piped());
+    cmd
 }
 
 /// Waits for the fixture running `scenario` to exit, killing it (and failing the test) if it
@@ -93,8 +112,18 @@ fn wait_bounded(child: &mut Child, scenario: &str) -> std::process::ExitStatus {
 
 /// Runs a scenario to completion on `runtime` and returns what it printed.
 fn run(scenario: &str, runtime: &str) -> BTreeMap<String, String> {
-    let marker = marker();
-    let mut child = fixture(scenario, &marker, runtime);
+    run_at(env!("CARGO_BIN_EXE_arbor-fixture").as_ref(), scenario, runtime, &marker())
+}
+
+/// [`run`] from the binary at `program`.
+fn run_at(
+    program: &std::path::Path,
+    scenario: &str,
+    runtime: &str,
+    marker: &str,
+) -> BTreeMap<String, String> {
+    let marker = marker.to_string();
+    let mut child = fixture_at(program, scenario, &marker, runtime);
     let status = wait_bounded(&mut child, scenario);
     let mut stdout = String::new();
     let mut stderr = String::new();
@@ -339,6 +368,21 @@ fn s32_one_child_and_its_subtree_shut_down_while_its_sibling_serves(runtime: &st
 /// answered exactly once with the right result; a call sent with `call_async` and never waited
 /// for still reaches its callee (it is written by a service thread, not only by a waiter); and a
 /// quick call's answer is not held back by a hung call queued behind it.
+/// A child is the running binary started again. Deleted from disk while the root runs (a
+/// rebuild, a package upgrade), it still starts children — the same build, not whatever now
+/// sits at the old path — and they serve calls and spawn their own.
+fn children_start_after_the_running_binary_was_deleted(runtime: &str) {
+    let marker = marker();
+    let copy = std::env::temp_dir().join(format!("{marker}-fixture"));
+    std::fs::copy(env!("CARGO_BIN_EXE_arbor-fixture"), &copy).expect("copy the fixture");
+    let out = run_at(&copy, "deleted_exe", runtime, &marker);
+    let _ = std::fs::remove_file(&copy);
+    assert_eq!(get(&out, "deleted"), "true");
+    assert_eq!(get(&out, "child_answered"), "true");
+    assert_eq!(get(&out, "child_comm_is_ours"), "true", "ps and pkill see the program's name, not \"exe\"");
+    assert_eq!(get(&out, "grandchild_answered"), "true");
+}
+
 fn pipelined_calls_are_all_answered_and_an_unwaited_one_still_runs(runtime: &str) {
     let out = run("pipelined", runtime);
     assert_eq!(get(&out, "one_thread_ok"), "true", "{out:?}");
@@ -585,7 +629,8 @@ mod output_and_spawn {
 
     /// Arguments, a variable set (twice: the last wins), one removed and a working directory reach
     /// the child; its own child inherits the environment and directory but not the arguments; a
-    /// reserved name, an invalid name or argument and a missing directory are typed refusals.
+    /// reserved name, an invalid variable or argument, a context name no child could carry (a NUL
+    /// byte, over 255 bytes) and a missing directory are typed refusals, before an id is taken.
     fn spawn_options_set_the_childs_arguments_environment_and_directory(runtime: &str) {
         let out = run_printing("spawn_options", runtime, &[("FIXTURE_INHERITED", Some("yes"))], Stdout::Read)
             .report;
@@ -603,6 +648,9 @@ mod output_and_spawn {
         assert_eq!(get(&out, "reserved_removed"), "ReservedEnv");
         assert_eq!(get(&out, "bad_name"), "InvalidEnv");
         assert_eq!(get(&out, "bad_arg"), "InvalidArg");
+        assert_eq!(get(&out, "nul_context_name"), "InvalidName");
+        assert_eq!(get(&out, "long_context_name"), "InvalidName");
+        assert_eq!(get(&out, "longest_context_name"), "true");
         assert_eq!(get(&out, "bad_dir"), "CurrentDir");
     }
 }
