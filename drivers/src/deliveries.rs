@@ -86,7 +86,7 @@ impl Deliveries {
         }
         for record in out.logs.drain(..) {
             match on_log {
-                Some(handler) => handler(&record),
+                Some(handler) => user_handler("on_log", || handler(&record)),
                 None => logs::emit(&record),
             }
         }
@@ -98,7 +98,7 @@ impl Deliveries {
         }
         for (handler, waiting, departure) in out.departures.drain(..) {
             if let Some(handler) = handler {
-                handler(&departure);
+                user_handler("on_departure", || handler(&departure));
             }
             for w in waiting {
                 w.send(Ok(departure.clone()));
@@ -157,5 +157,16 @@ impl Deliveries {
             && self.departures.capacity() <= KEEP
             && self.no_departures.capacity() <= KEEP
             && self.stops.capacity() <= KEEP
+    }
+}
+
+/// Runs a handler the user gave the launcher ([`crate::Launcher::on_log`],
+/// [`crate::Launcher::on_departure`]). It runs on the IO thread: a panic escaping it would end
+/// that thread, and with it the tree's IO — calls in flight unanswered for ever, children never
+/// reaped, the root never released. The panic is reported (the panic hook already printed it)
+/// and the tree goes on; the one line or departure it was handed is all the handler misses.
+fn user_handler(which: &str, handler: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(handler)).is_err() {
+        tracing::warn!("the {which} handler panicked; the tree goes on without it for that one");
     }
 }

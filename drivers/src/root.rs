@@ -107,7 +107,8 @@ impl Launcher {
     /// Called for every context that leaves the tree — a child of the root, or any descendant,
     /// whose parent reports it — with who it was, how its process ended and why. Runs on
     /// whichever thread handed the departure out, with no lock held; it should be quick. The
-    /// same departures are in [`ShutdownReport::departed`].
+    /// same departures are in [`ShutdownReport::departed`]. A panic in it is caught and
+    /// reported as a `tracing` warning; the tree goes on.
     pub fn on_departure(mut self, handler: impl Fn(&Departure) + Send + Sync + 'static) -> Launcher {
         self.on_departure = Some(Arc::new(handler));
         self
@@ -115,7 +116,9 @@ impl Launcher {
 
     /// Hands each of the tree's output lines to `handler` instead of printing it
     /// ([`ChildOutput::Handler`]). It runs on whichever thread handed the line out — often the
-    /// IO thread — with no lock held: it should be quick and must not wait for the tree.
+    /// IO thread — with no lock held: it should be quick and must not wait for the tree. A panic
+    /// in it is caught and reported as a `tracing` warning; the tree goes on (that one line is
+    /// all the handler misses).
     pub fn on_log(self, handler: impl Fn(&LogRecord) + Send + Sync + 'static) -> Launcher {
         self.child_output(ChildOutput::Handler(Box::new(handler)))
     }

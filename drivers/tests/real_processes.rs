@@ -50,6 +50,7 @@ on_every_runtime!(
     s31_deadlines_resolve_once_at_the_deadline_and_the_callee_is_told,
     s32_one_child_and_its_subtree_shut_down_while_its_sibling_serves,
     children_start_after_the_running_binary_was_deleted,
+    a_panicking_output_or_departure_handler_does_not_take_the_tree_down,
 );
 
 static NEXT_MARKER: AtomicU32 = AtomicU32::new(0);
@@ -381,6 +382,17 @@ fn children_start_after_the_running_binary_was_deleted(runtime: &str) {
     assert_eq!(get(&out, "child_answered"), "true");
     assert_eq!(get(&out, "child_comm_is_ours"), "true", "ps and pkill see the program's name, not \"exe\"");
     assert_eq!(get(&out, "grandchild_answered"), "true");
+}
+
+/// The root's handlers run on its IO thread. One that panics (on_log on a line, on_departure on
+/// a departure) is reported and the tree goes on: later lines arrive, calls are answered, spawns
+/// start, and shutdown leaves nothing behind. Before, the IO thread died with the handler.
+fn a_panicking_output_or_departure_handler_does_not_take_the_tree_down(runtime: &str) {
+    let out = run("handler_panics", runtime);
+    for key in ["printed", "printed_after", "answers_after", "line_after_arrived", "spawns_after"] {
+        assert_eq!(get(&out, key), "true", "{key}: {out:?}");
+    }
+    assert_eq!(get(&out, "reaped"), "2");
 }
 
 fn pipelined_calls_are_all_answered_and_an_unwaited_one_still_runs(runtime: &str) {
