@@ -30,10 +30,13 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::os::fd::{AsFd as _, BorrowedFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags};
 
 use crate::logs::{self, LogHandler, LogRecord};
 
@@ -121,12 +124,22 @@ impl Printer {
             "stdout" => (&self.stdout, &self.stderr),
             _ => (&self.stderr, &self.stdout),
         };
-        if lane.push(line.into_bytes()) == Pushed::BecameStalled {
-            let note = format!(
-                "[arbor] the root's {} has taken nothing for {STALL:?}: dropping the tree's lines for it until it does\n",
-                lane.which.name()
-            );
-            other.push(note.into_bytes());
+        match lane.push(line.into_bytes()) {
+            Pushed::BecameStalled => {
+                let note = format!(
+                    "[arbor] the root's {} has taken nothing for {STALL:?}: dropping the tree's lines for it until it does\n",
+                    lane.which.name()
+                );
+                other.push(note.into_bytes());
+            }
+            Pushed::Failed(e) => {
+                let note = format!(
+                    "[arbor] the root's {} failed ({e}): dropping the tree's lines for it\n",
+                    lane.which.name()
+                );
+                other.push(note.into_bytes());
+            }
+            Pushed::Queued | Pushed::Dropped => {}
         }
     }
 
@@ -155,12 +168,15 @@ impl Which {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Pushed {
     Queued,
     Dropped,
     /// Dropped, and the first line dropped since the stream last moved.
     BecameStalled,
+    /// Dropped, and the first line dropped since a write failed with this error (EPIPE, the
+    /// reader gone, is not reported: `| head` is how such a stream usually ends).
+    Failed(io::Error),
 }
 
 /// One stream's queue and writer.
@@ -187,6 +203,8 @@ struct Queue {
     stalled: bool,
     /// EPIPE or another write error: nothing more is written.
     broken: bool,
+    /// The write error that broke the stream, until a pushed line reports it.
+    failure: Option<io::Error>,
     /// A writer thread runs.
     writer: bool,
     /// The root is done: the writer ends once the queue is empty.
@@ -209,6 +227,7 @@ impl Lane {
             dropped: 0,
             stalled: false,
             broken: false,
+            failure: None,
             writer: false,
             closed: false,
         };
@@ -223,7 +242,10 @@ impl Lane {
         let mut q = self.lock();
         loop {
             if q.broken {
-                return Pushed::Dropped;
+                return match q.failure.take() {
+                    Some(e) => Pushed::Failed(e),
+                    None => Pushed::Dropped,
+                };
             }
             if !q.writer {
                 if !self.start_writer() {
@@ -288,8 +310,11 @@ impl Lane {
             q.writing = false;
             q.progress = Instant::now();
             q.bytes = q.bytes.saturating_sub(batch.len());
-            if written.is_err() {
+            if let Err(e) = written {
                 q.broken = true;
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    q.failure = Some(e);
+                }
                 q.lines.clear();
                 q.bytes = 0;
             } else if std::mem::take(&mut q.stalled) {
@@ -319,8 +344,8 @@ impl Lane {
             return printed.map_err(|_| io::Error::other("printing failed"));
         }
         match self.which {
-            Which::Stdout => write_all(&mut io::stdout().lock(), batch),
-            Which::Stderr => write_all(&mut io::stderr().lock(), batch),
+            Which::Stdout => write_all(&mut io::stdout().lock(), io::stdout().as_fd(), batch),
+            Which::Stderr => write_all(&mut io::stderr().lock(), io::stderr().as_fd(), batch),
         }
     }
 
@@ -339,17 +364,47 @@ impl Lane {
 }
 
 /// `write_all` that flushes: a batch is whole lines, and std's stdout holds back only a partial
-/// line, so the flush is a no-op unless the root's own code left one there.
-fn write_all(out: &mut impl Write, mut buf: &[u8]) -> io::Result<()> {
+/// line, so the flush is a no-op unless the root's own code left one there. A stream someone
+/// made non-blocking (a terminal or pipe shared with a tool that set O_NONBLOCK on it) answers
+/// `WouldBlock` when full: the writer waits until `fd` takes more, as a blocking write would,
+/// instead of counting the stream as broken and dropping every later line.
+fn write_all(out: &mut impl Write, fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         match out.write(buf) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => retry_after(e, fd)?,
         }
     }
-    out.flush()
+    loop {
+        match out.flush() {
+            Ok(()) => return Ok(()),
+            Err(e) => retry_after(e, fd)?,
+        }
+    }
+}
+
+/// Whether a failed write may be tried again: after an interruption at once, after
+/// `WouldBlock` once `fd` is writable; any other error is the stream's end.
+fn retry_after(e: io::Error, fd: BorrowedFd<'_>) -> io::Result<()> {
+    match e.kind() {
+        io::ErrorKind::Interrupted => Ok(()),
+        io::ErrorKind::WouldBlock => wait_writable(fd),
+        _ => Err(e),
+    }
+}
+
+/// Blocks until `fd` is writable (or has an error or hang-up to report: the next write says
+/// which).
+fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
+    loop {
+        match poll(&mut fds, None) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 #[cfg(test)]

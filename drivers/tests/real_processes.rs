@@ -485,6 +485,8 @@ mod output_and_spawn {
         child_lines_reach_the_root_stream_they_were_printed_on_prefixed_with_the_context_name,
         a_closed_root_stdout_drops_the_tree_lines_without_a_panic_or_a_hang,
         a_stalled_root_stdout_holds_the_tree_back_only_until_the_stall_bound,
+        a_non_blocking_root_stdout_gets_every_line,
+        a_failing_root_stdout_is_reported_on_stderr,
         a_panicking_call_reports_its_message_location_and_backtrace,
         without_rust_backtrace_a_panicking_call_reports_its_message_and_location,
         spawn_options_set_the_childs_arguments_environment_and_directory,
@@ -499,6 +501,11 @@ mod output_and_spawn {
         CloseAfterOneLine,
         /// Never read it (a stalled pipe), until the fixture has exited.
         Stall,
+        /// A pipe whose write end is non-blocking (O_NONBLOCK, as a tool sharing the stream may
+        /// leave it), read all of it only after a pause, so the root's writer meets a full pipe.
+        NonBlockingSlow,
+        /// /dev/full: every write fails with ENOSPC.
+        DevFull,
     }
 
     /// What a `print_*` scenario printed: its `key=value` report (from stdout, or from stderr
@@ -522,6 +529,17 @@ mod output_and_spawn {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        let mut slow_reader = None;
+        if mode == Stdout::DevFull {
+            cmd.stdout(std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full"));
+        }
+        if mode == Stdout::NonBlockingSlow {
+            use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+            let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("a pipe");
+            fcntl_setfl(&write, fcntl_getfl(&write).expect("flags") | OFlags::NONBLOCK).expect("O_NONBLOCK");
+            cmd.stdout(Stdio::from(write));
+            slow_reader = Some(std::fs::File::from(read));
+        }
         for (name, value) in env {
             match value {
                 Some(v) => cmd.env(name, v),
@@ -529,6 +547,28 @@ mod output_and_spawn {
             };
         }
         let mut child = cmd.spawn().expect("the fixture starts");
+        drop(cmd); // our copy of a non-blocking pipe's write end: EOF once the fixture ends
+        if mode == Stdout::DevFull {
+            let status = super::wait_bounded(&mut child, scenario);
+            let mut stderr = String::new();
+            child.stderr.take().map(|mut s| s.read_to_string(&mut stderr));
+            let report = super::checked_report(scenario, &marker, status, "", &stderr, &stderr);
+            return Printed { report, stdout: String::new(), stderr };
+        }
+        if let Some(mut pipe) = slow_reader {
+            let reader = thread::spawn(move || {
+                thread::sleep(Duration::from_millis(300));
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                text
+            });
+            let status = super::wait_bounded(&mut child, scenario);
+            let stdout = reader.join().unwrap_or_default();
+            let mut stderr = String::new();
+            child.stderr.take().map(|mut s| s.read_to_string(&mut stderr));
+            let report = super::checked_report(scenario, &marker, status, &stdout, &stderr, &stderr);
+            return Printed { report, stdout, stderr };
+        }
         let mut stdout = child.stdout.take().expect("piped stdout");
         let mut stderr = child.stderr.take().expect("piped stderr");
         let err_reader = thread::spawn(move || {
@@ -554,6 +594,7 @@ mod output_and_spawn {
                 None,
             ),
             Stdout::Stall => (None, Some(stdout)),
+            Stdout::NonBlockingSlow | Stdout::DevFull => unreachable!("read above"),
         };
         let status = super::wait_bounded(&mut child, scenario);
         drop(held);
@@ -600,6 +641,28 @@ mod output_and_spawn {
         assert_eq!(p.stdout, "[many] line 0\n");
         assert_eq!(get(&p.report, "call"), "Ok");
         assert!(!p.stderr.contains("panicked"), "{}", p.stderr);
+    }
+
+    /// The root's stdout is a pipe someone made non-blocking, read only after a pause: when it is
+    /// full the writer waits for room, as a blocking write would, and every line arrives (it
+    /// counted `WouldBlock` as a broken stream and dropped all later lines, silently).
+    fn a_non_blocking_root_stdout_gets_every_line(runtime: &str) {
+        let p = run_printing("print_nonblocking", runtime, &[], Stdout::NonBlockingSlow);
+        assert_eq!(get(&p.report, "call"), "Ok");
+        let lines: Vec<&str> = with_prefix(&p.stdout, "[many] ");
+        assert_eq!(lines.len(), 20_000, "{}", p.stderr);
+        assert!(lines.iter().enumerate().all(|(i, l)| *l == format!("[many] line {i}")));
+        assert!(!p.stderr.contains("[arbor]"), "{}", p.stderr);
+    }
+
+    /// The root's stdout fails with an error other than EPIPE (here ENOSPC, /dev/full): the tree's
+    /// lines for it are dropped, and the root says so, once, on its stderr — not silently.
+    fn a_failing_root_stdout_is_reported_on_stderr(runtime: &str) {
+        let p = run_printing("print_full", runtime, &[], Stdout::DevFull);
+        assert_eq!(get(&p.report, "call"), "Ok");
+        let notes: Vec<&str> = with_prefix(&p.stderr, "[arbor] the root's stdout failed (");
+        assert_eq!(notes.len(), 1, "{}", p.stderr);
+        assert!(notes[0].ends_with("): dropping the tree's lines for it"), "{}", notes[0]);
     }
 
     /// A child prints 8 MB while the root's stdout is a pipe nobody reads: the tree waits for
