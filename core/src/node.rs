@@ -1305,6 +1305,12 @@ impl Node {
                     if tighter < deadline {
                         self.timers.set(Timer::Grace, tighter);
                         self.phase = Phase::Draining { cause, deadline: tighter };
+                        // The children drain against the new deadline too: each must be done,
+                        // or forced, before this node forces it.
+                        let kids: Vec<ContextId> = self.children.values().map(|c| c.id).collect();
+                        for id in kids {
+                            self.send_shutdown(now, id, tighter);
+                        }
                     }
                 }
             }

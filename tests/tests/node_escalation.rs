@@ -99,3 +99,60 @@ fn every_child_gets_sigterm_then_sigkill_then_is_given_up_on_once() {
     node.handle_timeout(at(2000));
     assert_eq!(steps(&mut node), [Step::Abandoned(Pid(101)), Step::Abandoned(Pid(102))]);
 }
+
+// --- a deadline that comes closer ---------------------------------------------------------------
+
+/// The SHUTDOWN budgets a node sent on `stream`, in order.
+fn budgets_sent(outs: &[Output], stream: StreamId) -> Vec<Option<Duration>> {
+    use arbor_core::frame::Decoder;
+    use arbor_core::handle::Handle;
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Transmit { stream: s, frame } if *s == stream => {
+                let mut d = Decoder::new(1 << 20);
+                d.feed(&frame.to_vec());
+                d.next_message().unwrap()
+            }
+            _ => None,
+        })
+        .filter(|m| m.handle == Handle::SHUTDOWN)
+        .map(|m| arbor_core::shutdown::decode_budget(&m.body).unwrap())
+        .collect()
+}
+
+/// A draining node whose parent sends SHUTDOWN again with a smaller budget drains against the
+/// nearer deadline, and passes it on: each child gets SHUTDOWN again with the new remaining
+/// budget, so it force-disconnects its own children before this node would force it (the
+/// ordering of docs/shutdown.md holds when the deadline moves, not only when it is first set).
+#[test]
+fn a_tighter_budget_from_the_parent_is_passed_on_to_every_child() {
+    use arbor_core::frame::{Encoding, Message};
+    use arbor_core::handle::Handle;
+    let parent = StreamId(1);
+    let mut node = Node::new(NodeConfig::child(ContextId(1), vec![ContextId::ROOT]));
+    node.handle_input(at(0), Input::StreamOpened { stream: parent, kind: StreamKind::Parent }).unwrap();
+    let kind = StreamKind::Child { id: ContextId(2), pid: Some(Pid(102)), name: None };
+    node.handle_input(at(0), Input::StreamOpened { stream: StreamId(2), kind }).unwrap();
+    std::iter::from_fn(|| node.poll_output()).for_each(drop);
+
+    let shutdown = |budget: Duration| {
+        let body = arbor_core::shutdown::encode_budget(budget).to_vec();
+        Message::new(ContextId(1), ContextId::ROOT, Handle::SHUTDOWN, Encoding::Binary, body)
+            .to_frame()
+            .to_vec()
+    };
+    let mut feed = |node: &mut Node, now: Instant, bytes: &[u8]| {
+        node.handle_input(now, Input::Received { stream: parent, bytes }).unwrap();
+        std::iter::from_fn(|| node.poll_output()).collect::<Vec<_>>()
+    };
+    // Budget 8 s: this node drains for its own grace, 5 s, and gives its child that much.
+    let first = feed(&mut node, at(0), &shutdown(Duration::from_secs(8)));
+    assert_eq!(budgets_sent(&first, StreamId(2)), [Some(Duration::from_secs(5))]);
+    // 1 s later the parent has only 1 s left: ¾ of it, 750 ms, from now.
+    let second = feed(&mut node, at(1000), &shutdown(Duration::from_secs(1)));
+    assert_eq!(budgets_sent(&second, StreamId(2)), [Some(Duration::from_millis(750))]);
+    assert_eq!(node.poll_timeout(), Some(at(1750)));
+    // A budget that would move the deadline later changes nothing and is not passed on.
+    let third = feed(&mut node, at(1100), &shutdown(Duration::from_secs(60)));
+    assert_eq!(budgets_sent(&third, StreamId(2)), []);
+}
