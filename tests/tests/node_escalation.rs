@@ -141,7 +141,7 @@ fn a_tighter_budget_from_the_parent_is_passed_on_to_every_child() {
             .to_frame()
             .to_vec()
     };
-    let mut feed = |node: &mut Node, now: Instant, bytes: &[u8]| {
+    let feed = |node: &mut Node, now: Instant, bytes: &[u8]| {
         node.handle_input(now, Input::Received { stream: parent, bytes }).unwrap();
         std::iter::from_fn(|| node.poll_output()).collect::<Vec<_>>()
     };
