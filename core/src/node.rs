@@ -960,9 +960,12 @@ impl Node {
                     self.records.insert(pid, record);
                 }
                 // A child that arrives while we are already going tells it to follow at once.
+                // One that arrives after we drained (its spawn was carried out before shutdown
+                // began, and took longer than the drain) is forced at once: nothing is left to
+                // wait for it, and this process may end before it would drain.
                 match self.phase {
                     Phase::Draining { deadline, .. } => self.send_shutdown(now, id, deadline),
-                    Phase::ForceDisconnect { .. } => {
+                    Phase::ForceDisconnect { .. } | Phase::Closing { .. } => {
                         self.force_streams(now);
                         self.terminate_children(now);
                     }

@@ -156,3 +156,27 @@ fn a_tighter_budget_from_the_parent_is_passed_on_to_every_child() {
     let third = feed(&mut node, at(1100), &shutdown(Duration::from_secs(60)));
     assert_eq!(budgets_sent(&third, StreamId(2)), []);
 }
+
+/// A child whose stream opens after its parent drained and began closing (its spawn was carried
+/// out before shutdown began, and was slower than the drain) is not left running unasked: its
+/// stream is closed and its process gets SIGTERM at once, as during a forced disconnect.
+#[test]
+fn a_child_that_arrives_after_its_parent_drained_is_closed_and_signalled_at_once() {
+    use arbor_core::frame::{Encoding, Message};
+    use arbor_core::handle::Handle;
+    use arbor_core::shutdown::PhaseKind;
+    let parent = StreamId(1);
+    let mut node = Node::new(NodeConfig::child(ContextId(1), vec![ContextId::ROOT]));
+    node.handle_input(at(0), Input::StreamOpened { stream: parent, kind: StreamKind::Parent }).unwrap();
+    let shutdown = Message::new(ContextId(1), ContextId::ROOT, Handle::SHUTDOWN, Encoding::Binary, "");
+    node.handle_input(at(0), Input::Received { stream: parent, bytes: &shutdown.to_frame().to_vec() })
+        .unwrap();
+    std::iter::from_fn(|| node.poll_output()).for_each(drop);
+    assert_eq!(node.phase().kind(), PhaseKind::Closing, "nothing to wait for: drained at once");
+
+    let kind = StreamKind::Child { id: ContextId(7), pid: Some(Pid(107)), name: None };
+    node.handle_input(at(10), Input::StreamOpened { stream: StreamId(7), kind }).unwrap();
+    let outs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
+    assert!(outs.contains(&Output::Close { stream: StreamId(7) }), "{outs:?}");
+    assert!(outs.contains(&Output::Signal { pid: Pid(107), signal: Signal::Term }), "{outs:?}");
+}
