@@ -37,6 +37,11 @@ use crate::vec_map::VecMap;
 /// [`Host::may_read`]).
 pub const DEFAULT_PARENT_HIGH_WATER: usize = 8 * 1024 * 1024;
 
+/// Bytes queued towards one child above which the host stops reading that child's stream, so a
+/// child that stops reading cannot make its parent queue without bound what its own frames ask
+/// for (dead replies to junk, answers to its calls): see [`Host::may_read`].
+pub const DEFAULT_CHILD_HIGH_WATER: usize = 8 * 1024 * 1024;
+
 /// After `Exit`, how long bytes still queued on closing streams may take to leave before the
 /// process ends regardless.
 pub const DEFAULT_FINAL_FLUSH: Duration = Duration::from_secs(1);
@@ -46,13 +51,19 @@ pub const DEFAULT_FINAL_FLUSH: Duration = Duration::from_secs(1);
 pub struct HostConfig {
     /// See [`DEFAULT_PARENT_HIGH_WATER`].
     pub parent_high_water: usize,
+    /// See [`DEFAULT_CHILD_HIGH_WATER`].
+    pub child_high_water: usize,
     /// See [`DEFAULT_FINAL_FLUSH`].
     pub final_flush: Duration,
 }
 
 impl Default for HostConfig {
     fn default() -> Self {
-        HostConfig { parent_high_water: DEFAULT_PARENT_HIGH_WATER, final_flush: DEFAULT_FINAL_FLUSH }
+        HostConfig {
+            parent_high_water: DEFAULT_PARENT_HIGH_WATER,
+            child_high_water: DEFAULT_CHILD_HIGH_WATER,
+            final_flush: DEFAULT_FINAL_FLUSH,
+        }
     }
 }
 
@@ -153,6 +164,17 @@ pub enum Action {
         paused: bool,
         /// Bytes queued on the parent stream at that moment.
         parent_queued: usize,
+    },
+    /// One child's stream stopped (`held`) or resumed being read: the bytes queued towards that
+    /// child crossed [`HostConfig::child_high_water`]. Ask [`Host::may_read`]; once `held` is
+    /// false, read the stream again (it may have become readable meanwhile).
+    ChildHeld {
+        /// The child's framed stream.
+        stream: StreamId,
+        /// Whether it is now left unread.
+        held: bool,
+        /// Bytes queued towards the child at that moment.
+        queued: usize,
     },
 }
 
@@ -283,6 +305,8 @@ impl WriteQueue {
 struct Framed {
     queue: WriteQueue,
     state: WriteState,
+    /// A child's stream left unread while its queue is above the child high-water mark.
+    held: bool,
 }
 
 /// Where the host is once the node has said `Exit`.
@@ -395,8 +419,17 @@ impl Host {
     /// so what goes down always drains, and what goes up drains once the parent is not paused
     /// itself. The root has no parent and never pauses, so every chain of pauses ends at a
     /// context whose parent reads.
+    ///
+    /// A child's stream is also left unread while more than [`HostConfig::child_high_water`]
+    /// bytes are queued towards that child ([`Action::ChildHeld`]). What a child sends may make
+    /// its parent queue bytes for it — answers to its calls, a dead reply to every frame it
+    /// should not have sent — so a child that stops reading (frozen, or hostile) would otherwise
+    /// grow its parent's memory at its own pace. Held, it only fills its own socket. This
+    /// cannot deadlock either: the child reads its parent stream always, so the queue drains
+    /// while the child lives, and the hold ends.
     pub fn may_read(&self, stream: StreamId) -> bool {
-        !(self.paused && (self.loggers.contains(&stream) || self.is_child(stream)))
+        let held = self.parent != Some(stream) && self.framed.get(&stream).is_some_and(|f| f.held);
+        !held && !(self.paused && (self.loggers.contains(&stream) || self.is_child(stream)))
     }
 
     /// Whether `stream` is a child's framed stream (registered as [`StreamKind::Child`] and not
@@ -434,10 +467,16 @@ impl Host {
             }
             StreamKind::Parent => {
                 self.parent = Some(stream);
-                self.framed.insert(stream, Framed { queue: WriteQueue::default(), state: WriteState::Open });
+                self.framed.insert(
+                    stream,
+                    Framed { queue: WriteQueue::default(), state: WriteState::Open, held: false },
+                );
             }
             StreamKind::Child { .. } => {
-                self.framed.insert(stream, Framed { queue: WriteQueue::default(), state: WriteState::Open });
+                self.framed.insert(
+                    stream,
+                    Framed { queue: WriteQueue::default(), state: WriteState::Open, held: false },
+                );
             }
         }
         let r = self.node.handle_input(now, Input::StreamOpened { stream, kind });
@@ -475,6 +514,12 @@ impl Host {
     pub fn wrote(&mut self, now: Instant, stream: StreamId, n: usize) {
         let Some(f) = self.framed.get_mut(&stream) else { return };
         f.queue.consume(n);
+        let queued = f.queue.len();
+        if f.held && queued <= self.config.child_high_water {
+            f.held = false;
+            self.actions.push_back(Action::ChildHeld { stream, held: false, queued });
+        }
+        let Some(f) = self.framed.get_mut(&stream) else { return };
         if f.queue.is_empty() && f.state == WriteState::Closing {
             self.finish_close(now, stream);
         }
@@ -721,6 +766,11 @@ impl Host {
                 Some(f) if f.state == WriteState::Open => {
                     let was_empty = f.queue.is_empty();
                     f.queue.push(frame.clone());
+                    let queued = f.queue.len();
+                    if !f.held && queued > self.config.child_high_water && self.parent != Some(*stream) {
+                        f.held = true;
+                        self.actions.push_back(Action::ChildHeld { stream: *stream, held: true, queued });
+                    }
                     was_empty.then_some(Io::Write { stream: *stream })
                 }
                 _ => None,
@@ -947,6 +997,52 @@ mod tests {
         let acts = drain(&mut host);
         assert!(acts.iter().any(|a| matches!(a, Action::Backpressure { paused: false, .. })), "{acts:?}");
         assert!(host.may_read(child) && host.may_read(LOGGER) && host.may_read(PARENT));
+    }
+
+    /// A child that stops reading cannot make its parent queue, without bound, what its own
+    /// frames ask for. Here every frame it sends earns a dead reply (a message for a context no
+    /// route leads to, an answer wanted): past the child high-water mark its stream is held
+    /// (`ChildHeld`), so the queue stops at the mark and one read's worth of replies; once the
+    /// child reads what waits for it, its stream is read again.
+    #[test]
+    fn a_child_that_stops_reading_is_left_unread_while_its_queue_is_above_the_mark() {
+        let config = HostConfig { child_high_water: 1024, ..HostConfig::default() };
+        let mut host = Host::new(Node::new(NodeConfig::root()), config);
+        let child = StreamId(5);
+        host.opened(t(0), child, StreamKind::Child { id: ContextId(1), pid: None, name: None }, None)
+            .unwrap();
+        drain(&mut host);
+        let junk = Message::new(ContextId(77), ContextId(1), Handle(1000), Encoding::Binary, "")
+            .with_reply_to(Handle(1000))
+            .to_frame()
+            .to_vec();
+        let read = junk.repeat(16);
+        let mut reads = 0;
+        while host.may_read(child) && reads < 1000 {
+            host.received(t(1), child, &read);
+            reads += 1;
+        }
+        let acts = drain(&mut host);
+        assert!(reads < 1000, "never held: {} bytes queued", host.write_queue(child).unwrap().len());
+        let held: Vec<&Action> = acts.iter().filter(|a| matches!(a, Action::ChildHeld { .. })).collect();
+        assert!(
+            matches!(held[..], [Action::ChildHeld { stream, held: true, .. }] if *stream == child),
+            "{held:?}"
+        );
+        let queued = host.write_queue(child).unwrap().len();
+        let per_read = queued / reads; // the replies one read earns
+        assert!(queued > 1024 && queued <= 1024 + per_read, "{queued} bytes queued after {reads} reads");
+
+        // The child reads everything: its stream is read again.
+        host.wrote(t(2), child, queued);
+        let acts = drain(&mut host);
+        assert!(
+            acts.iter().any(
+                |a| matches!(a, Action::ChildHeld { stream, held: false, queued: 0 } if *stream == child)
+            ),
+            "{acts:?}"
+        );
+        assert!(host.may_read(child));
     }
 
     #[test]

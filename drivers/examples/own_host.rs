@@ -145,7 +145,7 @@ impl OwnHost {
                     println!("root: [{}:{}] {}", line.context, line.source, line.text)
                 }
                 Action::SpawnRefused { reason, .. } => eprintln!("spawn refused: {reason}"),
-                Action::Output(_) | Action::Backpressure { .. } => {}
+                Action::Output(_) | Action::Backpressure { .. } | Action::ChildHeld { .. } => {}
             }
         }
     }

@@ -252,6 +252,13 @@ impl State {
                         )));
                         wake |= !paused;
                     }
+                    Action::ChildHeld { stream, held, queued } => {
+                        self.deliveries.notes.push(Note::Debug(format!(
+                            "reading of child stream {stream} {} ({queued} bytes queued towards it)",
+                            if held { "held" } else { "resumed" }
+                        )));
+                        wake |= !held;
+                    }
                 }
             }
             if dirty.is_empty() {

@@ -228,7 +228,7 @@ impl Fixture {
             match action {
                 Action::Output(out) => self.output(out),
                 Action::Io(io) => self.io(io),
-                Action::SpawnRefused { .. } | Action::Backpressure { .. } => {}
+                Action::SpawnRefused { .. } | Action::Backpressure { .. } | Action::ChildHeld { .. } => {}
             }
         }
     }

@@ -644,6 +644,11 @@ impl World {
                 HostAction::Backpressure { paused, parent_queued } => {
                     self.backpressure(p, paused, parent_queued)
                 }
+                // A held child stream's `Read`s found it unread: read it again once released.
+                HostAction::ChildHeld { stream, held: false, .. } => {
+                    self.schedule(self.now, Ev::Read(p, stream))
+                }
+                HostAction::ChildHeld { held: true, .. } => {}
             }
         }
         if self.spawning.is_none() && !self.to_spawn.is_empty() {
