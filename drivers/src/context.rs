@@ -38,7 +38,7 @@ pub(crate) fn run_child(boot: Bootstrap, functions: Functions) -> ! {
     }
     let (jobs, calls) = job_queue::channel();
     let host = Host::new(Node::new(config), HostConfig::default());
-    let shared = Shared::new(host, runtime, functions, None, jobs);
+    let shared = Shared::new(host, runtime, functions, None, None, jobs);
     let io_shared = shared.clone();
     let setup = Setup { parent: Some(parent), captures, interrupts: None };
     let io = thread::Builder::new().name("arbor-io".into()).spawn(move || {

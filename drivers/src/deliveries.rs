@@ -7,9 +7,11 @@
 use arbor_core::call::CallResult;
 use arbor_core::departure::{ControlError, Departure};
 use arbor_core::node::Diagnostic;
+use std::sync::Arc;
 use std::task::Waker;
 
 use crate::error::SpawnError;
+use crate::events::{Event, Events};
 use crate::job_queue::JobSender;
 use crate::logs::{self, LogHandler, LogRecord};
 use crate::oneshot;
@@ -20,6 +22,7 @@ use crate::spawn::ChildInfo;
 /// Something to log once the lock is let go of: in a child, `tracing` writes to fd 2, a capture
 /// socket only this context drains, so logging with the lock held could block with no one
 /// left to drain it.
+#[derive(Debug)]
 pub(crate) enum Note {
     Diagnostic(Diagnostic),
     Warn(String),
@@ -56,7 +59,7 @@ pub(crate) struct Deliveries {
 }
 
 impl Note {
-    fn emit(self) {
+    pub(crate) fn emit(self) {
         match self {
             Note::Diagnostic(d) => logs::diagnostic(&d),
             Note::Warn(m) => tracing::warn!("{m}"),
@@ -73,7 +76,12 @@ impl Deliveries {
     /// state for the next round (`Deliveries::keep`), so a round that answers one call
     /// allocates nothing for it.
     #[must_use]
-    pub fn deliver(&mut self, on_log: Option<&LogHandler>, runtime: &dyn Runtime) -> Vec<Job> {
+    pub fn deliver(
+        &mut self,
+        on_log: Option<&LogHandler>,
+        events: Option<&Arc<Events>>,
+        runtime: &dyn Runtime,
+    ) -> Vec<Job> {
         let out = self;
         let mut refused = Vec::new();
         for (jobs, job) in out.jobs.drain(..) {
@@ -82,7 +90,11 @@ impl Deliveries {
             }
         }
         for note in out.notes.drain(..) {
-            note.emit();
+            // At the root, the program's own subscriber: never on this thread (events.rs).
+            match events {
+                Some(events) => events.push(Event::Note(note)),
+                None => note.emit(),
+            }
         }
         for record in out.logs.drain(..) {
             match on_log {

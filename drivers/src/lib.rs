@@ -47,6 +47,7 @@ mod context;
 mod deliveries;
 mod driver;
 mod error;
+mod events;
 mod exit;
 pub mod faults;
 mod function;

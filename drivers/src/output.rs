@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags};
 
-use crate::logs::{self, LogHandler, LogRecord};
+use crate::events::{Event, Events};
+use crate::logs::{LogHandler, LogRecord};
 
 /// Bytes queued for one stream before a new line waits for room.
 pub(crate) const QUEUE_BYTES: usize = 4 * 1024 * 1024;
@@ -65,7 +66,9 @@ pub enum ChildOutput {
     /// Each line as a `tracing` event, target `arbor::remote`, message `[name] text`, with the
     /// field `context` (the id): at the level of the child's own `tracing` event when the line is
     /// one, else `INFO` for stdout and `WARN` for stderr. Lines are lost if no subscriber takes
-    /// them.
+    /// them. They are emitted by a thread of their own, never the IO thread: a subscriber that
+    /// blocks holds the tree back by one second at most, after which lines are dropped and
+    /// counted.
     Tracing,
     /// Each line to a function ([`crate::Launcher::on_log`]).
     Handler(LogHandler),
@@ -84,14 +87,22 @@ impl std::fmt::Debug for ChildOutput {
 impl ChildOutput {
     /// The handler the context's deliveries call (`None`: `tracing`), and the printer to finish
     /// when the root is done.
-    pub(crate) fn into_handler(self, captured: bool) -> (Option<LogHandler>, Option<Arc<Printer>>) {
+    pub(crate) fn into_handler(
+        self,
+        captured: bool,
+        events: &Arc<Events>,
+    ) -> (Option<LogHandler>, Option<Arc<Printer>>) {
         match self {
             ChildOutput::Print => {
                 let printer = Arc::new(Printer::new(captured));
                 let lines = printer.clone();
                 (Some(Box::new(move |r: &LogRecord| lines.line(r))), Some(printer))
             }
-            ChildOutput::Tracing => (Some(Box::new(logs::emit)), None),
+            // Events for the program's subscriber, off the IO thread (events.rs).
+            ChildOutput::Tracing => {
+                let events = events.clone();
+                (Some(Box::new(move |r: &LogRecord| events.push(Event::Record(r.clone())))), None)
+            }
             ChildOutput::Handler(h) => (Some(h), None),
         }
     }

@@ -13,6 +13,7 @@ use crate::client::{self, Context};
 use crate::deliveries::DepartureHandler;
 use crate::driver::{self, Setup};
 use crate::error::StartError;
+use crate::events::Events;
 use crate::logs::LogRecord;
 use crate::oneshot;
 use crate::output::{ChildOutput, Printer};
@@ -175,8 +176,9 @@ impl Launcher {
         config.name = "root".to_string();
         let (jobs, calls) = job_queue::channel();
         let host = Host::new(Node::new(config), HostConfig::default());
-        let (on_log, printer) = self.output.into_handler(self.test);
-        let shared = Shared::new(host, runtime, self.functions, on_log, jobs);
+        let events = Events::new();
+        let (on_log, printer) = self.output.into_handler(self.test, &events);
+        let shared = Shared::new(host, runtime, self.functions, on_log, Some(events.clone()), jobs);
         let on_departure = self.on_departure;
         shared.with(|state, _| state.on_departure = on_departure);
         let (report, done) = oneshot::channel();
@@ -203,7 +205,7 @@ impl Launcher {
         })?;
         let context = Context::new(shared);
         client::set_current(Some(context.clone()));
-        Ok(Root { context, io: Some(io), done: Some(done), printer })
+        Ok(Root { context, io: Some(io), done: Some(done), printer, events })
     }
 }
 
@@ -229,6 +231,8 @@ pub struct Root {
     done: Option<oneshot::Receiver<ShutdownReport>>,
     /// The default output sink, finished once the tree is gone.
     printer: Option<Arc<Printer>>,
+    /// The root's `tracing` events, emitted off its IO thread (events.rs).
+    events: Arc<Events>,
 }
 
 impl Root {
@@ -280,6 +284,7 @@ impl Root {
         if let Some(printer) = self.printer.take() {
             printer.finish();
         }
+        self.events.finish();
         if let Some(Err(panic)) = joined {
             std::panic::resume_unwind(panic);
         }
@@ -295,5 +300,6 @@ impl Drop for Root {
         if let Some(printer) = self.printer.take() {
             printer.finish();
         }
+        self.events.finish();
     }
 }

@@ -13,6 +13,7 @@ use arbor_core::time::Instant;
 use crate::clock;
 use crate::deliveries::Deliveries;
 use crate::error::SpawnError;
+use crate::events::Events;
 use crate::job_queue::JobSender;
 use crate::logs::LogHandler;
 use crate::oneshot;
@@ -27,6 +28,8 @@ pub(crate) struct Shared {
     pub runtime: Arc<dyn Runtime>,
     pub functions: Functions,
     on_log: Option<LogHandler>,
+    /// At the root: where its `tracing` events go (events.rs).
+    events: Option<Arc<Events>>,
     /// This context's name and id, for errors made without the lock.
     pub name: String,
     pub id: ContextId,
@@ -52,12 +55,13 @@ impl Shared {
         runtime: Arc<dyn Runtime>,
         functions: Functions,
         on_log: Option<LogHandler>,
+        events: Option<Arc<Events>>,
         jobs: JobSender,
     ) -> Arc<Shared> {
         let name = host.node().config().name.clone();
         let id = host.node().id();
         let state = State::new(host, jobs);
-        Arc::new(Shared { state: Mutex::new(state), runtime, functions, on_log, name, id })
+        Arc::new(Shared { state: Mutex::new(state), runtime, functions, on_log, events, name, id })
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
@@ -78,7 +82,7 @@ impl Shared {
 
     /// Hands out what [`State::carry_out`] gathered. Never called with the lock held.
     pub fn deliver(self: &Arc<Self>, out: &mut Deliveries) {
-        let refused = out.deliver(self.on_log.as_ref(), &*self.runtime);
+        let refused = out.deliver(self.on_log.as_ref(), self.events.as_ref(), &*self.runtime);
         if !refused.is_empty() {
             self.with(|state, now| {
                 for job in refused {

@@ -487,6 +487,7 @@ mod output_and_spawn {
         a_stalled_root_stdout_holds_the_tree_back_only_until_the_stall_bound,
         a_non_blocking_root_stdout_gets_every_line,
         a_failing_root_stdout_is_reported_on_stderr,
+        a_stalled_tracing_subscriber_holds_the_tree_back_only_until_the_stall_bound,
         a_panicking_call_reports_its_message_location_and_backtrace,
         without_rust_backtrace_a_panicking_call_reports_its_message_and_location,
         spawn_options_set_the_childs_arguments_environment_and_directory,
@@ -663,6 +664,16 @@ mod output_and_spawn {
         let notes: Vec<&str> = with_prefix(&p.stderr, "[arbor] the root's stdout failed (");
         assert_eq!(notes.len(), 1, "{}", p.stderr);
         assert!(notes[0].ends_with("): dropping the tree's lines for it"), "{}", notes[0]);
+    }
+
+    /// The tree's lines are `tracing` events (`ChildOutput::Tracing`) for the program's own
+    /// subscriber, which writes to a stdout nobody reads: the root's IO thread never waits for it
+    /// (it once blocked in the subscriber's write and the shutdown never came), so the call
+    /// returns and the tree shuts down, the events past the stall bound dropped.
+    fn a_stalled_tracing_subscriber_holds_the_tree_back_only_until_the_stall_bound(runtime: &str) {
+        let p = run_printing("tracing_stalled", runtime, &[], Stdout::Stall);
+        assert_eq!(get(&p.report, "call"), "Ok");
+        assert!(ms(&p.report, "shutdown_ms") < 5_000.0, "{:?}", p.report);
     }
 
     /// A child prints 8 MB while the root's stdout is a pipe nobody reads: the tree waits for
