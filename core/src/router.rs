@@ -35,6 +35,13 @@ impl fmt::Display for StreamId {
 /// make the route table hold arbitrary amounts of its text.
 pub const MAX_ROUTE_NAME_LEN: usize = 255;
 
+/// Routes one stream may teach this router with ADD_ROUTE (its subtree's contexts, the child
+/// itself aside). Past it, ADD_ROUTE from that stream is refused ([`RejectReason::TooManyRoutes`]):
+/// every route costs memory here and at every hop above (its name is up to
+/// [`MAX_ROUTE_NAME_LEN`] bytes), and nothing else bounds what a subtree may claim at a hop below
+/// the root.
+pub const MAX_ROUTES_PER_STREAM: usize = 1 << 16;
+
 /// Names of departed contexts the router keeps ([`Router::name`]).
 pub const MAX_DEPARTED_NAMES: usize = 64;
 
@@ -199,6 +206,11 @@ pub enum RejectReason {
         /// The stream that does hold it, if any.
         holder: Option<StreamId>,
     },
+    /// ADD_ROUTE from a stream that already taught this router [`MAX_ROUTES_PER_STREAM`] routes.
+    TooManyRoutes {
+        /// The id.
+        id: ContextId,
+    },
     /// ADD_ROUTE at the root for an id it never granted to that stream's subtree (through
     /// ALLOCATE_ID): the id is unissued, or another subtree's. Granting it would let the stream
     /// impersonate a context spawned later, or elsewhere ([`Router::require_grants`]).
@@ -238,6 +250,12 @@ impl fmt::Display for RejectReason {
             RejectReason::DelRouteForNeighbour => f.write_str("DEL_ROUTE for the sender's own id"),
             RejectReason::DelRouteFromWrongStream { id, holder } => {
                 write!(f, "DEL_ROUTE for {id} from a stream not holding it (holder {holder:?})")
+            }
+            RejectReason::TooManyRoutes { id } => {
+                write!(
+                    f,
+                    "ADD_ROUTE for {id} from a stream that already taught {MAX_ROUTES_PER_STREAM} routes"
+                )
             }
             RejectReason::RouteNotGranted { id } => {
                 write!(f, "ADD_ROUTE for {id}, an id never granted to that stream's subtree")
@@ -288,6 +306,8 @@ struct StreamState {
     egress: BTreeSet<ContextId>,
     /// The id blocks granted to this stream's subtree ([`Router::grant`]), in grant order.
     granted: Vec<IdBlock>,
+    /// Routes learnt from this stream's ADD_ROUTEs and not yet forgotten.
+    learnt: usize,
 }
 
 /// The route table and per-stream decoders of one context.
@@ -449,8 +469,10 @@ impl Router {
             }
         }
         let decoder = Decoder::new(self.max_message_size);
-        self.streams
-            .insert(stream, StreamState { peer, decoder, egress: BTreeSet::new(), granted: Vec::new() });
+        self.streams.insert(
+            stream,
+            StreamState { peer, decoder, egress: BTreeSet::new(), granted: Vec::new(), learnt: 0 },
+        );
         Ok(())
     }
 
@@ -707,6 +729,10 @@ impl Router {
             // A repeat from the stream that already holds the route changes nothing.
             return;
         }
+        match self.streams.get_mut(&stream) {
+            Some(s) if s.learnt < MAX_ROUTES_PER_STREAM => s.learnt += 1,
+            _ => return self.reject(Some(stream), msg, RejectReason::TooManyRoutes { id }, false),
+        }
         self.routes.insert(id, stream);
         if let Some(name) = &name {
             self.names.insert(id, name.clone());
@@ -736,7 +762,13 @@ impl Router {
     /// DEL_ROUTE up unless the news came from the parent, and DEL_ROUTE down every stream other
     /// than `came_from` that ever sent a message towards `id`.
     fn forget_route(&mut self, id: ContextId, came_from: Option<StreamId>) {
-        self.routes.remove(&id);
+        if let Some(via) = self.routes.remove(&id) {
+            if let Some(s) =
+                self.streams.get_mut(&via).filter(|s| !matches!(s.peer, Peer::Child { id: c, .. } if c == id))
+            {
+                s.learnt = s.learnt.saturating_sub(1);
+            }
+        }
         if let Some(name) = self.names.remove(&id) {
             // Kept a while (see `name`), within a bound however many contexts come and go.
             if self.departed.len() == MAX_DEPARTED_NAMES {

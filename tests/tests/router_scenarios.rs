@@ -473,6 +473,35 @@ fn accepted_routes_propagate_up_with_their_names() {
     assert_eq!(sent_on(&events, PARENT), vec![msg(0, 1, Handle::ADD_ROUTE, "50:leaf")]);
 }
 
+/// One stream may teach at most `MAX_ROUTES_PER_STREAM` routes: past that ADD_ROUTE is refused
+/// (each route costs memory at every hop above, and below the root nothing else bounds what a
+/// subtree claims). A route forgotten (DEL_ROUTE) frees its place; the sibling is unaffected.
+#[test]
+fn a_stream_teaches_at_most_max_routes_and_a_forgotten_one_frees_its_place() {
+    use arbor_core::router::MAX_ROUTES_PER_STREAM;
+    let route = |handle: Handle, id: u32| {
+        Message::new(ContextId(1), ContextId(5), handle, Encoding::Binary, id.to_string())
+    };
+    let mut r = middle();
+    let first = 1000u32;
+    let limit = MAX_ROUTES_PER_STREAM as u32;
+    for id in first..first + limit {
+        r.receive(StreamId(KID_A), &route(Handle::ADD_ROUTE, id).to_frame().to_vec());
+    }
+    drain(&mut r);
+    assert_eq!(routes(&r).len(), MAX_ROUTES_PER_STREAM + 2, "every one taken, beside children 5 and 6");
+    let over = route(Handle::ADD_ROUTE, first + limit);
+    assert_eq!(
+        feed(&mut r, KID_A, &over),
+        vec![rejected(KID_A, &over, RejectReason::TooManyRoutes { id: ContextId(first + limit) })]
+    );
+    // The sibling still teaches its own.
+    assert!(matches!(feed(&mut r, KID_B, &msg(1, 6, Handle::ADD_ROUTE, "9"))[0], Event::RouteAdded { .. }));
+    // One forgotten, one more taken.
+    feed(&mut r, KID_A, &route(Handle::DEL_ROUTE, first));
+    assert!(matches!(feed(&mut r, KID_A, &over)[0], Event::RouteAdded { .. }));
+}
+
 #[test]
 fn route_control_must_come_from_the_neighbour_on_the_stream() {
     let mut r = middle();
