@@ -500,12 +500,11 @@ pub struct Node {
 impl Node {
     /// A node in [`Phase::Running`] with no streams.
     pub fn new(config: NodeConfig) -> Node {
-        let router = Router::new(RouterConfig {
+        let mut router = Router::new(RouterConfig {
             id: config.id,
             ancestors: config.ancestors.clone(),
             max_message_size: config.max_message_size,
         });
-        let mut router = router;
         let ids = if config.is_root() {
             router.require_grants();
             IdAllocator::root()
