@@ -337,6 +337,8 @@ pub struct Host {
     /// Spawns handed out with `Io::Spawn` and not yet opened or failed.
     spawning: BTreeSet<SpawnTicket>,
     paused: bool,
+    /// Child streams held ([`Action::ChildHeld`]): while none is, reading asks nothing more.
+    held: usize,
     armed: Option<Instant>,
     ending: Ending,
 }
@@ -355,6 +357,7 @@ impl Host {
             waiting: VecDeque::new(),
             spawning: BTreeSet::new(),
             paused: false,
+            held: 0,
             armed: None,
             ending: Ending::Running,
         }
@@ -428,7 +431,7 @@ impl Host {
     /// cannot deadlock either: the child reads its parent stream always, so the queue drains
     /// while the child lives, and the hold ends.
     pub fn may_read(&self, stream: StreamId) -> bool {
-        let held = self.parent != Some(stream) && self.framed.get(&stream).is_some_and(|f| f.held);
+        let held = self.held > 0 && self.framed.get(&stream).is_some_and(|f| f.held);
         !held && !(self.paused && (self.loggers.contains(&stream) || self.is_child(stream)))
     }
 
@@ -515,12 +518,14 @@ impl Host {
         let Some(f) = self.framed.get_mut(&stream) else { return };
         f.queue.consume(n);
         let queued = f.queue.len();
-        if f.held && queued <= self.config.child_high_water {
-            f.held = false;
+        let released = f.held && queued <= self.config.child_high_water;
+        f.held &= !released;
+        let closed = f.queue.is_empty() && f.state == WriteState::Closing;
+        if released {
+            self.held -= 1;
             self.actions.push_back(Action::ChildHeld { stream, held: false, queued });
         }
-        let Some(f) = self.framed.get_mut(&stream) else { return };
-        if f.queue.is_empty() && f.state == WriteState::Closing {
+        if closed {
             self.finish_close(now, stream);
         }
         self.settle(now);
@@ -681,7 +686,9 @@ impl Host {
     }
 
     fn finish_close(&mut self, now: Instant, stream: StreamId) {
-        self.framed.remove(&stream);
+        if self.framed.remove(&stream).is_some_and(|f| f.held) {
+            self.held -= 1;
+        }
         if self.parent == Some(stream) {
             self.parent = None;
         }
@@ -769,6 +776,7 @@ impl Host {
                     let queued = f.queue.len();
                     if !f.held && queued > self.config.child_high_water && self.parent != Some(*stream) {
                         f.held = true;
+                        self.held += 1;
                         self.actions.push_back(Action::ChildHeld { stream: *stream, held: true, queued });
                     }
                     was_empty.then_some(Io::Write { stream: *stream })
