@@ -18,6 +18,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use tracing::level_filters::LevelFilter;
+
 use crate::deliveries::Note;
 use crate::logs::{self, LogRecord};
 use crate::output::STALL;
@@ -35,6 +37,16 @@ pub(crate) enum Event {
 }
 
 impl Event {
+    /// The level it is emitted at.
+    fn level(&self) -> tracing::Level {
+        match self {
+            Event::Note(Note::Diagnostic(d)) => logs::diagnostic_level(d),
+            Event::Note(Note::Warn(_)) => tracing::Level::WARN,
+            Event::Note(Note::Debug(_)) => tracing::Level::DEBUG,
+            Event::Record(record) => record.tracing_level().0,
+        }
+    }
+
     fn emit(self) {
         match self {
             Event::Note(note) => note.emit(),
@@ -88,8 +100,13 @@ impl Events {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `event` for the subscriber (see the module doc for when it waits or drops).
+    /// Queues `event` for the subscriber (see the module doc for when it waits or drops). An
+    /// event at a level no subscriber takes ([`LevelFilter::current`]: off without one) is not
+    /// queued at all, and starts no thread.
     pub fn push(self: &Arc<Self>, event: Event) {
+        if event.level() > LevelFilter::current() {
+            return;
+        }
         let mut q = self.lock();
         if !q.thread && !q.no_thread {
             let events = self.clone();

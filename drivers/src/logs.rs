@@ -19,16 +19,22 @@ pub type LogHandler = Box<dyn Fn(&LogRecord) + Send + Sync>;
 /// A core diagnostic as a `tracing` event: what means something went wrong at `warn`, the
 /// rest at `debug`.
 pub(crate) fn diagnostic(d: &Diagnostic) {
+    match diagnostic_level(d) {
+        Level::WARN => tracing::warn!(diagnostic = ?d, "arbor"),
+        _ => tracing::debug!(diagnostic = ?d, "arbor"),
+    }
+}
+
+/// The level [`diagnostic`] emits `d` at.
+pub(crate) fn diagnostic_level(d: &Diagnostic) -> Level {
     match d {
         Diagnostic::StreamFailed { .. }
         | Diagnostic::ChildAbandoned(_)
         | Diagnostic::BadCallRequest { .. }
         | Diagnostic::UnansweredCallFailed { .. }
         | Diagnostic::IdRequestRefused { .. }
-        | Diagnostic::IdsRefused { .. } => {
-            tracing::warn!(diagnostic = ?d, "arbor")
-        }
-        _ => tracing::debug!(diagnostic = ?d, "arbor"),
+        | Diagnostic::IdsRefused { .. } => Level::WARN,
+        _ => Level::DEBUG,
     }
 }
 
