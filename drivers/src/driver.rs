@@ -21,6 +21,7 @@ use arbor_core::reaper::{ExitStatus, Pid};
 use arbor_core::router::StreamId;
 use arbor_core::shutdown::Phase;
 use arbor_core::time::Instant;
+use arbor_core::vec_map::VecMap;
 use rustix::process::{pidfd_open, PidfdFlags};
 
 use crate::bootstrap::CaptureWrite;
@@ -148,7 +149,7 @@ impl Driver {
                 // handle on the context — a caller's or the calls thread's.
                 st.waker = None;
                 st.streams.clear();
-                st.children.clear();
+                wait_for_abandoned(std::mem::take(&mut st.children));
                 finished = Some(Finished {
                     shutdown_began: st.shutdown_began,
                     reaped: std::mem::take(&mut st.reaped),
@@ -442,4 +443,23 @@ pub(crate) fn run(shared: Arc<Shared>, setup: Setup) -> Option<Finished> {
     runtime.block_on(Box::pin(task) as Pin<Box<dyn Future<Output = ()> + Send>>);
     let finished = slot.lock().ok().and_then(|mut s| s.take());
     finished
+}
+
+/// Children the core gave up on (SIGKILLed, their exit never seen: a process stuck in the
+/// kernel) are still ours to reap once they do die; dropped unwaited, each would stay a zombie for
+/// as long as this process lives, which for a root may be long after its tree. A thread of its
+/// own waits for them, so nothing here blocks on a process that may take its time.
+fn wait_for_abandoned(children: VecMap<Pid, ChildProc>) {
+    let left: Vec<std::process::Child> = children.into_iter().map(|(_, c)| c.child).collect();
+    if left.is_empty() {
+        return;
+    }
+    let waiting = std::thread::Builder::new().name("arbor-reaper".into()).spawn(move || {
+        for mut child in left {
+            let _ = child.wait();
+        }
+    });
+    if let Err(e) = waiting {
+        tracing::warn!("cannot start a thread to reap abandoned children: {e}");
+    }
 }
