@@ -518,7 +518,8 @@ impl Host {
         let Some(f) = self.framed.get_mut(&stream) else { return };
         f.queue.consume(n);
         let queued = f.queue.len();
-        let released = f.held && queued <= self.config.child_high_water;
+        // Released at half the mark, so a queue hovering at it does not flap.
+        let released = f.held && queued <= self.config.child_high_water / 2;
         f.held &= !released;
         let closed = f.queue.is_empty() && f.state == WriteState::Closing;
         if released {
@@ -540,6 +541,13 @@ impl Host {
     pub fn write_failed(&mut self, now: Instant, stream: StreamId) {
         let Some(f) = self.framed.get_mut(&stream) else { return };
         f.queue.clear();
+        // Nothing is queued for it any more: a held child stream is read again, so its last
+        // bytes and its EOF are seen.
+        if core::mem::take(&mut f.held) {
+            self.held -= 1;
+            self.actions.push_back(Action::ChildHeld { stream, held: false, queued: 0 });
+        }
+        let Some(f) = self.framed.get(&stream) else { return };
         if f.state == WriteState::Closing {
             self.finish_close(now, stream);
         }
@@ -1041,7 +1049,11 @@ mod tests {
         let per_read = queued / reads; // the replies one read earns
         assert!(queued > 1024 && queued <= 1024 + per_read, "{queued} bytes queued after {reads} reads");
 
-        // The child reads everything: its stream is read again.
+        // Half the mark is not enough to let it go (no flapping at the mark)...
+        host.wrote(t(2), child, queued - 1024);
+        assert!(!host.may_read(child), "{} bytes left", host.write_queue(child).unwrap().len());
+        // ...but the child reading everything is: its stream is read again.
+        let queued = host.write_queue(child).unwrap().len();
         host.wrote(t(2), child, queued);
         let acts = drain(&mut host);
         assert!(
@@ -1050,6 +1062,29 @@ mod tests {
             ),
             "{acts:?}"
         );
+        assert!(host.may_read(child));
+    }
+
+    /// A held child whose writes then fail (it died with bytes still queued for it) is read
+    /// again: its last lines and its EOF are still to be seen, and nothing is queued for it now.
+    #[test]
+    fn a_held_child_whose_writes_fail_is_read_again() {
+        let config = HostConfig { child_high_water: 64, ..HostConfig::default() };
+        let mut host = Host::new(Node::new(NodeConfig::root()), config);
+        let child = StreamId(5);
+        host.opened(t(0), child, StreamKind::Child { id: ContextId(1), pid: None, name: None }, None)
+            .unwrap();
+        drain(&mut host);
+        let junk = Message::new(ContextId(77), ContextId(1), Handle(1000), Encoding::Binary, "")
+            .with_reply_to(Handle(1000))
+            .to_frame()
+            .to_vec();
+        host.received(t(1), child, &junk.repeat(8));
+        assert!(!host.may_read(child), "held");
+        drain(&mut host);
+        host.write_failed(t(2), child);
+        let acts = drain(&mut host);
+        assert!(acts.iter().any(|a| matches!(a, Action::ChildHeld { held: false, .. })), "{acts:?}");
         assert!(host.may_read(child));
     }
 

@@ -34,9 +34,11 @@ use crate::time::Instant;
 /// on their own before forcing them (mitogen's master waits 5 s).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
-/// The default of [`NodeConfig::id_blocks_per_child`]: 4096 blocks, 4 096 000 ids, for one
-/// child of the root and everything below it over the tree's life (ids are never reused).
-pub const DEFAULT_ID_BLOCKS_PER_CHILD: u32 = 4096;
+/// The default of [`NodeConfig::id_blocks_per_child`]: 65 536 blocks (65 536 000 ids, 1.5 % of
+/// the space) for one child of the root and everything below it over the tree's life (ids are
+/// never reused). Every context below that spawns at all takes a block of its own, so this is
+/// also 65 536 spawning contexts.
+pub const DEFAULT_ID_BLOCKS_PER_CHILD: u32 = 1 << 16;
 
 /// How a node is set up.
 #[derive(Clone, Debug)]
@@ -479,6 +481,8 @@ pub struct Node {
     id_request: Option<Handle>,
     /// The root answered ALLOCATE_ID dead: no more blocks will come.
     ids_refused: bool,
+    /// Each SIGKILL round of the escalation: when its children are given up on, and who they are.
+    kill_rounds: VecDeque<(Instant, Vec<Pid>)>,
     next_call: u64,
     pending: PendingCalls,
     dispatcher: Dispatcher,
@@ -520,6 +524,7 @@ impl Node {
             ids,
             id_request: None,
             ids_refused: false,
+            kill_rounds: VecDeque::new(),
             next_call: 0,
             pending: PendingCalls::default(),
             dispatcher: Dispatcher::default(),
@@ -655,15 +660,28 @@ impl Node {
                 match t {
                     Timer::Grace => self.apply(now, Trigger::GraceExpired, None),
                     Timer::Kill => {
-                        for pid in self.reaper.escalate(Signal::Kill) {
+                        let killed = self.reaper.escalate(Signal::Kill);
+                        for &pid in &killed {
                             self.outputs.push_back(Output::Signal { pid, signal: Signal::Kill });
                         }
-                        self.timers.set(Timer::Abandon, now + self.config.escalation.abandon_after);
+                        // Each round is given up on `abandon_after` after its own SIGKILL: a
+                        // later round (children that arrived late) never moves an earlier one's.
+                        let at = now + self.config.escalation.abandon_after;
+                        self.kill_rounds.push_back((at, killed));
+                        if self.timers.get(Timer::Abandon).is_none() {
+                            self.timers.set(Timer::Abandon, at);
+                        }
                     }
                     Timer::Abandon => {
-                        for pid in self.reaper.abandon_killed() {
-                            self.records.remove(&pid);
-                            self.diag(Diagnostic::ChildAbandoned(pid));
+                        while self.kill_rounds.front().is_some_and(|(at, _)| *at <= now) {
+                            let Some((_, pids)) = self.kill_rounds.pop_front() else { break };
+                            for pid in self.reaper.abandon_killed(&pids) {
+                                self.records.remove(&pid);
+                                self.diag(Diagnostic::ChildAbandoned(pid));
+                            }
+                        }
+                        if let Some(&(at, _)) = self.kill_rounds.front() {
+                            self.timers.set(Timer::Abandon, at);
                         }
                         self.restop();
                     }

@@ -138,13 +138,16 @@ impl Reaper {
         out
     }
 
-    /// Gives up on every child that got SIGKILL and is still unreported; returns them. A child
-    /// that arrived after the SIGKILL round (a spawn carried out before shutdown began, whose
-    /// stream opened late) has had only SIGTERM: it stays tracked, to get its SIGKILL on the
-    /// next Kill timer and be given up on only after that.
-    pub fn abandon_killed(&mut self) -> Vec<Pid> {
-        let out: Vec<Pid> =
-            self.children.iter().filter(|(_, s)| **s == ChildProcess::Killed).map(|(p, _)| *p).collect();
+    /// Gives up on those of `round` (children sent SIGKILL together) still unreported; returns
+    /// them. Only a child that got SIGKILL is given up on: one that arrived after the round (a
+    /// spawn carried out before shutdown began, whose stream opened late) has had only SIGTERM,
+    /// and stays tracked for its own SIGKILL and its own round.
+    pub fn abandon_killed(&mut self, round: &[Pid]) -> Vec<Pid> {
+        let out: Vec<Pid> = round
+            .iter()
+            .copied()
+            .filter(|pid| self.children.get(pid) == Some(&ChildProcess::Killed))
+            .collect();
         for pid in &out {
             self.children.remove(pid);
         }
@@ -167,7 +170,7 @@ mod tests {
         assert_eq!(r.escalate(Signal::Term), vec![]);
         assert_eq!(r.escalate(Signal::Kill), vec![Pid(10)]);
         assert_eq!(r.escalate(Signal::Kill), vec![]);
-        assert_eq!(r.abandon_killed(), vec![Pid(10)]);
+        assert_eq!(r.abandon_killed(&[Pid(10), Pid(11)]), vec![Pid(10)]);
         assert!(r.is_empty());
     }
 

@@ -98,7 +98,7 @@ impl Deliveries {
         }
         for record in out.logs.drain(..) {
             match on_log {
-                Some(handler) => user_handler("on_log", || handler(&record)),
+                Some(handler) => user_handler("on_log", events, || handler(&record)),
                 None => logs::emit(&record),
             }
         }
@@ -110,7 +110,7 @@ impl Deliveries {
         }
         for (handler, waiting, departure) in out.departures.drain(..) {
             if let Some(handler) = handler {
-                user_handler("on_departure", || handler(&departure));
+                user_handler("on_departure", events, || handler(&departure));
             }
             for w in waiting {
                 w.send(Ok(departure.clone()));
@@ -177,8 +177,13 @@ impl Deliveries {
 /// that thread, and with it the tree's IO — calls in flight unanswered for ever, children never
 /// reaped, the root never released. The panic is reported (the panic hook already printed it)
 /// and the tree goes on; the one line or departure it was handed is all the handler misses.
-fn user_handler(which: &str, handler: impl FnOnce()) {
+fn user_handler(which: &str, events: Option<&Arc<Events>>, handler: impl FnOnce()) {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(handler)).is_err() {
-        tracing::warn!("the {which} handler panicked; the tree goes on without it for that one");
+        let note =
+            Note::Warn(format!("the {which} handler panicked; the tree goes on without it for that one"));
+        match events {
+            Some(events) => events.push(Event::Note(note)),
+            None => note.emit(),
+        }
     }
 }

@@ -5,10 +5,10 @@
 //! diagnostics) and, with [`crate::ChildOutput::Tracing`], every line of the tree become events
 //! there; emitted on the IO thread, one write into a stalled stdout would stop the tree's IO and
 //! its shutdown. So the root queues them for a thread of their own (`arbor-events`, started with
-//! the first), with the printer's bound (output.rs): the queue takes up to [`QUEUE_EVENTS`]; past
-//! that a push waits for room while the subscriber makes progress, and once it has taken nothing
-//! for [`STALL`], events are dropped and counted, and a warning says how many when it moves
-//! again. A stalled subscriber holds the tree back by [`STALL`] at most.
+//! the first, ended with the root), with the printer's bound (output.rs): the queue takes up to
+//! [`QUEUE_BYTES`] of text; past that a push waits for room while the subscriber makes progress,
+//! and once it has taken nothing for [`STALL`], events are dropped and counted, and a warning says
+//! how many when it moves again. A stalled subscriber holds the tree back by [`STALL`] at most.
 //!
 //! A child needs none of this: its subscriber writes to its capture socket without blocking on
 //! the IO thread (logs.rs).
@@ -22,10 +22,7 @@ use tracing::level_filters::LevelFilter;
 
 use crate::deliveries::Note;
 use crate::logs::{self, LogRecord};
-use crate::output::STALL;
-
-/// Events queued before a push waits for room.
-pub(crate) const QUEUE_EVENTS: usize = 64 * 1024;
+use crate::output::{QUEUE_BYTES, STALL};
 
 /// One event for the program's subscriber.
 #[derive(Debug)]
@@ -47,6 +44,15 @@ impl Event {
         }
     }
 
+    /// What it holds in memory, about: its text, and a little for the rest.
+    fn size(&self) -> usize {
+        64 + match self {
+            Event::Note(Note::Warn(m) | Note::Debug(m)) => m.len(),
+            Event::Note(Note::Diagnostic(_)) => 64,
+            Event::Record(r) => r.text.len() + r.name.len(),
+        }
+    }
+
     fn emit(self) {
         match self {
             Event::Note(note) => note.emit(),
@@ -65,6 +71,8 @@ pub(crate) struct Events {
 #[derive(Debug)]
 struct Queue {
     events: VecDeque<Event>,
+    /// [`Event::size`] of what `events` holds.
+    bytes: usize,
     /// The thread is handing an event to the subscriber.
     emitting: bool,
     /// When the thread last finished an event (or took its current one).
@@ -75,6 +83,9 @@ struct Queue {
     thread: bool,
     /// No thread could be started: events are emitted where they are pushed.
     no_thread: bool,
+    /// The root is done ([`Events::finish`]): the thread ends once the queue is empty, and a
+    /// later event is emitted where it is pushed.
+    closed: bool,
 }
 
 impl Queue {
@@ -87,11 +98,13 @@ impl Events {
     pub fn new() -> Arc<Events> {
         let queue = Queue {
             events: VecDeque::new(),
+            bytes: 0,
             emitting: false,
             progress: Instant::now(),
             dropped: 0,
             thread: false,
             no_thread: false,
+            closed: false,
         };
         Arc::new(Events { queue: Mutex::new(queue), changed: Condvar::new() })
     }
@@ -108,6 +121,10 @@ impl Events {
             return;
         }
         let mut q = self.lock();
+        if q.closed {
+            drop(q);
+            return event.emit();
+        }
         if !q.thread && !q.no_thread {
             let events = self.clone();
             let started = thread::Builder::new().name("arbor-events".into()).spawn(move || events.run());
@@ -118,7 +135,8 @@ impl Events {
             drop(q);
             return event.emit();
         }
-        while q.events.len() >= QUEUE_EVENTS {
+        let size = event.size();
+        while q.bytes > 0 && q.bytes + size > QUEUE_BYTES {
             if q.stalled() {
                 q.dropped += 1;
                 return;
@@ -126,6 +144,7 @@ impl Events {
             let left = STALL.saturating_sub(q.progress.elapsed()).max(Duration::from_millis(1));
             q = self.changed.wait_timeout(q, left).unwrap_or_else(PoisonError::into_inner).0;
         }
+        q.bytes += size;
         q.events.push_back(event);
         drop(q);
         self.changed.notify_all();
@@ -135,9 +154,14 @@ impl Events {
         let mut q = self.lock();
         loop {
             let Some(event) = q.events.pop_front() else {
+                if q.closed {
+                    q.thread = false;
+                    return;
+                }
                 q = self.changed.wait(q).unwrap_or_else(PoisonError::into_inner);
                 continue;
             };
+            q.bytes = q.bytes.saturating_sub(event.size());
             q.emitting = true;
             q.progress = Instant::now();
             let dropped = std::mem::take(&mut q.dropped);
@@ -155,13 +179,16 @@ impl Events {
         }
     }
 
-    /// Waits until every queued event is emitted, or the subscriber stalls: the root's last
-    /// events are not lost when it returns from shutdown.
+    /// Waits until every queued event is emitted, or the subscriber stalls (the root's last
+    /// events are not lost when it returns from shutdown), then lets the thread end.
     pub fn finish(&self) {
         let mut q = self.lock();
-        while !q.no_thread && (!q.events.is_empty() || q.emitting) && !q.stalled() {
+        while q.thread && (!q.events.is_empty() || q.emitting) && !q.stalled() {
             let left = STALL.saturating_sub(q.progress.elapsed()).max(Duration::from_millis(1));
             q = self.changed.wait_timeout(q, left).unwrap_or_else(PoisonError::into_inner).0;
         }
+        q.closed = true;
+        drop(q);
+        self.changed.notify_all();
     }
 }

@@ -32,7 +32,8 @@ pub(crate) fn diagnostic_level(d: &Diagnostic) -> Level {
         | Diagnostic::ChildAbandoned(_)
         | Diagnostic::BadCallRequest { .. }
         | Diagnostic::UnansweredCallFailed { .. }
-        | Diagnostic::IdRequestRefused { .. }
+        // Not `IdRequestRefused`: a child can send any number of such requests, and a warning
+        // each would flood the root's log (the asker's own `IdsRefused` says it once).
         | Diagnostic::IdsRefused { .. } => Level::WARN,
         _ => Level::DEBUG,
     }

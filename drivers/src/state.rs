@@ -372,6 +372,7 @@ impl State {
             let (stop, stopped) = oneshot::channel::<()>();
             self.stops.insert(job, stop);
             let name = shared.name.clone();
+            let is_root = shared.id == ContextId::ROOT;
             self.deliveries.tasks.push(Box::pin(async move {
                 // The function's own future is polled first, so one that finished wins; a stop
                 // drops it where it stands.
@@ -380,7 +381,11 @@ impl State {
                     Err(CallError::new(CallErrorKind::Cancelled, "dropped: its caller gave up", name))
                 };
                 let result = smol::future::or(task, dropped).await;
-                crate::context::flush_stdout();
+                // In a child only: the root's stdout is no capture, and its printer may hold
+                // std's stdout lock while it waits for a stalled reader.
+                if !is_root {
+                    crate::context::flush_stdout();
+                }
                 if let Some(shared) = done.upgrade() {
                     shared.task_finished(job, result);
                 }

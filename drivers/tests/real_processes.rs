@@ -365,10 +365,6 @@ fn s32_one_child_and_its_subtree_shut_down_while_its_sibling_serves(runtime: &st
     assert_eq!(get(&out, "all_gone"), "true", "{out:?}");
 }
 
-/// A thousand calls in flight from one thread, and bursts from four threads at once, are each
-/// answered exactly once with the right result; a call sent with `call_async` and never waited
-/// for still reaches its callee (it is written by a service thread, not only by a waiter); and a
-/// quick call's answer is not held back by a hung call queued behind it.
 /// A child is the running binary started again. Deleted from disk while the root runs (a
 /// rebuild, a package upgrade), it still starts children — the same build, not whatever now
 /// sits at the old path — and they serve calls and spawn their own.
@@ -395,6 +391,10 @@ fn a_panicking_output_or_departure_handler_does_not_take_the_tree_down(runtime: 
     assert_eq!(get(&out, "reaped"), "2");
 }
 
+/// A thousand calls in flight from one thread, and bursts from four threads at once, are each
+/// answered exactly once with the right result; a call sent with `call_async` and never waited
+/// for still reaches its callee (it is written by a service thread, not only by a waiter); and a
+/// quick call's answer is not held back by a hung call queued behind it.
 fn pipelined_calls_are_all_answered_and_an_unwaited_one_still_runs(runtime: &str) {
     let out = run("pipelined", runtime);
     assert_eq!(get(&out, "one_thread_ok"), "true", "{out:?}");

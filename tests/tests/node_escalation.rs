@@ -180,3 +180,29 @@ fn a_child_that_arrives_after_its_parent_drained_is_closed_and_signalled_at_once
     assert!(outs.contains(&Output::Close { stream: StreamId(7) }), "{outs:?}");
     assert!(outs.contains(&Output::Signal { pid: Pid(107), signal: Signal::Term }), "{outs:?}");
 }
+
+/// With `abandon_after` longer than `kill_after`, two SIGKILL rounds are given up on each at its
+/// own time: the late child's round does not push back the first one's.
+#[test]
+fn each_sigkill_round_is_given_up_on_abandon_after_its_own_sigkill() {
+    let mut config = NodeConfig::root();
+    config.escalation.kill_after = Duration::from_secs(1);
+    config.escalation.abandon_after = Duration::from_secs(5);
+    let mut node = Node::new(config);
+    open_child(&mut node, at(0), 1);
+    steps(&mut node);
+    node.force_shutdown(at(0));
+    steps(&mut node);
+    node.handle_timeout(at(1000));
+    assert_eq!(steps(&mut node), [Step::Signal(Pid(101), Signal::Kill)]);
+    open_child(&mut node, at(2000), 2);
+    assert_eq!(steps(&mut node), [Step::Signal(Pid(102), Signal::Term)]);
+    node.handle_timeout(at(3000));
+    assert_eq!(steps(&mut node), [Step::Signal(Pid(102), Signal::Kill)]);
+    assert_eq!(node.poll_timeout(), Some(at(6000)), "the first round's deadline stands");
+    node.handle_timeout(at(6000));
+    assert_eq!(steps(&mut node), [Step::Abandoned(Pid(101))]);
+    assert_eq!(node.poll_timeout(), Some(at(8000)));
+    node.handle_timeout(at(8000));
+    assert_eq!(steps(&mut node), [Step::Abandoned(Pid(102))]);
+}
