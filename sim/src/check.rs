@@ -1045,7 +1045,7 @@ impl Rule<'_> for AuthBoundary {
             let me = tree.ids.get(&e.proc).copied();
             let allowed = Some(*caller) == me
                 || self.ancestors.entry(e.proc).or_insert_with(|| tree.ancestors(e.proc)).contains(caller);
-            if request.function == "forged" || !allowed {
+            if request.function == crate::world::FORGED_FUNCTION || !allowed {
                 violation(
                     &mut self.found,
                     "auth-boundary",
@@ -1218,9 +1218,9 @@ fn no_child_abandoned(trace: &Trace, v: &mut Vec<Violation>) {
 pub fn one_read_worth(read_size: usize) -> usize {
     /// Header, `stdout`/`stderr`, a two-digit level and the two separators, with room to spare.
     const FRAME_OVERHEAD: usize = HEADER_LEN + 16;
-    let text = DEFAULT_MAX_LINE_LEN + read_size;
-    let lines = read_size + 1 + text / DEFAULT_MAX_LINE_LEN;
-    text + lines * FRAME_OVERHEAD
+    let text = DEFAULT_MAX_LINE_LEN.saturating_add(read_size);
+    let lines = read_size.saturating_add(1 + text / DEFAULT_MAX_LINE_LEN);
+    text.saturating_add(lines.saturating_mul(FRAME_OVERHEAD))
 }
 
 /// Backpressure (the host contract, docs/embedding.md): a process reads its loggers and its
@@ -1847,7 +1847,7 @@ mod tests {
             })
         };
         bad.push(t(1), 1, run(2, "echo")); // a sibling's call
-        bad.push(t(1), 1, run(0, "forged"));
+        bad.push(t(1), 1, run(0, crate::world::FORGED_FUNCTION));
         bad.push(t(1), 1, run(0, "echo")); // fine: the root is an ancestor
         let mut v = Vec::new();
         auth_boundary(&Tree::new(&p, &bad), &bad, &mut v);

@@ -33,16 +33,21 @@ use crate::run::{Report, Sim};
 use crate::scenario::{Scenario, Scenarios};
 use crate::trace::Fnv;
 
-/// `println!` that ends the process quietly once stdout is gone (a reader such as `head` that
-/// has seen enough), instead of panicking on the broken pipe.
+/// `println!` that stops writing once stdout is gone (a reader such as `head` that has seen
+/// enough) instead of panicking on the broken pipe — and carries on: the repro and JUnit files
+/// are still written, and the exit status still says whether the runs passed.
 macro_rules! out {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        if writeln!(std::io::stdout().lock(), $($t)*).is_err() {
-            std::process::exit(i32::from(EXIT_IO));
+        use std::sync::atomic::Ordering::Relaxed;
+        if !STDOUT_GONE.load(Relaxed) && writeln!(std::io::stdout().lock(), $($t)*).is_err() {
+            STDOUT_GONE.store(true, Relaxed);
         }
     }};
 }
+
+/// Stdout could not be written to: `out!` writes nothing more.
+static STDOUT_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Every run passed (or there was nothing to judge: `list`, `--help`, `--version`).
 pub const EXIT_PASS: u8 = 0;
@@ -385,16 +390,28 @@ impl Ctx {
         let which: Vec<&'static Scenario> = if names.is_empty() {
             self.scenarios.iter().collect()
         } else {
-            names.iter().map(|n| self.scenario(n)).collect::<Result<_, _>>()?
+            let mut which: Vec<&'static Scenario> = Vec::new();
+            for n in names {
+                let s = self.scenario(n)?;
+                // Named twice, swept once (twice would run every seed twice, and count it so).
+                if !which.iter().any(|w| w.name == s.name) {
+                    which.push(s);
+                }
+            }
+            which
         };
         if seeds == 0 || which.is_empty() {
             return Err(CliError::Usage("the sweep would run nothing (--seeds must be at least 1)".into()));
         }
+        let Some(end) = start.checked_add(seeds) else {
+            return Err(CliError::Usage(format!(
+                "--start {start} --seeds {seeds} runs past the last seed, {}",
+                u64::MAX
+            )));
+        };
         let jobs = jobs.unwrap_or_else(cores);
-        let work: Vec<(&'static Scenario, u64)> = which
-            .iter()
-            .flat_map(|s| (start..start.saturating_add(seeds)).map(move |seed| (*s, seed)))
-            .collect();
+        let work: Vec<(&'static Scenario, u64)> =
+            which.iter().flat_map(|s| (start..end).map(move |seed| (*s, seed))).collect();
         let total = work.len();
         let next = AtomicUsize::new(0);
         let events = AtomicU64::new(0);

@@ -42,6 +42,11 @@ impl Default for Net {
     }
 }
 
+/// The largest `read` a plan may set: 64 MiB.
+pub const MAX_READ: usize = 64 << 20;
+/// The largest socket `capacity` a plan may set: 1 GiB.
+pub const MAX_CAPACITY: usize = 1 << 30;
+
 /// Something a process does on schedule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -266,11 +271,11 @@ impl Plan {
         let _ = writeln!(
             s,
             "net latency={} capacity={} read={} call={} grace={} high-water={}",
-            n.latency.as_nanos(),
+            ns(n.latency),
             n.capacity,
             n.read_size,
-            n.call_time.as_nanos(),
-            n.grace.as_nanos(),
+            ns(n.call_time),
+            ns(n.grace),
             n.parent_high_water
         );
         let tree: Vec<String> = self.parents.iter().map(|p| p.to_string()).collect();
@@ -278,33 +283,30 @@ impl Plan {
         for (at, a) in &self.actions {
             let _ = match a {
                 Action::Call { from, to, function, reply } => {
-                    writeln!(s, "action {} call {from} {to} {function} {}", at.as_nanos(), u8::from(*reply))
+                    writeln!(s, "action {} call {from} {to} {function} {}", ns(at), u8::from(*reply))
                 }
                 Action::Chain { from, to, count } => {
-                    writeln!(s, "action {} chain {from} {to} {count}", at.as_nanos())
+                    writeln!(s, "action {} chain {from} {to} {count}", ns(at))
                 }
                 Action::Print { proc, lines, newline } => {
-                    writeln!(s, "action {} print {proc} {lines} {}", at.as_nanos(), u8::from(*newline))
+                    writeln!(s, "action {} print {proc} {lines} {}", ns(at), u8::from(*newline))
                 }
-                Action::CallWithin { from, to, function, timeout } => writeln!(
-                    s,
-                    "action {} call-within {from} {to} {function} {}",
-                    at.as_nanos(),
-                    timeout.as_nanos()
-                ),
-                Action::StopChild { proc } => writeln!(s, "action {} stop-child {proc}", at.as_nanos()),
-                Action::KillChild { proc } => writeln!(s, "action {} kill-child {proc}", at.as_nanos()),
-                Action::Shutdown { proc } => writeln!(s, "action {} shutdown {proc}", at.as_nanos()),
-                Action::Force { proc } => writeln!(s, "action {} force {proc}", at.as_nanos()),
+                Action::CallWithin { from, to, function, timeout } => {
+                    writeln!(s, "action {} call-within {from} {to} {function} {}", ns(at), ns(timeout))
+                }
+                Action::StopChild { proc } => writeln!(s, "action {} stop-child {proc}", ns(at)),
+                Action::KillChild { proc } => writeln!(s, "action {} kill-child {proc}", ns(at)),
+                Action::Shutdown { proc } => writeln!(s, "action {} shutdown {proc}", ns(at)),
+                Action::Force { proc } => writeln!(s, "action {} force {proc}", ns(at)),
             };
         }
         for (at, f) in &self.faults {
-            let _ = writeln!(s, "fault {} {}", at.as_nanos(), FaultText(f));
+            let _ = writeln!(s, "fault {} {}", ns(at), FaultText(f));
         }
-        let _ = writeln!(s, "shutdown {}", u64::try_from(self.shutdown_at.as_nanos()).unwrap_or(u64::MAX));
+        let _ = writeln!(s, "shutdown {}", ns(self.shutdown_at));
         for e in &self.expect {
             let _ = match e {
-                Expect::RootExitWithin(d) => writeln!(s, "expect root-exit-within {}", d.as_nanos()),
+                Expect::RootExitWithin(d) => writeln!(s, "expect root-exit-within {}", ns(d)),
                 Expect::AllLines => writeln!(s, "expect all-lines"),
                 Expect::CallErrors(kind, n) => writeln!(s, "expect call-errors {kind} {n}"),
                 Expect::LoggersPaused => writeln!(s, "expect loggers-paused"),
@@ -326,6 +328,14 @@ impl Plan {
     /// the text form reads back the same plan). [`crate::Sim::run`] refuses a plan that fails
     /// this, so a call to process 5 of a 2-process tree is an error, not a quiet pass.
     pub fn validate(&self) -> Result<(), PlanError> {
+        // A read of nothing would be retried at the same instant for ever; a socket of no room
+        // could never carry a byte.
+        if !(1..=MAX_READ).contains(&self.net.read_size) {
+            return Err(PlanError::BadNet { what: "read", value: self.net.read_size, max: MAX_READ });
+        }
+        if !(1..=MAX_CAPACITY).contains(&self.net.capacity) {
+            return Err(PlanError::BadNet { what: "capacity", value: self.net.capacity, max: MAX_CAPACITY });
+        }
         for (i, p) in self.parents.iter().enumerate() {
             if *p > i {
                 return Err(PlanError::ParentAfterChild { child: i + 1, parent: *p });
@@ -509,6 +519,16 @@ impl Plan {
 /// Why a plan cannot run, or a text is not a plan.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
+    /// A network setting out of range (`read` and `capacity` are 1 to their maximum).
+    #[error("net {what}={value} is out of range (1 to {max})")]
+    BadNet {
+        /// Which setting.
+        what: &'static str,
+        /// Its value.
+        value: usize,
+        /// The largest accepted.
+        max: usize,
+    },
     /// The text does not start with the format's first line.
     #[error("not an arbor-sim plan (first line must be `arbor-sim plan v1`)")]
     NotAPlan,
@@ -573,14 +593,20 @@ impl fmt::Display for FaultText<'_> {
             Fault::Thaw(p) => write!(f, "thaw {p}"),
             Fault::Kill(p) => write!(f, "kill {p}"),
             Fault::Cut(p) => write!(f, "cut {p}"),
-            Fault::Stall(p, d) => write!(f, "stall {p} {}", d.as_nanos()),
+            Fault::Stall(p, d) => write!(f, "stall {p} {}", ns(d)),
             Fault::Fragment(p) => write!(f, "fragment {p}"),
-            Fault::Delay(p, d) => write!(f, "delay {p} {}", d.as_nanos()),
+            Fault::Delay(p, d) => write!(f, "delay {p} {}", ns(d)),
             Fault::Runaway(p) => write!(f, "runaway {p}"),
             Fault::Daemon(p) => write!(f, "daemon {p}"),
             Fault::Spoof(p) => write!(f, "spoof {p}"),
         }
     }
+}
+
+/// A duration in the text's nanoseconds, capped at `u64::MAX` (584 years: never, for a run) —
+/// the most the reader takes back, so every plan prints as one that replays.
+fn ns(d: impl core::borrow::Borrow<Duration>) -> u64 {
+    u64::try_from(d.borrow().as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -615,6 +641,23 @@ mod tests {
             mutation: Mutation::ShutdownBeforeChannelClose,
         };
         assert_eq!(Plan::from_text(&plan.to_text()), Ok(plan));
+    }
+
+    /// A duration past what the text's nanoseconds hold (2^64 ns, 584 years) prints as the
+    /// most it holds, so the printed plan still reads back (it printed the full 128-bit count,
+    /// which the reader refused), and replays the same run: both mean "never" to a run.
+    #[test]
+    fn a_duration_too_long_for_the_text_still_prints_a_plan_that_reads_back() {
+        let mut plan = Plan::manual(vec![0]);
+        let forever = Duration::from_secs(u64::MAX);
+        plan.actions.push((
+            Duration::from_millis(1),
+            Action::CallWithin { from: 0, to: 1, function: "hang".into(), timeout: forever },
+        ));
+        let back = Plan::from_text(&plan.to_text()).expect("reads back");
+        assert_eq!(Plan::from_text(&back.to_text()), Ok(back.clone()), "and is stable from then on");
+        let Action::CallWithin { timeout, .. } = &back.actions[0].1 else { panic!("{back:?}") };
+        assert_eq!(*timeout, Duration::from_nanos(u64::MAX));
     }
 
     #[test]

@@ -44,7 +44,8 @@ impl Scenario {
     /// A scenario whose recipe `build` fills in a plan's tree, actions, faults and expectations.
     /// The plan it is handed already has a seeded network and a shutdown time (20 to 60 ms);
     /// afterwards every time in it except zero is moved [`SETTLE`] later, so the recipe's
-    /// actions find a spawned tree.
+    /// actions find a spawned tree (for every scenario but the built-in `chaos` and
+    /// `chaos-control`, which act on a tree still starting on purpose).
     pub const fn new(name: &'static str, about: &'static str, build: fn(&mut Rng, &mut Plan)) -> Scenario {
         Scenario { name, about, build }
     }
@@ -475,7 +476,7 @@ impl Scenario {
             mutation: Mutation::None,
         };
         (self.build)(&mut rng, &mut plan);
-        if !self.name.starts_with("chaos") {
+        if !matches!(self.name, "chaos" | "chaos-control") {
             // Named scenarios act on a settled tree: every spawn done, every route announced.
             // (chaos deliberately does not wait.)
             for (at, _) in plan.actions.iter_mut().filter(|(at, _)| !at.is_zero()) {
@@ -501,4 +502,25 @@ fn runaway_behind_stall(rng: &mut Rng, p: &mut Plan, stalled: ProcId) {
     p.actions.push((2 * MS, Action::Print { proc: 2, lines: 100, newline: true }));
     p.expect.push(Expect::AllLines);
     p.expect.push(Expect::LoggersPaused);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Action;
+
+    /// A user's scenario acts on a settled tree whatever its name: only the two built-in chaos
+    /// scenarios act on a tree still starting (a user scenario named `chaos-mine` was not moved).
+    #[test]
+    fn every_scenario_but_the_built_in_chaos_pair_acts_on_a_settled_tree() {
+        fn recipe(_: &mut Rng, p: &mut Plan) {
+            p.actions.push((Duration::from_millis(1), Action::Shutdown { proc: 0 }));
+        }
+        for name in ["mine", "chaos-mine", "chaotic"] {
+            let plan = Scenario::new(name, "", recipe).plan(1);
+            assert_eq!(plan.actions[0].0, Duration::from_millis(1) + SETTLE, "{name}");
+        }
+        let chaos = Scenario::new("chaos", "", recipe).plan(1);
+        assert_eq!(chaos.actions[0].0, Duration::from_millis(1));
+    }
 }

@@ -78,6 +78,13 @@ impl Seeds {
                 why: "zero seeds would run nothing",
             });
         }
+        if start.checked_add(count).is_none() {
+            return Err(EnvError {
+                name: "ARBOR_SIM_TEST_SEED",
+                value: start.to_string(),
+                why: "the seeds would run past the last one, u64::MAX",
+            });
+        }
         let check_determinism = match get("ARBOR_SIM_TEST_CHECK_DETERMINISM").as_deref().map(str::trim) {
             None | Some("" | "0" | "false") => false,
             Some("1" | "true") => true,
@@ -248,5 +255,8 @@ mod tests {
         assert!(Seeds::from_lookup(5, env(&[("ARBOR_SIM_TEST_NUM", "0")])).is_err());
         assert!(Seeds::from_lookup(5, env(&[("ARBOR_SIM_TEST_SEED", "seven")])).is_err());
         assert!(Seeds::from_lookup(5, env(&[("ARBOR_SIM_TEST_CHECK_DETERMINISM", "yes")])).is_err());
+        // Seeds past the last one would run fewer than asked (none at all from u64::MAX).
+        assert!(Seeds::from_lookup(5, env(&[("ARBOR_SIM_TEST_SEED", "18446744073709551615")])).is_err());
+        assert!(Seeds::from_lookup(5, env(&[("ARBOR_SIM_TEST_SEED", "18446744073709551610")])).is_ok());
     }
 }

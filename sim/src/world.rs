@@ -1503,7 +1503,7 @@ impl World {
             root_id,
             Handle::CALL_FUNCTION,
             Encoding::Postcard,
-            CallRequest::new("forged", "").encode(),
+            CallRequest::new(FORGED_FUNCTION, "").encode(),
         );
         call.auth = root_id;
         let mut stop = Message::new(victim, parent_id, Handle::SHUTDOWN, Encoding::Binary, "");
@@ -1516,6 +1516,10 @@ impl World {
         self.write_forged(l, side);
     }
 }
+
+/// The function the spoof fault's forged CALL_FUNCTION names: not one word, so no plan can call
+/// it (`Plan::validate`), and the `auth-boundary` checker knows any run of it was forged.
+pub const FORGED_FUNCTION: &str = "forged call";
 
 /// Appends `n` in decimal.
 fn push_decimal(out: &mut Vec<u8>, n: u64) {

@@ -270,3 +270,84 @@ fn bench_speaks_the_sim_anchors_protocol() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("W2 sweep\tseeds completed\tseeds\t3\n"), "{}", stdout(&o));
 }
+
+/// `arbor-sim sweep ... | head -1`: once stdout is gone the sweep writes nothing more to it but
+/// carries on — the JUnit file is still written and the status still says the runs passed (it
+/// used to stop at once with status 3 and no file, which `set -o pipefail` turns into a red CI).
+#[test]
+fn a_closed_stdout_still_gets_the_junit_file_and_the_real_status() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let path = temp("closed-stdout.xml");
+    let mut child = Command::new(BIN)
+        .args(["sweep", "--scenario", "s1-one-child", "--seeds", "3000", "--format", "json"])
+        .args(["--junit", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    // The reader is gone (dropped above): every later write gets EPIPE.
+    let status = child.wait().unwrap();
+    let xml = std::fs::read_to_string(&path).unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    assert!(first.starts_with('{'), "{first}");
+    assert_eq!(status.code(), Some(0));
+    let doc = roxmltree::Document::parse(&xml).expect("the JUnit file was written");
+    assert_eq!(doc.root_element().attribute("tests"), Some("3000"));
+}
+
+/// A scenario named twice is swept once: the JUnit counts match the test cases.
+#[test]
+fn a_scenario_named_twice_is_swept_once() {
+    let path = temp("twice.xml");
+    let o = sim(&["sweep", "--scenario", "s1-one-child", "--scenario", "s1-one-child", "--seeds", "3"]);
+    assert!(stdout(&o).contains("3 of 3 runs passed"), "{}", stdout(&o));
+    let o = sim(&["sweep", "--scenario", "s1-one-child", "--scenario", "s1-one-child", "--seeds", "3"]
+        .into_iter()
+        .chain(["--junit", path.to_str().unwrap()])
+        .collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0));
+    let xml = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let cases = doc.descendants().filter(|n| n.has_tag_name("testcase")).count();
+    assert_eq!((doc.root_element().attribute("tests"), cases), (Some("3"), 3));
+}
+
+/// Seeds past the last one are a usage error, not a silent "0 of 0 runs passed".
+#[test]
+fn seeds_past_the_last_one_are_a_usage_error() {
+    let o = sim(&["sweep", "--scenario", "s1-one-child", "--start", "18446744073709551615", "--seeds", "5"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(stderr(&o).contains("past the last seed"), "{}", stderr(&o));
+}
+
+/// A plan whose reads take nothing (`read=0`) could never end: it is an invalid plan (status 2),
+/// not a run that hangs.
+#[test]
+fn a_plan_that_reads_nothing_is_refused() {
+    let plan = printed_plan(&stdout(&sim(&["run", "s1-one-child", "--seed", "1"])));
+    let read = plan.split_whitespace().find(|w| w.starts_with("read=")).expect("a read= setting").to_string();
+    let file = temp("read0.plan");
+    std::fs::write(&file, plan.replace(&read, "read=0")).unwrap();
+    let o = sim(&["replay", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(stderr(&o).contains("net read=0 is out of range"), "{}", stderr(&o));
+}
+
+/// A plan may call a function named `forged` like any other: the `auth-boundary` checker knows
+/// a forged call by a name no plan can give (it flagged this correct run).
+#[test]
+fn a_call_to_a_function_named_forged_is_not_a_forgery() {
+    let plan = printed_plan(&stdout(&sim(&["run", "s1-one-child", "--seed", "1"])));
+    let plan = plan.replace("\nshutdown ", "\naction 1 call 0 1 forged 1\nshutdown ");
+    assert!(plan.contains("call 0 1 forged"), "{plan}");
+    let file = temp("forged-name.plan");
+    std::fs::write(&file, &plan).unwrap();
+    let o = sim(&["replay", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
