@@ -1161,8 +1161,18 @@ impl World {
                 w.procs[p].host.read_failed(w.now, stream);
                 w.flush(p, stream); // what is still queued cannot be written either
             }),
-            Ev::Action(i) => self.action(i),
+            // A stopped process does what it was scripted to once it is thawed, as it does
+            // with everything else that reaches it while stopped.
+            Ev::Action(i) => {
+                match self.actor(i).filter(|&p| self.procs.get(p).is_some_and(|x| x.alive && x.frozen)) {
+                    Some(p) => self.procs[p].deferred.push(ev),
+                    None => self.action(i),
+                }
+            }
             Ev::Fault(i) => self.scheduled_fault(i),
+            Ev::RootShutdown if self.procs[0].alive && self.procs[0].frozen => {
+                self.procs[0].deferred.push(ev)
+            }
             Ev::RootShutdown => self.shutdown(0),
             Ev::Runaway(p) => self.runaway(p),
         }
@@ -1184,6 +1194,20 @@ impl World {
     /// Whether the process can act now; a stopped one remembers to catch up when thawed.
     fn runnable(&self, p: ProcId) -> bool {
         self.procs[p].alive && !self.procs[p].frozen
+    }
+
+    /// The process that carries action `i` out: the caller, the printer, the one shutting down,
+    /// or the parent of the child stopped.
+    fn actor(&self, i: usize) -> Option<ProcId> {
+        match &self.plan.actions[i].1 {
+            Action::Call { from, .. } | Action::Chain { from, .. } | Action::CallWithin { from, .. } => {
+                Some(*from)
+            }
+            Action::Print { proc, .. } | Action::Shutdown { proc } | Action::Force { proc } => Some(*proc),
+            Action::StopChild { proc } | Action::KillChild { proc } => {
+                proc.checked_sub(1).map(|c| self.plan.parents[c])
+            }
+        }
     }
 
     fn action(&mut self, i: usize) {

@@ -351,3 +351,20 @@ fn a_call_to_a_function_named_forged_is_not_a_forgery() {
     let _ = std::fs::remove_file(&file);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
+
+/// A root stopped (SIGSTOP) when its shutdown is due shuts down once it is thawed, as every
+/// other event that reaches a stopped process waits for SIGCONT: the shutdown was dropped, and
+/// the tree never left.
+#[test]
+fn a_root_stopped_when_its_shutdown_is_due_shuts_down_once_thawed() {
+    let plan = "arbor-sim plan v1\nname s1-one-child\nseed 1\n\
+        net latency=1625000 capacity=262144 read=512 call=14927000 grace=5000000000 high-water=8388608\n\
+        tree 0\naction 26000000 call 0 1 work 1\nfault 59000000 freeze 0\nfault 20000000000 thaw 0\n\
+        shutdown 60000000\nmutation none\n";
+    let file = temp("frozen-root.plan");
+    let repro = temp("frozen-root-repro.plan");
+    std::fs::write(&file, plan).unwrap();
+    let o = sim(&["replay", file.to_str().unwrap(), "--repro", repro.to_str().unwrap()]);
+    let _ = (std::fs::remove_file(&file), std::fs::remove_file(&repro));
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
