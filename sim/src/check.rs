@@ -1377,6 +1377,20 @@ fn expectations(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>)
     alone(Expectations::new(plan), tree, trace, v);
 }
 
+/// Every kind of call error, in the order [`kind_name`] lists them.
+pub const KINDS: [CallErrorKind; 10] = [
+    CallErrorKind::Failed,
+    CallErrorKind::UnknownFunction,
+    CallErrorKind::Malformed,
+    CallErrorKind::ShuttingDown,
+    CallErrorKind::Disconnected,
+    CallErrorKind::Undeliverable,
+    CallErrorKind::TooLarge,
+    CallErrorKind::TypeMismatch,
+    CallErrorKind::Timeout,
+    CallErrorKind::Cancelled,
+];
+
 /// The name of an error kind as plans spell it.
 pub fn kind_name(k: CallErrorKind) -> &'static str {
     match k {

@@ -336,6 +336,13 @@ impl Plan {
         if !(1..=MAX_CAPACITY).contains(&self.net.capacity) {
             return Err(PlanError::BadNet { what: "capacity", value: self.net.capacity, max: MAX_CAPACITY });
         }
+        for e in &self.expect {
+            if let Expect::CallErrors(kind, _) = e {
+                if !crate::check::KINDS.iter().any(|k| crate::check::kind_name(*k) == kind) {
+                    return Err(PlanError::UnknownErrorKind(kind.clone()));
+                }
+            }
+        }
         for (i, p) in self.parents.iter().enumerate() {
             if *p > i {
                 return Err(PlanError::ParentAfterChild { child: i + 1, parent: *p });
@@ -404,22 +411,38 @@ impl Plan {
             expect: Vec::new(),
             mutation: Mutation::None,
         };
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
+        let mut lines = text.lines().enumerate().filter(|(_, l)| {
+            let l = l.trim();
+            !l.is_empty() && !l.starts_with('#')
+        });
         match lines.next() {
-            Some((_, "arbor-sim plan v1")) => {}
+            Some((_, l)) if l.trim() == "arbor-sim plan v1" => {}
             _ => return Err(PlanError::NotAPlan),
         }
+        let mut tree_seen = false;
         for (no, line) in lines {
             let bad = |why: &'static str| PlanError::Line { line: no + 1, why, text: line.to_string() };
             let w: Vec<&str> = line.split_whitespace().collect();
+            // Every line has an exact number of words (but `net` and `tree`): words left over
+            // are a mistake to report, not to ignore.
+            let words = |n: usize| if w.len() == n { Ok(()) } else { Err(bad("wrong number of words")) };
+            let small = |i: usize| -> Result<u32, PlanError> {
+                w.get(i)
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| bad("expected a number"))
+                    .and_then(|n| u32::try_from(n).map_err(|_| bad("number too large")))
+            };
             let num = |i: usize| -> Result<u64, PlanError> {
                 w.get(i).and_then(|s| s.parse().ok()).ok_or_else(|| bad("expected a number"))
             };
             let ns = |i: usize| num(i).map(Duration::from_nanos);
             let idx = |i: usize| num(i).map(|n| n as usize);
             match w[0] {
-                "name" => plan.name = w.get(1).unwrap_or(&"").to_string(),
-                "seed" => plan.seed = num(1)?,
+                "name" => plan.name = line.trim().strip_prefix("name").unwrap_or_default().trim().to_string(),
+                "seed" => {
+                    words(2)?;
+                    plan.seed = num(1)?
+                }
                 "net" => {
                     for kv in &w[1..] {
                         let (k, v) = kv.split_once('=').ok_or_else(|| bad("expected key=value"))?;
@@ -436,6 +459,9 @@ impl Plan {
                     }
                 }
                 "tree" => {
+                    if std::mem::replace(&mut tree_seen, true) {
+                        return Err(bad("a second tree line"));
+                    }
                     plan.parents = w[1..]
                         .iter()
                         .map(|s| s.parse().map_err(|_| bad("bad parent")))
@@ -446,17 +472,21 @@ impl Plan {
                 }
                 "action" => {
                     let at = ns(1)?;
-                    let a = match *w.get(2).ok_or_else(|| bad("missing action"))? {
+                    let kind = *w.get(2).ok_or_else(|| bad("missing action"))?;
+                    words(match kind {
+                        "call" | "call-within" => 7,
+                        "chain" | "print" => 6,
+                        _ => 4,
+                    })?;
+                    let a = match kind {
                         "call" => Action::Call {
                             from: idx(3)?,
                             to: idx(4)?,
                             function: w.get(5).ok_or_else(|| bad("missing function"))?.to_string(),
                             reply: num(6)? != 0,
                         },
-                        "chain" => Action::Chain { from: idx(3)?, to: idx(4)?, count: num(5)? as u32 },
-                        "print" => {
-                            Action::Print { proc: idx(3)?, lines: num(4)? as u32, newline: num(5)? != 0 }
-                        }
+                        "chain" => Action::Chain { from: idx(3)?, to: idx(4)?, count: small(5)? },
+                        "print" => Action::Print { proc: idx(3)?, lines: small(4)?, newline: num(5)? != 0 },
                         "call-within" => Action::CallWithin {
                             from: idx(3)?,
                             to: idx(4)?,
@@ -474,7 +504,9 @@ impl Plan {
                 "fault" => {
                     let at = ns(1)?;
                     let p = idx(3)?;
-                    let f = match *w.get(2).ok_or_else(|| bad("missing fault"))? {
+                    let kind = *w.get(2).ok_or_else(|| bad("missing fault"))?;
+                    words(if matches!(kind, "stall" | "delay") { 5 } else { 4 })?;
+                    let f = match kind {
                         "hang-calls" => Fault::HangCalls(p),
                         "ignore-sigterm" => Fault::IgnoreSigterm(p),
                         "freeze" => Fault::Freeze(p),
@@ -491,8 +523,19 @@ impl Plan {
                     };
                     plan.faults.push((at, f));
                 }
-                "shutdown" => plan.shutdown_at = ns(1)?,
+                "shutdown" => {
+                    words(2)?;
+                    plan.shutdown_at = ns(1)?
+                }
                 "expect" => plan.expect.push(match *w.get(1).ok_or_else(|| bad("missing expectation"))? {
+                    "root-exit-within" | "call-errors"
+                        if w.len() != if w[1] == "call-errors" { 4 } else { 3 } =>
+                    {
+                        return Err(bad("wrong number of words"))
+                    }
+                    "all-lines" | "loggers-paused" if w.len() != 2 => {
+                        return Err(bad("wrong number of words"))
+                    }
                     "root-exit-within" => Expect::RootExitWithin(ns(2)?),
                     "all-lines" => Expect::AllLines,
                     "loggers-paused" => Expect::LoggersPaused,
@@ -502,6 +545,7 @@ impl Plan {
                     _ => return Err(bad("unknown expectation")),
                 }),
                 "mutation" => {
+                    words(2)?;
                     plan.mutation = match w.get(1).copied() {
                         Some("none") => Mutation::None,
                         Some("shutdown-before-channel-close") => Mutation::ShutdownBeforeChannelClose,
@@ -519,6 +563,9 @@ impl Plan {
 /// Why a plan cannot run, or a text is not a plan.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
+    /// `expect call-errors` names no kind of call error (a run could never meet it).
+    #[error("expect call-errors {0:?}: no such error kind")]
+    UnknownErrorKind(String),
     /// A network setting out of range (`read` and `capacity` are 1 to their maximum).
     #[error("net {what}={value} is out of range (1 to {max})")]
     BadNet {
@@ -641,6 +688,35 @@ mod tests {
             mutation: Mutation::ShutdownBeforeChannelClose,
         };
         assert_eq!(Plan::from_text(&plan.to_text()), Ok(plan));
+    }
+
+    /// The reader takes exactly what the writer writes: words left over, a count past `u32`, a
+    /// second `tree` line and an error kind that does not exist are errors (each was read as
+    /// something else, or kept, before); an indented comment and a header with a space after it
+    /// are read as written.
+    #[test]
+    fn the_reader_refuses_what_the_writer_never_writes() {
+        let base = Plan::manual(vec![0]).to_text();
+        let with = |line: &str| base.replace("\nshutdown ", &format!("\n{line}\nshutdown "));
+        for bad in [
+            with("action 0 call 0 1 echo 1 trailing junk"),
+            with("action 0 chain 0 1 4294967297"),
+            with("action 0 print 1 4294967296 1"),
+            with("fault 0 freeze 1 extra"),
+            with("tree 0 0"),
+            with("expect call-errors nonsense 3"),
+            with("expect all-lines please"),
+            base.replace("\nseed 0", "\nseed 0 1"),
+        ] {
+            assert!(Plan::from_text(&bad).is_err(), "accepted:\n{bad}");
+        }
+        let good = with("   # an indented comment").replacen("arbor-sim plan v1", "arbor-sim plan v1 ", 1);
+        assert_eq!(Plan::from_text(&good), Plan::from_text(&base));
+        // A name is one word: `name a b` is refused, not read as `a`.
+        assert!(matches!(
+            Plan::from_text(&base.replace("name manual", "name a b")),
+            Err(PlanError::NotOneWord { what: "name", .. })
+        ));
     }
 
     /// A duration past what the text's nanoseconds hold (2^64 ns, 584 years) prints as the
