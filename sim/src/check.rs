@@ -1330,7 +1330,7 @@ impl Rule<'_> for Expectations<'_> {
                         Some(0),
                         Some(x),
                         format!(
-                            "root exited {:?} after shutdown began, promised within {d:?}",
+                            "root-exit-within: root exited {:?} after shutdown began, promised within {d:?}",
                             x.saturating_duration_since(b)
                         ),
                     ),
@@ -1339,7 +1339,7 @@ impl Rule<'_> for Expectations<'_> {
                         "expectations",
                         Some(0),
                         None,
-                        "the root never exited after shutdown".into(),
+                        "root-exit-within: the root never exited after shutdown".into(),
                     ),
                 },
                 Expect::AllLines => {} // enforced by no-lost-lines
@@ -1350,7 +1350,7 @@ impl Rule<'_> for Expectations<'_> {
                             "expectations",
                             None,
                             None,
-                            "no process's loggers were ever paused".into(),
+                            "loggers-paused: no process's loggers were ever paused".into(),
                         );
                     }
                 }
@@ -1362,7 +1362,7 @@ impl Rule<'_> for Expectations<'_> {
                             "expectations",
                             None,
                             None,
-                            format!("{got} calls failed with {kind}, expected {n}"),
+                            format!("call-errors {kind}: {got} calls failed with {kind}, expected {n}"),
                         );
                     }
                 }

@@ -17,10 +17,22 @@ pub fn shrink(plan: &Plan, max_runs: usize) -> (Plan, usize) {
     shrink_with(&Sim::new(), plan, max_runs)
 }
 
-/// The checkers a plan breaks when `sim` runs it (none for a plan `sim` refuses).
-fn broken(sim: &Sim, plan: &Plan) -> Vec<&'static str> {
+/// What a plan breaks when `sim` runs it (nothing for a plan `sim` refuses): each checker by
+/// name, and each of the plan's own promises (the `expectations` checker) by the expectation it
+/// breaks — its detail's text up to the first colon, the expectation as the plan writes it
+/// (`root-exit-within`, `call-errors disconnected`, ...). A shrink keeps a change only if the
+/// smaller plan still breaks one of these: one promise dropped and another broken is a
+/// different failure, not the same one smaller.
+fn broken(sim: &Sim, plan: &Plan) -> Vec<String> {
     let Ok(report) = sim.run(plan) else { return Vec::new() };
-    let mut names: Vec<&'static str> = report.violations.iter().map(|v| v.checker).collect();
+    let mut names: Vec<String> = report
+        .violations
+        .iter()
+        .map(|v| match (v.checker, v.detail.split_once(':')) {
+            ("expectations", Some((which, _))) => format!("expectations: {which}"),
+            (checker, _) => checker.to_string(),
+        })
+        .collect();
     names.sort_unstable();
     names.dedup();
     names

@@ -153,7 +153,14 @@ fn violated(scenario: &str, seed: &u64, violations: &[Violation], repro: &Option
     for v in violations {
         s.push_str(&format!("  {v}\n"));
     }
+    // The stock `arbor-sim` binary judges by the built-in checks only: a plan that breaks only
+    // one of the user's would pass there, so it is not offered as the way to replay one.
+    let own = violations.iter().any(|v| !crate::check::CHECKERS.contains(&v.checker));
     match repro {
+        Some(path) if own => s.push_str(&format!(
+            "shrunk repro written to {p}\nreplay, with your checks: sim.run(&Plan::from_text(&std::fs::read_to_string({p:?})?)?)\n   or: ARBOR_SIM_TEST_SEED={seed} ARBOR_SIM_TEST_NUM=1 cargo test",
+            p = path.display()
+        )),
         Some(path) => s.push_str(&format!(
             "shrunk repro written to {p}\nreplay: arbor-sim replay {p} --timeline\n   or: ARBOR_SIM_TEST_SEED={seed} ARBOR_SIM_TEST_NUM=1 cargo test",
             p = path.display()

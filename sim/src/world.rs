@@ -404,7 +404,16 @@ pub struct World {
 
 impl World {
     /// A world for `plan`, with its tree spawned at time zero and its script scheduled.
+    ///
+    /// # Panics
+    ///
+    /// If `plan` is not valid ([`Plan::validate`]), saying why: a world of a plan that names a
+    /// process it does not have cannot be built. [`crate::Sim::run`] validates first and returns
+    /// the error instead.
     pub fn new(plan: &Plan) -> World {
+        if let Err(e) = plan.validate() {
+            panic!("World::new: the plan is not valid: {e}");
+        }
         let mut w = World {
             now: Instant::ZERO,
             procs: Vec::new(),

@@ -368,3 +368,29 @@ fn a_root_stopped_when_its_shutdown_is_due_shuts_down_once_thawed() {
     let _ = (std::fs::remove_file(&file), std::fs::remove_file(&repro));
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
+
+/// A plan's own promises are told apart when it is shrunk: this one breaks `root-exit-within`
+/// (a stalled link holds the root 2 s), and its shrunk repro still does. Judged by checker
+/// alone, the shrinker dropped the stall and kept a plan that broke only the other promise
+/// (`call-errors`, once its call was dropped): a different failure.
+#[test]
+fn a_shrunk_repro_breaks_the_same_promise() {
+    let plan = "arbor-sim plan v1\nname drift\nseed 0\ntree 0\naction 30000000 call 0 1 hang 1\n\
+        fault 40000000 stall 1 2000000000\nshutdown 60000000\nexpect root-exit-within 100000000\n\
+        expect call-errors disconnected 1\n";
+    let file = temp("drift.plan");
+    let repro = temp("drift-repro.plan");
+    std::fs::write(&file, plan).unwrap();
+    let o = sim(&["replay", file.to_str().unwrap(), "--repro", repro.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("root-exit-within:"), "{}", stdout(&o));
+    let again =
+        sim(&["replay", repro.to_str().unwrap(), "--repro", temp("drift-repro-2.plan").to_str().unwrap()]);
+    let _ = (
+        std::fs::remove_file(&file),
+        std::fs::remove_file(&repro),
+        std::fs::remove_file(temp("drift-repro-2.plan")),
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stdout(&again).contains("root-exit-within:"), "{}", stdout(&again));
+}

@@ -95,6 +95,9 @@ fn a_broken_property_is_caught_shrunk_and_replayed_from_its_file() {
     );
     let message = failure.to_string();
     assert!(message.contains("ARBOR_SIM_TEST_SEED="), "{message}");
+    // The stock binary has none of our checks, so the message does not offer it for the replay.
+    assert!(!message.contains("arbor-sim replay"), "{message}");
+    assert!(message.contains("with your checks: sim.run(&Plan::from_text("), "{message}");
 
     // The file replays the failure.
     let path = repro.as_ref().expect("the repro file was written");
