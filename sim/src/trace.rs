@@ -201,7 +201,7 @@ fn hash_output(h: &mut Fnv, o: &Output) {
             h.u64(7);
             h.u64(call.0);
             match result {
-                Ok(v) => h.u64(v.len() as u64),
+                Ok(v) => h.bytes(v),
                 Err(e) => {
                     h.u64(u64::MAX - e.kind as u64);
                     h.bytes(e.message.as_bytes());
@@ -210,6 +210,8 @@ fn hash_output(h: &mut Fnv, o: &Output) {
         }
         Output::LogLine(l) => {
             h.u64(8 << 32 | u64::from(l.context.0));
+            h.u64(u64::from(l.level));
+            h.bytes(l.source.as_bytes());
             h.bytes(l.text.as_bytes());
         }
         Output::IdsAvailable => h.u64(9),
@@ -226,6 +228,10 @@ fn hash_output(h: &mut Fnv, o: &Output) {
             h.u64(13 << 32 | u64::from(d.id.0));
             h.u64(u64::from(d.parent.0) << 32 | u64::from(d.pid.0));
             h.u64(d.cause as u64);
+            h.u64(match d.status {
+                ExitStatus::Code(c) => 9 << 40 | u64::from(c as u32),
+                ExitStatus::Signaled(s) => 10 << 40 | u64::from(s as u32),
+            });
         }
     }
 }
@@ -358,8 +364,11 @@ impl Trace {
     }
 
     /// The trace hash: a 64-bit digest of every event, field by field (time, process, kind and
-    /// every value the timeline shows, frame headers included), so equal hashes mean equal
-    /// timelines for all practical purposes, at a fraction of the cost of printing them.
+    /// every value the timeline shows — frame headers, answers' bytes, log lines with their
+    /// source and level, departures with their exit status), so equal hashes mean equal
+    /// timelines for all practical purposes, at a fraction of the cost of printing them. Frame
+    /// bodies are not digested: their lengths are, in the headers, and what they carry shows up
+    /// as the events they cause.
     pub fn hash(&self) -> u64 {
         let mut h = Fnv::default();
         for e in &self.events {
