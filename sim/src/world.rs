@@ -1057,10 +1057,19 @@ impl World {
 
     /// Records a new high mark of the parent queue after a read of a logger or a child stream,
     /// when it is above the high-water mark: what the `parent-queue-bound` checker judges.
+    ///
+    /// A read the checker would object to is recorded too, high mark or not: one that began with
+    /// the queue already above the mark (backpressure should have held it back), or that alone
+    /// added more than one read's worth. In a correct run there are none, so the trace holds
+    /// only the high marks.
     fn note_read(&mut self, p: ProcId, stream: StreamId, queued: usize, read: usize) {
+        let mark = self.plan.net.parent_high_water;
         let proc = &mut self.procs[p];
-        if queued > proc.read_high && queued > self.plan.net.parent_high_water {
-            proc.read_high = queued;
+        let high = queued > proc.read_high;
+        let suspect = queued.saturating_sub(read) > mark
+            || read > crate::check::one_read_worth(self.plan.net.read_size);
+        if queued > mark && (high || suspect) {
+            proc.read_high = proc.read_high.max(queued);
             self.record(p, What::ParentQueued { stream, queued, read });
         }
     }
