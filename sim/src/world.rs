@@ -400,6 +400,8 @@ pub struct World {
     /// The buffer every read fills, in one piece, kept between reads (a read allocates
     /// nothing once it has grown): the host takes a read at once, not a chunk at a time.
     read_buf: Vec<u8>,
+    /// [`crate::check::one_read_worth`] of the plan's read size (see `note_read`).
+    read_worth: usize,
 }
 
 impl World {
@@ -432,6 +434,7 @@ impl World {
             spawning: None,
             asking: false,
             read_buf: Vec::new(),
+            read_worth: crate::check::one_read_worth(plan.net.read_size),
         };
         let mut root = NodeConfig::root();
         root.grace = plan.net.grace;
@@ -1064,11 +1067,11 @@ impl World {
     /// only the high marks.
     fn note_read(&mut self, p: ProcId, stream: StreamId, queued: usize, read: usize) {
         let mark = self.plan.net.parent_high_water;
+        if queued <= mark {
+            return;
+        }
         let proc = &mut self.procs[p];
-        let high = queued > proc.read_high;
-        let suspect = queued.saturating_sub(read) > mark
-            || read > crate::check::one_read_worth(self.plan.net.read_size);
-        if queued > mark && (high || suspect) {
+        if queued > proc.read_high || queued.saturating_sub(read) > mark || read > self.read_worth {
             proc.read_high = proc.read_high.max(queued);
             self.record(p, What::ParentQueued { stream, queued, read });
         }
