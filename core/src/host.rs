@@ -1015,6 +1015,26 @@ mod tests {
         assert!(host.may_read(child) && host.may_read(LOGGER) && host.may_read(PARENT));
     }
 
+    /// A root with child context 1 on stream 5, its child high-water mark `mark`.
+    fn root_with_child(mark: usize) -> (Host, StreamId) {
+        let config = HostConfig { child_high_water: mark, ..HostConfig::default() };
+        let mut host = Host::new(Node::new(NodeConfig::root()), config);
+        let child = StreamId(5);
+        host.opened(t(0), child, StreamKind::Child { id: ContextId(1), pid: None, name: None }, None)
+            .unwrap();
+        drain(&mut host);
+        (host, child)
+    }
+
+    /// A frame from child 1 that earns it a dead reply: for a context no route leads to, with an
+    /// answer wanted.
+    fn junk_asking_for_answers() -> Vec<u8> {
+        Message::new(ContextId(77), ContextId(1), Handle(1000), Encoding::Binary, "")
+            .with_reply_to(Handle(1000))
+            .to_frame()
+            .to_vec()
+    }
+
     /// A child that stops reading cannot make its parent queue, without bound, what its own
     /// frames ask for. Here every frame it sends earns a dead reply (a message for a context no
     /// route leads to, an answer wanted): past the child high-water mark its stream is held
@@ -1022,17 +1042,8 @@ mod tests {
     /// child reads what waits for it, its stream is read again.
     #[test]
     fn a_child_that_stops_reading_is_left_unread_while_its_queue_is_above_the_mark() {
-        let config = HostConfig { child_high_water: 1024, ..HostConfig::default() };
-        let mut host = Host::new(Node::new(NodeConfig::root()), config);
-        let child = StreamId(5);
-        host.opened(t(0), child, StreamKind::Child { id: ContextId(1), pid: None, name: None }, None)
-            .unwrap();
-        drain(&mut host);
-        let junk = Message::new(ContextId(77), ContextId(1), Handle(1000), Encoding::Binary, "")
-            .with_reply_to(Handle(1000))
-            .to_frame()
-            .to_vec();
-        let read = junk.repeat(16);
+        let (mut host, child) = root_with_child(1024);
+        let read = junk_asking_for_answers().repeat(16);
         let mut reads = 0;
         while host.may_read(child) && reads < 1000 {
             host.received(t(1), child, &read);
@@ -1069,17 +1080,8 @@ mod tests {
     /// again: its last lines and its EOF are still to be seen, and nothing is queued for it now.
     #[test]
     fn a_held_child_whose_writes_fail_is_read_again() {
-        let config = HostConfig { child_high_water: 64, ..HostConfig::default() };
-        let mut host = Host::new(Node::new(NodeConfig::root()), config);
-        let child = StreamId(5);
-        host.opened(t(0), child, StreamKind::Child { id: ContextId(1), pid: None, name: None }, None)
-            .unwrap();
-        drain(&mut host);
-        let junk = Message::new(ContextId(77), ContextId(1), Handle(1000), Encoding::Binary, "")
-            .with_reply_to(Handle(1000))
-            .to_frame()
-            .to_vec();
-        host.received(t(1), child, &junk.repeat(8));
+        let (mut host, child) = root_with_child(64);
+        host.received(t(1), child, &junk_asking_for_answers().repeat(8));
         assert!(!host.may_read(child), "held");
         drain(&mut host);
         host.write_failed(t(2), child);

@@ -34,6 +34,14 @@ fn steps(node: &mut Node) -> Vec<Step> {
         .collect()
 }
 
+/// A root with this kill schedule.
+fn root_node(kill_after: Duration, abandon_after: Duration) -> Node {
+    let mut config = NodeConfig::root();
+    config.escalation.kill_after = kill_after;
+    config.escalation.abandon_after = abandon_after;
+    Node::new(config)
+}
+
 fn open_child(node: &mut Node, now: Instant, n: u32) {
     let kind = StreamKind::Child { id: ContextId(n), pid: Some(Pid(100 + n)), name: None };
     node.handle_input(now, Input::StreamOpened { stream: StreamId(n), kind }).unwrap();
@@ -45,10 +53,7 @@ fn open_child(node: &mut Node, now: Instant, n: u32) {
 /// SIGTERM, and is given up on only `abandon_after` after that — the bound holds for it too.
 #[test]
 fn a_child_that_arrived_after_the_sigkill_round_still_gets_sigkill_before_it_is_given_up_on() {
-    let mut config = NodeConfig::root();
-    config.escalation.kill_after = KILL_AFTER;
-    config.escalation.abandon_after = ABANDON_AFTER;
-    let mut node = Node::new(config);
+    let mut node = root_node(KILL_AFTER, ABANDON_AFTER);
     open_child(&mut node, at(0), 1);
     steps(&mut node);
 
@@ -76,10 +81,7 @@ fn a_child_that_arrived_after_the_sigkill_round_still_gets_sigkill_before_it_is_
 /// given up on `abandon_after` after that, each child once.
 #[test]
 fn every_child_gets_sigterm_then_sigkill_then_is_given_up_on_once() {
-    let mut config = NodeConfig::root();
-    config.escalation.kill_after = KILL_AFTER;
-    config.escalation.abandon_after = ABANDON_AFTER;
-    let mut node = Node::new(config);
+    let mut node = root_node(KILL_AFTER, ABANDON_AFTER);
     open_child(&mut node, at(0), 1);
     open_child(&mut node, at(0), 2);
     steps(&mut node);
@@ -185,10 +187,7 @@ fn a_child_that_arrives_after_its_parent_drained_is_closed_and_signalled_at_once
 /// own time: the late child's round does not push back the first one's.
 #[test]
 fn each_sigkill_round_is_given_up_on_abandon_after_its_own_sigkill() {
-    let mut config = NodeConfig::root();
-    config.escalation.kill_after = Duration::from_secs(1);
-    config.escalation.abandon_after = Duration::from_secs(5);
-    let mut node = Node::new(config);
+    let mut node = root_node(Duration::from_secs(1), Duration::from_secs(5));
     open_child(&mut node, at(0), 1);
     steps(&mut node);
     node.force_shutdown(at(0));
