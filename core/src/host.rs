@@ -464,28 +464,20 @@ impl Host {
             self.actions.push_back(Action::Io(Io::Close { stream }));
             return Ok(());
         }
-        match kind {
-            StreamKind::Logger { .. } => {
-                self.loggers.insert(stream);
-            }
-            StreamKind::Parent => {
-                self.parent = Some(stream);
-                self.framed.insert(
-                    stream,
-                    Framed { queue: WriteQueue::default(), state: WriteState::Open, held: false },
-                );
-            }
-            StreamKind::Child { .. } => {
-                self.framed.insert(
-                    stream,
-                    Framed { queue: WriteQueue::default(), state: WriteState::Open, held: false },
-                );
-            }
-        }
+        // The node judges first: a host mistake (a stream registered twice, a child id already
+        // routed) must leave what is registered as it was, the live stream's queue included.
+        let (logger, parent) = (matches!(kind, StreamKind::Logger { .. }), kind == StreamKind::Parent);
         let r = self.node.handle_input(now, Input::StreamOpened { stream, kind });
-        if r.is_err() {
-            self.framed.remove(&stream);
-            self.loggers.remove(&stream);
+        if r.is_ok() {
+            if logger {
+                self.loggers.insert(stream);
+            } else {
+                if parent {
+                    self.parent = Some(stream);
+                }
+                let open = Framed { queue: WriteQueue::default(), state: WriteState::Open, held: false };
+                self.framed.insert(stream, open);
+            }
         }
         self.settle(now);
         r
@@ -1074,6 +1066,21 @@ mod tests {
             "{acts:?}"
         );
         assert!(host.may_read(child));
+    }
+
+    /// A stream registered twice is the host's mistake, refused without touching the live one:
+    /// what is queued on it stays queued (the second registration overwrote its queue, then
+    /// removed it on the node's refusal, and later frames for it were dropped).
+    #[test]
+    fn registering_a_live_stream_again_is_refused_and_leaves_it_as_it_was() {
+        let mut host = child_host(HostConfig::default());
+        host.received(t(1), PARENT, &shutdown_frame());
+        drain(&mut host);
+        let queued = host.write_queue(PARENT).map(|q| q.len());
+        assert!(host.opened(t(2), PARENT, StreamKind::Parent, None).is_err());
+        assert_eq!(host.write_queue(PARENT).map(|q| q.len()), queued);
+        assert!(host.opened(t(2), LOGGER, StreamKind::Logger { source: LogSource::Stderr }, None).is_err());
+        assert!(host.may_read(LOGGER));
     }
 
     /// A held child whose writes then fail (it died with bytes still queued for it) is read
