@@ -289,18 +289,34 @@ impl Ctx {
         let replay = format!("arbor-sim run {name} --seed {seed}");
         let outcome = Outcome { report: self.judge(&plan), replay };
         self.show(&outcome, show)?;
-        self.repro(&outcome.report, repro, show.format)
+        self.repro(&outcome.report, repro, show.format, None)
     }
 
     /// On a failure: shrinks the plan, writes the repro file (`repro-SCENARIO-SEED.plan` unless
     /// named) and says where; whether the run passed.
-    fn repro(&self, report: &Report, repro: Option<PathBuf>, format: Format) -> Result<bool, CliError> {
+    /// `input`: the plan file replayed, if one was, which the default name must not overwrite
+    /// (replaying `repro-X-1.plan` would otherwise replace it with its own shrunk copy).
+    fn repro(
+        &self,
+        report: &Report,
+        repro: Option<PathBuf>,
+        format: Format,
+        input: Option<&Path>,
+    ) -> Result<bool, CliError> {
         if report.passed() {
             return Ok(true);
         }
         let plan = &report.plan;
         let (small, runs) = self.sim.shrink(plan, 500).unwrap_or((plan.clone(), 0));
-        let path = repro.unwrap_or_else(|| PathBuf::from(format!("repro-{}-{}.plan", plan.name, plan.seed)));
+        let path = repro.unwrap_or_else(|| {
+            let default = PathBuf::from(format!("repro-{}-{}.plan", plan.name, plan.seed));
+            let same =
+                |a: &Path, b: &Path| a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a));
+            match input {
+                Some(input) if same(input, &default) => default.with_extension("shrunk.plan"),
+                _ => default,
+            }
+        });
         write_file(&path, &small.to_text())?;
         let shrunk = format!(
             "shrunk in {runs} runs to {} faults, {} actions, {} processes; repro written to {}",
@@ -329,7 +345,7 @@ impl Ctx {
         let outcome =
             Outcome { report: self.judge(&plan), replay: format!("arbor-sim replay {}", file.display()) };
         self.show(&outcome, show)?;
-        self.repro(&outcome.report, repro, show.format)
+        self.repro(&outcome.report, repro, show.format, Some(file))
     }
 
     /// Prints one run: in text, its plan (every line of which pastes into a repro file; the lines

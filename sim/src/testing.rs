@@ -170,6 +170,29 @@ fn violated(scenario: &str, seed: &u64, violations: &[Violation], repro: &Option
     s
 }
 
+/// Writes `text` to a file of its own in `dir`, `STEM.plan`, or `STEM-2.plan`, `STEM-3.plan`, ...
+/// when that name holds another plan: tests running at once (threads of one `cargo test`) may
+/// fail on the same scenario and seed, each with its own checks, and each message must name its
+/// own plan. A file that already holds this very plan is reused.
+fn write_new(dir: &std::path::Path, stem: &str, text: &str) -> Option<PathBuf> {
+    use std::io::Write as _;
+    for n in 1..1000 {
+        let name = if n == 1 { format!("{stem}.plan") } else { format!("{stem}-{n}.plan") };
+        let path = dir.join(name);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => return f.write_all(text.as_bytes()).ok().map(|()| path),
+            // The same plan already there (this failure, seen on an earlier run) is this one's.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if std::fs::read_to_string(&path).is_ok_and(|t| t == text) {
+                    return Some(path);
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 impl fmt::Display for Seeds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "seeds {}..{}", self.start, self.start.saturating_add(self.count))
@@ -179,7 +202,8 @@ impl fmt::Display for Seeds {
 impl Sim {
     /// Runs `scenario` over `seeds`; stops at the first failure, shrinks it (at most 500 runs)
     /// and writes the shrunk plan to [`Sim::repro_dir`], `ARBOR_SIM_REPRO_DIR` or the temp dir as
-    /// `repro-SCENARIO-SEED.plan`. Returns how many seeds ran.
+    /// `repro-SCENARIO-SEED.plan` (or `repro-SCENARIO-SEED-N.plan` if that file exists: an
+    /// earlier or concurrent failure's is never overwritten). Returns how many seeds ran.
     pub fn sweep(&self, scenario: &Scenario, seeds: Seeds) -> Result<u64, Failure> {
         let mut ran = 0;
         for seed in seeds.iter() {
@@ -192,8 +216,7 @@ impl Sim {
                 let dir = self.repro_dir.clone().unwrap_or_else(|| {
                     std::env::var_os("ARBOR_SIM_REPRO_DIR").map_or_else(std::env::temp_dir, PathBuf::from)
                 });
-                let path = dir.join(format!("repro-{}-{seed}.plan", scenario.name));
-                let repro = std::fs::write(&path, shrunk.to_text()).ok().map(|()| path);
+                let repro = write_new(&dir, &format!("repro-{}-{seed}", scenario.name), &shrunk.to_text());
                 return Err(Failure::Violated {
                     scenario: scenario.name.into(),
                     seed,
@@ -254,6 +277,23 @@ mod tests {
             ]),
         );
         assert_eq!(s, Ok(Seeds { start: 7, count: 1, check_determinism: true }));
+    }
+
+    /// Two failures on one scenario and seed with different plans get a file each; the same
+    /// plan again reuses its file.
+    #[test]
+    fn each_failure_gets_its_own_repro_file() {
+        let dir = std::env::temp_dir().join(format!("arbor-sim-write-new-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = write_new(&dir, "repro-s-1", "plan a\n").unwrap();
+        let b = write_new(&dir, "repro-s-1", "plan b\n").unwrap();
+        let a_again = write_new(&dir, "repro-s-1", "plan a\n").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a, a_again);
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "plan a\n");
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "plan b\n");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

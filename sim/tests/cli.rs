@@ -394,3 +394,24 @@ fn a_shrunk_repro_breaks_the_same_promise() {
     assert_eq!(again.status.code(), Some(1));
     assert!(stdout(&again).contains("root-exit-within:"), "{}", stdout(&again));
 }
+
+/// `replay repro-NAME-SEED.plan` with no `--repro` does not overwrite the file it replays (its
+/// default repro name is that same file): the shrunk plan goes beside it, as `.shrunk.plan`.
+#[test]
+fn replaying_a_repro_file_leaves_it_as_it_is() {
+    let plan = printed_plan(&stdout(&sim(&["run", "s2-grandchild", "--seed", "1"])))
+        .replace("mutation none", "mutation shutdown-before-channel-close");
+    let dir = temp("replay-in-place");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("repro-s2-grandchild-1.plan");
+    std::fs::write(&file, &plan).unwrap();
+    let o =
+        Command::new(BIN).current_dir(&dir).args(["replay", "repro-s2-grandchild-1.plan"]).output().unwrap();
+    let kept = std::fs::read_to_string(&file).unwrap();
+    let shrunk = std::fs::read_to_string(dir.join("repro-s2-grandchild-1.shrunk.plan"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(kept, plan, "the replayed file is as it was");
+    assert!(shrunk.is_ok_and(|s| s.starts_with("arbor-sim plan v1")));
+}
