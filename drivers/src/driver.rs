@@ -434,14 +434,26 @@ pub(crate) fn run(shared: Arc<Shared>, setup: Setup) -> Option<Finished> {
     let slot = Arc::new(std::sync::Mutex::new(None));
     let out = slot.clone();
     let runtime = shared.runtime.clone();
+    let context = shared.clone();
     let task = async move {
         let finished = drive(shared, setup).await;
         if let Ok(mut out) = out.lock() {
             *out = Some(finished);
         }
     };
-    runtime.block_on(Box::pin(task) as Pin<Box<dyn Future<Output = ()> + Send>>);
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(Box::pin(task) as Pin<Box<dyn Future<Output = ()> + Send>>)
+    }));
     let finished = slot.lock().ok().and_then(|mut s| s.take());
+    if finished.is_none() {
+        // The driver never ran to its end (the runtime could not be built, or it panicked):
+        // nothing will answer this context's calls and spawns, so they fail now, and later ones
+        // at once, instead of waiting for ever.
+        context.with(|st, _| st.io_gone(&context));
+    }
+    if let Err(panic) = ran {
+        std::panic::resume_unwind(panic);
+    }
     finished
 }
 

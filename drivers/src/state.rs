@@ -463,6 +463,14 @@ impl State {
     }
 
     /// After `Exit`: calls and spawns still waiting will never be answered by the node.
+    /// The IO thread is gone without the context having exited: as if it had, for every caller.
+    pub fn io_gone(&mut self, shared: &Shared) {
+        if self.exited.is_none() {
+            self.exited = Some(ExitKind::SigtermSelf);
+            self.fail_leftovers(shared);
+        }
+    }
+
     fn fail_leftovers(&mut self, shared: &Shared) {
         for (_, reply) in std::mem::take(&mut self.calls) {
             self.deliveries.answers.push((reply, Err(gone(&shared.name))));
