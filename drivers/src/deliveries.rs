@@ -59,6 +59,15 @@ pub(crate) struct Deliveries {
 }
 
 impl Note {
+    /// At the root (`events`: the program's own subscriber) through its events thread, never on
+    /// the calling thread (events.rs); in a child, at once.
+    fn emit_via(self, events: Option<&Arc<Events>>) {
+        match events {
+            Some(events) => events.push(Event::Note(self)),
+            None => self.emit(),
+        }
+    }
+
     pub(crate) fn emit(self) {
         match self {
             Note::Diagnostic(d) => logs::diagnostic(&d),
@@ -90,11 +99,7 @@ impl Deliveries {
             }
         }
         for note in out.notes.drain(..) {
-            // At the root, the program's own subscriber: never on this thread (events.rs).
-            match events {
-                Some(events) => events.push(Event::Note(note)),
-                None => note.emit(),
-            }
+            note.emit_via(events);
         }
         for record in out.logs.drain(..) {
             match on_log {
@@ -179,11 +184,7 @@ impl Deliveries {
 /// and the tree goes on; the one line or departure it was handed is all the handler misses.
 fn user_handler(which: &str, events: Option<&Arc<Events>>, handler: impl FnOnce()) {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(handler)).is_err() {
-        let note =
-            Note::Warn(format!("the {which} handler panicked; the tree goes on without it for that one"));
-        match events {
-            Some(events) => events.push(Event::Note(note)),
-            None => note.emit(),
-        }
+        Note::Warn(format!("the {which} handler panicked; the tree goes on without it for that one"))
+            .emit_via(events);
     }
 }

@@ -549,28 +549,7 @@ mod output_and_spawn {
         }
         let mut child = cmd.spawn().expect("the fixture starts");
         drop(cmd); // our copy of a non-blocking pipe's write end: EOF once the fixture ends
-        if mode == Stdout::DevFull {
-            let status = super::wait_bounded(&mut child, scenario);
-            let mut stderr = String::new();
-            child.stderr.take().map(|mut s| s.read_to_string(&mut stderr));
-            let report = super::checked_report(scenario, &marker, status, "", &stderr, &stderr);
-            return Printed { report, stdout: String::new(), stderr };
-        }
-        if let Some(mut pipe) = slow_reader {
-            let reader = thread::spawn(move || {
-                thread::sleep(Duration::from_millis(300));
-                let mut text = String::new();
-                let _ = pipe.read_to_string(&mut text);
-                text
-            });
-            let status = super::wait_bounded(&mut child, scenario);
-            let stdout = reader.join().unwrap_or_default();
-            let mut stderr = String::new();
-            child.stderr.take().map(|mut s| s.read_to_string(&mut stderr));
-            let report = super::checked_report(scenario, &marker, status, &stdout, &stderr, &stderr);
-            return Printed { report, stdout, stderr };
-        }
-        let mut stdout = child.stdout.take().expect("piped stdout");
+        let stdout = child.stdout.take();
         let mut stderr = child.stderr.take().expect("piped stderr");
         let err_reader = thread::spawn(move || {
             let mut text = String::new();
@@ -581,7 +560,7 @@ mod output_and_spawn {
             Stdout::Read => (
                 Some(thread::spawn(move || {
                     let mut text = String::new();
-                    let _ = stdout.read_to_string(&mut text);
+                    let _ = stdout.expect("piped stdout").read_to_string(&mut text);
                     text
                 })),
                 None,
@@ -589,13 +568,23 @@ mod output_and_spawn {
             Stdout::CloseAfterOneLine => (
                 Some(thread::spawn(move || {
                     let mut line = String::new();
-                    let _ = BufReader::new(stdout).read_line(&mut line);
+                    let _ = BufReader::new(stdout.expect("piped stdout")).read_line(&mut line);
                     line
                 })),
                 None,
             ),
-            Stdout::Stall => (None, Some(stdout)),
-            Stdout::NonBlockingSlow | Stdout::DevFull => unreachable!("read above"),
+            Stdout::Stall => (None, stdout),
+            Stdout::NonBlockingSlow => {
+                let mut pipe = slow_reader.expect("the non-blocking pipe's read end");
+                let reader = thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(300));
+                    let mut text = String::new();
+                    let _ = pipe.read_to_string(&mut text);
+                    text
+                });
+                (Some(reader), None)
+            }
+            Stdout::DevFull => (None, None),
         };
         let status = super::wait_bounded(&mut child, scenario);
         drop(held);
