@@ -57,6 +57,10 @@ if [[ "${1:-}" == callgrind ]]; then
     if [[ -n "${ARBOR_SIM_BASE:-}" ]]; then
         row arbor-sim-base "$ARBOR_SIM_BASE" bench
     fi
+    # W1's calls on the arbor core alone (bare hosts back to back: no world, trace or checkers):
+    # the part of arbor-sim's W1 that is the system under test, not the simulator.
+    core=$(count "$root/target/release/arbor-sim" bench core --n 10 --k 1000)
+    echo "| arbor core alone (\`bench core\`, W1's calls) | $core | | $((core / 20000)) | |"
     exit 0
 fi
 

@@ -126,3 +126,87 @@ pub fn sweep(children: usize, rpcs: u32, seeds: u64, budget_s: u64, jobs: u64) -
     sample("W2 sweep", "seeds completed", "seeds", n);
     !failed.load(Ordering::Relaxed)
 }
+
+/// `arbor-sim bench core`: W1's calls with the world taken away — a root host and `n` child
+/// hosts wired back to back (each write handed whole to the peer's host at once), `k`
+/// sequential echo calls to each child, no sockets, no clock, no trace, no checkers. What it
+/// costs is the core's share of W1 (run it under callgrind beside `bench tree`). Returns the
+/// calls answered.
+pub fn core_only(n: usize, k: u32) -> Result<u64, String> {
+    use arbor_core::host::{Action as HostAction, Host, HostConfig, Io};
+    use arbor_core::node::{Node, NodeConfig, StreamKind};
+    use arbor_core::router::StreamId;
+    use arbor_core::time::Instant;
+    use bytes::Bytes;
+    use std::collections::VecDeque;
+
+    const PARENT: StreamId = StreamId(0);
+    let now = Instant::ZERO;
+    let mut hosts = vec![Host::new(Node::new(NodeConfig::root()), HostConfig::default())];
+    // (host, stream) -> (peer host, peer stream), by host index: the root's child stream to
+    // child c is StreamId(c).
+    let peer = |h: usize, s: StreamId| if h == 0 { (s.0 as usize, PARENT) } else { (0, StreamId(h as u32)) };
+    for c in 1..=n {
+        let ticket = hosts[0].request_spawn(now);
+        let id = loop {
+            match hosts[0].poll_action() {
+                Some(HostAction::Io(Io::Spawn { id, .. })) => break id,
+                Some(_) => {}
+                None => return Err("the root never spawned".into()),
+            }
+        };
+        let mut child =
+            Host::new(Node::new(NodeConfig::child(id, vec![hosts[0].node().id()])), HostConfig::default());
+        child.opened(now, PARENT, StreamKind::Parent, None).map_err(|e| e.to_string())?;
+        hosts.push(child);
+        let kind = StreamKind::Child { id, pid: None, name: None };
+        hosts[0].opened(now, StreamId(c as u32), kind, Some(ticket)).map_err(|e| e.to_string())?;
+    }
+    let args = Bytes::from_static(b"0123456789abcdef");
+    let mut left = vec![k; n + 1];
+    let mut targets = std::collections::BTreeMap::new();
+    for c in 1..=n {
+        let target = hosts[c].node().id();
+        let call = hosts[0].call(now, target, "echo", args.clone()).map_err(|e| e.to_string())?;
+        targets.insert(call, c);
+        left[c] -= 1;
+    }
+    let mut answered = 0u64;
+    let mut busy: VecDeque<usize> = (0..=n).collect();
+    let mut buf = Vec::new();
+    while let Some(h) = busy.pop_front() {
+        while let Some(action) = hosts[h].poll_action() {
+            match action {
+                HostAction::Output(Output::RunCall { job, request, .. }) => {
+                    hosts[h].call_finished(now, job, Ok(request.args));
+                }
+                HostAction::Output(Output::CallReturned { call, result }) => {
+                    result.map_err(|e| e.to_string())?;
+                    answered += 1;
+                    let c = targets.remove(&call).ok_or("an answer to no call")?;
+                    if left[c] > 0 {
+                        left[c] -= 1;
+                        let target = hosts[c].node().id();
+                        let call =
+                            hosts[0].call(now, target, "echo", args.clone()).map_err(|e| e.to_string())?;
+                        targets.insert(call, c);
+                    }
+                }
+                HostAction::Io(Io::Write { stream }) => {
+                    buf.clear();
+                    if let Some(q) = hosts[h].write_queue(stream) {
+                        for segment in q.segments(usize::MAX) {
+                            buf.extend_from_slice(segment.as_slice());
+                        }
+                    }
+                    hosts[h].wrote(now, stream, buf.len());
+                    let (p, ps) = peer(h, stream);
+                    hosts[p].received(now, ps, &buf);
+                    busy.push_back(p);
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(answered)
+}

@@ -155,6 +155,14 @@ enum Bench {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// W1's calls on bare hosts wired back to back (no world, trace or checkers): the core's
+    /// share of W1, for instruction counts.
+    Core {
+        #[arg(long, default_value_t = 10)]
+        n: usize,
+        #[arg(long, default_value_t = 1000)]
+        k: u32,
+    },
     /// W2: a fresh world per seed until the seeds or the wall-clock budget run out.
     Sweep {
         #[arg(long, default_value_t = 3)]
@@ -233,6 +241,12 @@ where
             ctx.sweep(&scenarios, seeds, start, jobs, format, junit.as_deref())
         }
         Command::Bench(Bench::Tree { n, k, seed }) => crate::bench::tree(n, k, seed).map_err(CliError::Usage),
+        Command::Bench(Bench::Core { n, k }) => {
+            crate::bench::core_only(n, k).map_err(CliError::Usage).map(|answered| {
+                println!("calls answered: {answered}");
+                answered == n as u64 * u64::from(k)
+            })
+        }
         Command::Bench(Bench::Sweep { children, rpcs, seeds, budget_s, jobs }) => {
             Ok(crate::bench::sweep(children, rpcs, seeds, budget_s, jobs.unwrap_or_else(cores)))
         }

@@ -269,6 +269,10 @@ fn bench_speaks_the_sim_anchors_protocol() {
     let o = sim(&["bench", "sweep", "--seeds", "3", "--budget-s", "5", "--jobs", "1"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("W2 sweep\tseeds completed\tseeds\t3\n"), "{}", stdout(&o));
+    // W1's calls on bare hosts: every one answered.
+    let o = sim(&["bench", "core", "--n", "3", "--k", "7"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "calls answered: 21\n");
 }
 
 /// `arbor-sim sweep ... | head -1`: once stdout is gone the sweep writes nothing more to it but
