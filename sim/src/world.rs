@@ -890,25 +890,22 @@ impl World {
             return;
         }
         let now = self.now;
-        let queued = self.procs[p].host.write_queue(stream).map_or(0, |q| q.len());
         if self.links[l].broken || !self.links[l].ends[1 - side].open {
             self.links[l].ends[side].forged.clear();
-            if queued > 0 {
+            if self.procs[p].host.write_queue(stream).is_some_and(|q| !q.is_empty()) {
                 self.procs[p].host.write_failed(now, stream);
             }
             return;
         }
-        if queued > 0 {
-            let n = self.write_queue(p, stream, l, side);
-            if n > 0 {
-                self.procs[p].host.wrote(now, stream, n);
-            }
+        let n = self.write_queue(p, stream, l, side);
+        if n > 0 {
+            self.procs[p].host.wrote(now, stream, n);
         }
         self.write_forged(l, side);
     }
 
     /// Copies the front of the host's write queue into the socket (bodies shared, not copied);
-    /// returns how many bytes went.
+    /// returns how many bytes went (none from an empty queue).
     fn write_queue(&mut self, p: ProcId, stream: StreamId, l: LinkId, side: usize) -> usize {
         let Some(queue) = self.procs[p].host.write_queue(stream) else { return 0 };
         let link = &mut self.links[l];
