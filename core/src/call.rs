@@ -735,47 +735,135 @@ pub struct Pending {
 /// once — by its answer, a dead message, its deadline, being cancelled, its target's
 /// disconnection or this context's exit — and leaving is what resolves the call, so no call can
 /// be resolved twice.
+///
+/// Reply handles are handed out in increasing order ([`crate::handle::ReplyHandles`]) and most
+/// calls are answered soon, so the table is a window of slots over the newest handles, found by
+/// subtraction: a call costs no tree node and no search. A call still waiting when the window
+/// has moved [`PendingCalls::WINDOW`] handles past it (a hung call behind many quick ones, or
+/// many calls in flight) moves to an ordered map, so the window never grows past that however
+/// long a call waits. Every traversal is in handle order, as one ordered map's would be.
 #[derive(Clone, Debug, Default)]
 pub struct PendingCalls {
-    by_handle: BTreeMap<Handle, Pending>,
-    /// The entries with a deadline, earliest first; kept in step with `by_handle`.
+    /// Slot `i` is the call sent with handle `base + i`, if it still waits (a handle used for
+    /// something else, or resolved, leaves its slot empty). The front slot is never empty.
+    window: VecDeque<Option<Pending>>,
+    base: u32,
+    /// Full slots in `window`.
+    in_window: usize,
+    /// Calls older than the window, by handle (each below `base`).
+    old: BTreeMap<Handle, Pending>,
+    /// The entries with a deadline, earliest first; kept in step with the entries.
     deadlines: BTreeSet<(Instant, Handle)>,
 }
 
 impl PendingCalls {
-    /// Records a call sent with `reply_to = handle`.
+    /// How many of the newest handles the window spans at most.
+    pub const WINDOW: usize = 1024;
+
+    /// Records a call sent with `reply_to = handle`, a handle newer than every one recorded.
     pub fn insert(&mut self, handle: Handle, pending: Pending) {
-        debug_assert!(!self.by_handle.contains_key(&handle), "reply handles are never reused");
+        debug_assert!(self.get(handle).is_none(), "reply handles are never reused");
         if let Some(at) = pending.deadline {
             self.deadlines.insert((at, handle));
         }
-        self.by_handle.insert(handle, pending);
+        let end = self.base as u64 + self.window.len() as u64;
+        if self.window.is_empty() || u64::from(handle.0) < end {
+            // A first entry, or (not from this node's handles) one out of order: the window
+            // restarts at it, and whatever it held is kept, in order, in the map.
+            self.retire_window();
+            if !self.old.is_empty() && self.old.last_key_value().is_some_and(|(h, _)| *h >= handle) {
+                self.old.insert(handle, pending);
+                return;
+            }
+            self.base = handle.0;
+        } else {
+            let gap = u64::from(handle.0) - end;
+            if gap >= Self::WINDOW as u64 {
+                self.retire_window();
+                self.base = handle.0;
+            } else {
+                self.window.extend(core::iter::repeat_n(None, gap as usize));
+            }
+        }
+        self.window.push_back(Some(pending));
+        self.in_window += 1;
+        while self.window.len() > Self::WINDOW {
+            self.retire_front();
+        }
+    }
+
+    /// Moves every call in the window to the map.
+    fn retire_window(&mut self) {
+        while !self.window.is_empty() {
+            self.retire_front();
+        }
+    }
+
+    /// Moves the front slot's call (if any) to the map and drops the slot, then the empty slots
+    /// behind it.
+    fn retire_front(&mut self) {
+        if let Some(Some(p)) = self.window.pop_front() {
+            self.old.insert(Handle(self.base), p);
+            self.in_window -= 1;
+        }
+        self.base += 1;
+        self.trim();
+    }
+
+    /// Drops the empty slots at the front.
+    fn trim(&mut self) {
+        while let Some(None) = self.window.front() {
+            self.window.pop_front();
+            self.base += 1;
+        }
+    }
+
+    fn slot(&self, handle: Handle) -> Option<usize> {
+        let i = handle.0.checked_sub(self.base)? as usize;
+        (i < self.window.len()).then_some(i)
     }
 
     /// The call waiting on `handle`, without resolving it.
     pub fn get(&self, handle: Handle) -> Option<Pending> {
-        self.by_handle.get(&handle).copied()
+        match self.slot(handle) {
+            Some(i) => self.window[i],
+            None => self.old.get(&handle).copied(),
+        }
     }
 
     /// Resolves the call waiting on `handle`.
     pub fn take(&mut self, handle: Handle) -> Option<Pending> {
-        let pending = self.by_handle.remove(&handle)?;
+        let pending = match self.slot(handle) {
+            Some(i) => {
+                let p = self.window[i].take()?;
+                self.in_window -= 1;
+                self.trim();
+                p
+            }
+            None => self.old.remove(&handle)?,
+        };
         if let Some(at) = pending.deadline {
             self.deadlines.remove(&(at, handle));
         }
         Some(pending)
     }
 
+    /// Every waiting call with its handle, in handle order.
+    fn entries(&self) -> impl Iterator<Item = (Handle, Pending)> + '_ {
+        let window =
+            self.window.iter().enumerate().filter_map(|(i, p)| p.map(|p| (Handle(self.base + i as u32), p)));
+        self.old.iter().map(|(h, p)| (*h, *p)).chain(window)
+    }
+
     /// Resolves the call named `call` (a linear search: for cancelling, which is rare).
     pub fn take_call(&mut self, call: CallId) -> Option<(Handle, Pending)> {
-        let handle = self.by_handle.iter().find(|(_, p)| p.call == call).map(|(h, _)| *h)?;
+        let handle = self.entries().find(|(_, p)| p.call == call).map(|(h, _)| h)?;
         self.take(handle).map(|p| (handle, p))
     }
 
     /// Resolves every call for which `lost` is true, in reply-handle (= issue) order.
     pub fn take_where(&mut self, mut lost: impl FnMut(ContextId) -> bool) -> Vec<Pending> {
-        let handles: Vec<Handle> =
-            self.by_handle.iter().filter(|(_, p)| lost(p.target)).map(|(h, _)| *h).collect();
+        let handles: Vec<Handle> = self.entries().filter(|(_, p)| lost(p.target)).map(|(h, _)| h).collect();
         handles.into_iter().filter_map(|h| self.take(h)).collect()
     }
 
@@ -800,12 +888,12 @@ impl PendingCalls {
 
     /// How many calls are waiting.
     pub fn len(&self) -> usize {
-        self.by_handle.len()
+        self.old.len() + self.in_window
     }
 
     /// Whether none is waiting.
     pub fn is_empty(&self) -> bool {
-        self.by_handle.is_empty()
+        self.len() == 0
     }
 }
 
@@ -1207,6 +1295,109 @@ mod tests {
         assert_eq!(p.next_deadline(), None);
         assert_eq!(p.take_call(CallId(2)).map(|(h, _)| h), Some(Handle(1002)));
         assert!(p.is_empty());
+    }
+
+    /// The table against the plainest model of it, one ordered map: every answer the same, for
+    /// calls answered in and out of order, calls left waiting while thousands of newer ones come
+    /// and go (past the window), handles skipped, deadlines, cancels and disconnections.
+    mod pending_against_a_map {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            /// A call to this target, after skipping this many handles, with a deadline or not.
+            Insert {
+                skip: u32,
+                target: u32,
+                deadline: Option<u64>,
+            },
+            /// This many quick calls, each answered at once (the window moves on).
+            Burst(u32),
+            /// Answer the call this far back from the newest handle.
+            Take(u32),
+            Cancel(u64),
+            Disconnect(u32),
+            Expire(u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (prop_oneof![3 => Just(0u32), 1 => 0..4u32, 1 => Just(2000u32)], 0..3u32, proptest::option::of(0..50u64))
+                    .prop_map(|(skip, target, deadline)| Op::Insert { skip, target, deadline }),
+                1 => (1..1500u32).prop_map(Op::Burst),
+                4 => (0..2100u32).prop_map(Op::Take),
+                1 => (0..40u64).prop_map(Op::Cancel),
+                1 => (0..3u32).prop_map(Op::Disconnect),
+                1 => (0..60u64).prop_map(Op::Expire),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn answers_as_one_ordered_map(ops in proptest::collection::vec(op(), 1..120)) {
+                let at = |ms: u64| Instant::ZERO + Duration::from_millis(ms);
+                let (mut table, mut model) = (PendingCalls::default(), BTreeMap::<Handle, Pending>::new());
+                let (mut next, mut calls) = (Handle::FIRST_REPLY.0, 0u64);
+                let add = |table: &mut PendingCalls, model: &mut BTreeMap<Handle, Pending>, next: &mut u32, calls: &mut u64, skip: u32, target: u32, deadline: Option<u64>| {
+                    *next += skip;
+                    let p = Pending { call: CallId(*calls), target: ContextId(target), deadline: deadline.map(at) };
+                    *calls += 1;
+                    table.insert(Handle(*next), p);
+                    model.insert(Handle(*next), p);
+                    *next += 1;
+                    Handle(*next - 1)
+                };
+                for op in ops {
+                    match op {
+                        Op::Insert { skip, target, deadline } => {
+                            add(&mut table, &mut model, &mut next, &mut calls, skip, target, deadline);
+                        }
+                        Op::Burst(n) => {
+                            for _ in 0..n {
+                                let h = add(&mut table, &mut model, &mut next, &mut calls, 0, 9, None);
+                                prop_assert_eq!(table.take(h), model.remove(&h));
+                            }
+                        }
+                        Op::Take(back) => {
+                            let h = Handle(next.saturating_sub(back + 1));
+                            prop_assert_eq!(table.get(h), model.get(&h).copied());
+                            prop_assert_eq!(table.take(h), model.remove(&h));
+                        }
+                        Op::Cancel(call) => {
+                            let want = model.iter().find(|(_, p)| p.call == CallId(call)).map(|(h, p)| (*h, *p));
+                            if let Some((h, _)) = want {
+                                model.remove(&h);
+                            }
+                            prop_assert_eq!(table.take_call(CallId(call)), want);
+                        }
+                        Op::Disconnect(target) => {
+                            let lost: Vec<Handle> =
+                                model.iter().filter(|(_, p)| p.target == ContextId(target)).map(|(h, _)| *h).collect();
+                            let want: Vec<Pending> = lost.iter().filter_map(|h| model.remove(h)).collect();
+                            prop_assert_eq!(table.take_where(|t| t == ContextId(target)), want);
+                        }
+                        Op::Expire(ms) => {
+                            let mut due: Vec<(Instant, Handle)> = model
+                                .iter()
+                                .filter_map(|(h, p)| p.deadline.filter(|d| *d <= at(ms)).map(|d| (d, *h)))
+                                .collect();
+                            due.sort();
+                            let want: Vec<(Handle, Pending)> =
+                                due.into_iter().map(|(_, h)| (h, model.remove(&h).unwrap())).collect();
+                            prop_assert_eq!(table.take_expired(at(ms)), want);
+                        }
+                    }
+                    prop_assert_eq!(table.len(), model.len());
+                    prop_assert!(table.window.len() <= PendingCalls::WINDOW);
+                    let next_deadline = model.values().filter_map(|p| p.deadline).min();
+                    prop_assert_eq!(table.next_deadline(), next_deadline);
+                }
+                let everything: Vec<Pending> = model.values().copied().collect();
+                prop_assert_eq!(table.take_where(|_| true), everything);
+                prop_assert!(table.is_empty());
+            }
+        }
     }
 
     struct Strukt;
