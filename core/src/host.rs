@@ -330,6 +330,9 @@ pub struct Host {
     framed: VecMap<StreamId, Framed>,
     loggers: BTreeSet<StreamId>,
     parent: Option<StreamId>,
+    /// The parent stream's queued bytes, kept in step with its queue at every change: it is
+    /// read after every input (the backpressure mark), by hosts as often.
+    parent_queued: usize,
     actions: VecDeque<Action>,
     next_ticket: u64,
     /// Spawns waiting for a block of ids, in the order they were asked for.
@@ -352,6 +355,7 @@ impl Host {
             framed: VecMap::new(),
             loggers: BTreeSet::new(),
             parent: None,
+            parent_queued: 0,
             actions: VecDeque::new(),
             next_ticket: 0,
             waiting: VecDeque::new(),
@@ -402,7 +406,11 @@ impl Host {
 
     /// Bytes queued on the parent stream.
     pub fn parent_queued(&self) -> usize {
-        self.parent.and_then(|p| self.framed.get(&p)).map_or(0, |f| f.queue.len())
+        debug_assert_eq!(
+            self.parent_queued,
+            self.parent.and_then(|p| self.framed.get(&p)).map_or(0, |f| f.queue.len())
+        );
+        self.parent_queued
     }
 
     /// Whether the runtime should read `stream` now. While more than
@@ -474,6 +482,7 @@ impl Host {
             } else {
                 if parent {
                     self.parent = Some(stream);
+                    self.parent_queued = 0;
                 }
                 let open = Framed { queue: WriteQueue::default(), state: WriteState::Open, held: false };
                 self.framed.insert(stream, open);
@@ -510,6 +519,9 @@ impl Host {
         let Some(f) = self.framed.get_mut(&stream) else { return };
         f.queue.consume(n);
         let queued = f.queue.len();
+        if self.parent == Some(stream) {
+            self.parent_queued = queued;
+        }
         // Released at half the mark, so a queue hovering at it does not flap.
         let released = f.held && queued <= self.config.child_high_water / 2;
         f.held &= !released;
@@ -533,6 +545,9 @@ impl Host {
     pub fn write_failed(&mut self, now: Instant, stream: StreamId) {
         let Some(f) = self.framed.get_mut(&stream) else { return };
         f.queue.clear();
+        if self.parent == Some(stream) {
+            self.parent_queued = 0;
+        }
         // Nothing is queued for it any more: a held child stream is read again, so its last
         // bytes and its EOF are seen.
         if core::mem::take(&mut f.held) {
@@ -691,6 +706,7 @@ impl Host {
         }
         if self.parent == Some(stream) {
             self.parent = None;
+            self.parent_queued = 0;
         }
         self.actions.push_back(Action::Io(Io::Close { stream }));
         let _ = self.node_input(now, Input::Closed { stream });
@@ -774,6 +790,9 @@ impl Host {
                     let was_empty = f.queue.is_empty();
                     f.queue.push(frame.clone());
                     let queued = f.queue.len();
+                    if self.parent == Some(*stream) {
+                        self.parent_queued = queued;
+                    }
                     if !f.held && queued > self.config.child_high_water && self.parent != Some(*stream) {
                         f.held = true;
                         self.held += 1;
