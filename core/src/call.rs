@@ -8,7 +8,7 @@
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
@@ -227,11 +227,177 @@ pub struct RequestMeta {
     pub timeout: Option<Duration>,
 }
 
+/// A function's name as a received call carries it.
+///
+/// Names are short ("echo", "fetch_config"), and every call a context receives has one: a name
+/// of up to [`FunctionName::INLINE`] bytes is kept in place, so taking a call allocates nothing
+/// for it; a longer one is allocated. It reads as a `str` (`Deref`, `as_str`, `==` with `&str`),
+/// prints as one, and orders and compares as one.
+#[derive(Clone)]
+pub struct FunctionName(NameRepr);
+
+#[derive(Clone)]
+enum NameRepr {
+    Inline { len: u8, bytes: [u8; FunctionName::INLINE] },
+    Heap(Box<str>),
+}
+
+impl FunctionName {
+    /// The longest name kept without an allocation, in bytes.
+    pub const INLINE: usize = 22;
+
+    /// The name, as text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Only a `str` is ever stored, so the check always passes; it is the price of
+            // keeping the bytes in place without `unsafe`, a few instructions for a short name.
+            NameRepr::Inline { len, bytes } => {
+                core::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or("")
+            }
+            NameRepr::Heap(name) => name,
+        }
+    }
+
+    /// The name's bytes (no check needed).
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            NameRepr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            NameRepr::Heap(name) => name.as_bytes(),
+        }
+    }
+}
+
+impl From<&str> for FunctionName {
+    fn from(name: &str) -> FunctionName {
+        if name.len() <= FunctionName::INLINE {
+            let mut bytes = [0; FunctionName::INLINE];
+            bytes[..name.len()].copy_from_slice(name.as_bytes());
+            FunctionName(NameRepr::Inline { len: name.len() as u8, bytes })
+        } else {
+            FunctionName(NameRepr::Heap(name.into()))
+        }
+    }
+}
+
+impl From<String> for FunctionName {
+    fn from(name: String) -> FunctionName {
+        if name.len() <= FunctionName::INLINE {
+            FunctionName::from(name.as_str())
+        } else {
+            FunctionName(NameRepr::Heap(name.into_boxed_str()))
+        }
+    }
+}
+
+impl From<&String> for FunctionName {
+    fn from(name: &String) -> FunctionName {
+        FunctionName::from(name.as_str())
+    }
+}
+
+impl From<FunctionName> for String {
+    fn from(name: FunctionName) -> String {
+        match name.0 {
+            NameRepr::Heap(name) => name.into_string(),
+            NameRepr::Inline { .. } => String::from(name.as_str()),
+        }
+    }
+}
+
+impl core::ops::Deref for FunctionName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for FunctionName {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl core::borrow::Borrow<str> for FunctionName {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for FunctionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for FunctionName {
+    fn eq(&self, other: &FunctionName) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for FunctionName {}
+
+impl PartialOrd for FunctionName {
+    fn partial_cmp(&self, other: &FunctionName) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for FunctionName {
+    fn cmp(&self, other: &FunctionName) -> core::cmp::Ordering {
+        // `str` orders by its bytes.
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl core::hash::Hash for FunctionName {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so `Borrow<str>` lookups find it.
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialEq<str> for FunctionName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for FunctionName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialEq<String> for FunctionName {
+    fn eq(&self, other: &String) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialEq<FunctionName> for str {
+    fn eq(&self, other: &FunctionName) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialEq<FunctionName> for &str {
+    fn eq(&self, other: &FunctionName) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
 /// What a call asks for: a function name and its serialized arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallRequest {
     /// The registered function's name.
-    pub function: String,
+    pub function: FunctionName,
     /// Its arguments, serialized by the caller (postcard in arbor's drivers); opaque to the core.
     pub args: Bytes,
     /// The caller's types and timeout.
@@ -576,7 +742,7 @@ impl CallRequest {
     }
 
     /// A request for `function` with already-serialized arguments.
-    pub fn new(function: impl Into<String>, args: impl Into<Bytes>) -> CallRequest {
+    pub fn new(function: impl Into<FunctionName>, args: impl Into<Bytes>) -> CallRequest {
         CallRequest { function: function.into(), args: args.into(), meta: RequestMeta::default() }
     }
 
@@ -626,7 +792,7 @@ impl CallRequest {
         if !rest.is_empty() {
             return Err(BodyError::TrailingBytes(rest.len()));
         }
-        Ok(CallRequest { function: req.function.to_string(), args: body.slice_ref(req.args), meta })
+        Ok(CallRequest { function: FunctionName::from(req.function), args: body.slice_ref(req.args), meta })
     }
 }
 
@@ -1398,6 +1564,37 @@ mod tests {
                 prop_assert!(table.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn a_function_name_reads_prints_compares_and_orders_as_its_str() {
+        let short = "x".repeat(FunctionName::INLINE);
+        let long = "y".repeat(FunctionName::INLINE + 1);
+        let names = ["", "echo", "é£", short.as_str(), long.as_str(), "zz"];
+        for a in names {
+            let n = FunctionName::from(a);
+            assert_eq!(n.as_str(), a);
+            assert_eq!(n.as_bytes(), a.as_bytes());
+            assert_eq!(n, a);
+            assert_eq!(alloc::format!("{n}"), a);
+            assert_eq!(alloc::format!("{n:?}"), alloc::format!("{a:?}"));
+            assert_eq!(String::from(n.clone()), a);
+            assert_eq!(FunctionName::from(String::from(a)), n);
+            for b in names {
+                assert_eq!(FunctionName::from(a).cmp(&FunctionName::from(b)), a.cmp(b));
+                let (na, nb) = (FunctionName::from(a), FunctionName::from(b));
+                assert_eq!(na == nb, a == b);
+            }
+        }
+        // Kept in place up to the inline size: no allocation for a call's usual name.
+        assert!(matches!(FunctionName::from(short.as_str()).0, NameRepr::Inline { .. }));
+        assert!(matches!(FunctionName::from(long.as_str()).0, NameRepr::Heap(_)));
+        assert!(core::mem::size_of::<FunctionName>() <= core::mem::size_of::<String>());
+        // A registry keyed by `String` finds it by its `str`.
+        let by_name: BTreeMap<String, u8> = [(String::from("echo"), 1)].into();
+        assert_eq!(by_name.get(FunctionName::from("echo").as_str()), Some(&1));
+        let names: BTreeMap<FunctionName, u8> = [(FunctionName::from("echo"), 1)].into();
+        assert_eq!(names.get("echo"), Some(&1));
     }
 
     struct Strukt;

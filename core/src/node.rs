@@ -18,7 +18,7 @@ use bytes::Bytes;
 use crate::arena::BodyArena;
 use crate::call::{
     decode_result, encode_result, encode_result_in, BodyError, CallError, CallErrorKind, CallId, CallRequest,
-    CallResult, Cancelled, Dispatcher, JobId, Pending, PendingCalls, RequestBody,
+    CallResult, Cancelled, Dispatcher, FunctionName, JobId, Pending, PendingCalls, RequestBody,
 };
 use crate::departure::{self, ChildRecord, ControlError, Departure, DepartureCause, Stop, StopStage};
 use crate::frame::{DecodeError, Encoding, Frame, Message, DEFAULT_MAX_MESSAGE_SIZE};
@@ -215,7 +215,7 @@ pub enum Diagnostic {
         /// The caller.
         caller: ContextId,
         /// The function it asked for.
-        function: String,
+        function: FunctionName,
     },
     /// A message for a handle nothing listens on (answered dead if a reply was wanted).
     UnknownHandle {
@@ -252,7 +252,7 @@ pub enum Diagnostic {
         /// The caller.
         caller: ContextId,
         /// The function it asked for.
-        function: String,
+        function: FunctionName,
         /// Cancelled by the caller (else expired here).
         cancelled: bool,
     },
@@ -1258,7 +1258,7 @@ impl Node {
     }
 
     /// Answers a call refused because the channel is closed, or reports it if no one can hear.
-    fn refuse(&mut self, caller: ContextId, reply_to: Handle, function: String) {
+    fn refuse(&mut self, caller: ContextId, reply_to: Handle, function: FunctionName) {
         if reply_to == Handle::NONE {
             return self.diag(Diagnostic::CallDiscarded { caller, function });
         }

@@ -163,7 +163,7 @@ impl Functions {
     /// reports its result with `Input::CallFinished`); `None` for a blocking or unknown one,
     /// which [`Functions::run`] answers.
     pub fn task(&self, request: &CallRequest, context: &str) -> Option<CallFuture> {
-        let entry = self.by_name.get(&request.function)?;
+        let entry = self.by_name.get(request.function.as_str())?;
         let Run::Async(f) = &entry.run else { return None };
         Some(match entry.check(request, context) {
             Ok(()) => f(request.args.clone(), context.to_string()),
@@ -176,7 +176,7 @@ impl Functions {
     /// arguments that do not decode `Malformed`, a panic `Failed`; an async function is run to
     /// completion on this thread.
     pub fn run(&self, request: &CallRequest, context: &str) -> CallResult {
-        let Some(entry) = self.by_name.get(&request.function) else {
+        let Some(entry) = self.by_name.get(request.function.as_str()) else {
             return Err(CallError::unknown_function(&request.function, context));
         };
         entry.check(request, context)?;

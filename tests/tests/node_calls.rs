@@ -199,7 +199,7 @@ impl Pair {
         self.at_child
             .iter()
             .filter_map(|o| match o {
-                Output::RunCall { job, request, .. } => Some((*job, request.function.clone())),
+                Output::RunCall { job, request, .. } => Some((*job, request.function.to_string())),
                 _ => None,
             })
             .collect()
@@ -210,7 +210,7 @@ impl Pair {
             .iter()
             .filter_map(|o| match o {
                 Output::Diagnostic(Diagnostic::CallNotStarted { function, cancelled, .. }) => {
-                    Some((function.clone(), *cancelled))
+                    Some((function.to_string(), *cancelled))
                 }
                 _ => None,
             })
