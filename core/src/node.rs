@@ -745,13 +745,16 @@ impl Node {
         Ok(())
     }
 
-    /// Kills one child now: its stream is closed (every call waiting on it or below it fails
-    /// `Disconnected`) and its process gets SIGKILL; it is given up on `abandon_after` later if
-    /// its exit is never reported. Its subtree follows: each descendant loses its parent and
+    /// Kills one child now: its process gets SIGKILL, then its stream is closed (every call
+    /// waiting on it or below it fails `Disconnected`); it is given up on `abandon_after` later
+    /// if its exit is never reported. Its subtree follows: each descendant loses its parent and
     /// ends itself. The departure comes as [`Output::Departed`], cause `Killed`.
+    ///
+    /// The signal goes first: a child that saw its stream close first could notice the EOF and
+    /// end itself before the signal came, and a killed child would then be reported with the
+    /// status of its own exit.
     pub fn kill_child(&mut self, now: Instant, id: ContextId) -> Result<(), ControlError> {
         let pid = self.control_target(id)?;
-        self.disconnect_child(now, id);
         if let Some(pid) = pid {
             let abandon_at = now + self.config.escalation.abandon_after;
             if let Some(r) = self.records.get_mut(&pid) {
@@ -761,6 +764,7 @@ impl Node {
             self.restop();
             self.signal_child(pid, Signal::Kill);
         }
+        self.disconnect_child(now, id);
         self.settle(now);
         Ok(())
     }
