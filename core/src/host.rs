@@ -532,8 +532,12 @@ impl Host {
         }
         if closed {
             self.finish_close(now, stream);
+            self.settle(now);
+        } else {
+            // The node heard nothing, so it has no output and its deadline has not moved: only
+            // what a shorter queue changes is left to settle.
+            self.settle_queues();
         }
-        self.settle(now);
     }
 
     /// Writing the stream failed (EPIPE and the like): what is queued is lost.
@@ -729,8 +733,18 @@ impl Host {
                 break;
             }
         }
-        // The pause is settled before the exit: nothing may follow `Io::Exit`, and a pause
-        // ends (if it has not already) when the node exits.
+        self.settle_queues();
+        let t = self.poll_timeout();
+        if t != self.armed && self.ending != Ending::Done {
+            self.armed = t;
+            self.actions.push_back(Action::Io(Io::Timer(t)));
+        }
+    }
+
+    /// What the queues' lengths decide: the backpressure mark, and the exit once the final
+    /// flush is done. The pause is settled before the exit: nothing may follow `Io::Exit`, and
+    /// a pause ends (if it has not already) when the node exits.
+    fn settle_queues(&mut self) {
         let queued = self.parent_queued();
         let paused = queued > self.config.parent_high_water && self.ending == Ending::Running;
         if paused != self.paused {
@@ -741,11 +755,6 @@ impl Host {
             if self.framed.values().all(|f| f.queue.is_empty()) {
                 self.exit(how);
             }
-        }
-        let t = self.poll_timeout();
-        if t != self.armed && self.ending != Ending::Done {
-            self.armed = t;
-            self.actions.push_back(Action::Io(Io::Timer(t)));
         }
     }
 
