@@ -121,8 +121,62 @@ pub const CHECKERS: &[&str] = &[
 
 /// Facts about the tree that the checkers need, read off the trace and plan.
 pub(crate) struct Tree {
-    ids: BTreeMap<ProcId, ContextId>,
-    parents: BTreeMap<ProcId, ProcId>,
+    ids: ProcMap<ContextId>,
+    parents: ProcMap<ProcId>,
+}
+
+/// A map keyed by process, as a vector indexed by it: processes are numbered from 0 in plan
+/// order, and the checkers look one up for most events. Iterates in process order, as an
+/// ordered map would.
+#[derive(Clone, Debug)]
+struct ProcMap<V>(Vec<Option<V>>);
+
+impl<V> Default for ProcMap<V> {
+    fn default() -> Self {
+        ProcMap(Vec::new())
+    }
+}
+
+impl<V> ProcMap<V> {
+    fn insert(&mut self, p: ProcId, v: V) {
+        if self.0.len() <= p {
+            self.0.resize_with(p + 1, || None);
+        }
+        self.0[p] = Some(v);
+    }
+
+    fn get(&self, p: &ProcId) -> Option<&V> {
+        self.0.get(*p).and_then(Option::as_ref)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (ProcId, &V)> {
+        self.0.iter().enumerate().filter_map(|(p, v)| v.as_ref().map(|v| (p, v)))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = ProcId> + '_ {
+        self.iter().map(|(p, _)| p)
+    }
+
+    /// `p`'s value, a default one first if it has none.
+    fn get_or_default(&mut self, p: ProcId) -> &mut V
+    where
+        V: Default,
+    {
+        if self.get(&p).is_none() {
+            self.insert(p, V::default());
+        }
+        self.0[p].get_or_insert_with(V::default)
+    }
+}
+
+impl<V> FromIterator<(ProcId, V)> for ProcMap<V> {
+    fn from_iter<I: IntoIterator<Item = (ProcId, V)>>(entries: I) -> ProcMap<V> {
+        let mut map = ProcMap(Vec::new());
+        for (p, v) in entries {
+            map.insert(p, v);
+        }
+        map
+    }
 }
 
 impl Tree {
@@ -141,13 +195,13 @@ impl Tree {
     /// The plan's tree with no process's id known yet ([`check`] learns them as it reads).
     fn empty(plan: &Plan) -> Tree {
         let parents = (1..plan.procs()).filter_map(|p| plan.parent(p).map(|q| (p, q))).collect();
-        Tree { ids: BTreeMap::new(), parents }
+        Tree { ids: ProcMap::default(), parents }
     }
 
     /// No tree at all: for the checkers that never ask.
     #[cfg(test)]
     fn none() -> Tree {
-        Tree { ids: BTreeMap::new(), parents: BTreeMap::new() }
+        Tree { ids: ProcMap::default(), parents: ProcMap::default() }
     }
 
     fn ancestors(&self, mut p: ProcId) -> Vec<ContextId> {
@@ -162,7 +216,7 @@ impl Tree {
     }
 
     fn proc_of(&self, id: ContextId) -> Option<ProcId> {
-        self.ids.iter().find(|(_, i)| **i == id).map(|(p, _)| *p)
+        self.ids.iter().find(|(_, i)| **i == id).map(|(p, _)| p)
     }
 }
 
@@ -562,7 +616,7 @@ fn no_lost_lines(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>
 #[derive(Default)]
 struct CallsResolveOnce {
     /// Per process, per call: what has been seen of it.
-    calls: BTreeMap<ProcId, CallTable>,
+    calls: ProcMap<CallTable>,
     exited: BTreeSet<ProcId>,
     found: Vec<Violation>,
 }
@@ -603,9 +657,9 @@ impl CallTable {
 impl Rule<'_> for CallsResolveOnce {
     fn event(&mut self, _: &Tree, e: &Event) {
         match &e.what {
-            What::CallIssued { call: c, .. } => *self.calls.entry(e.proc).or_default().slot(c.0) = 1,
+            What::CallIssued { call: c, .. } => *self.calls.get_or_default(e.proc).slot(c.0) = 1,
             What::Out(Output::CallReturned { call, .. }) => {
-                let slot = self.calls.entry(e.proc).or_default().slot(call.0);
+                let slot = self.calls.get_or_default(e.proc).slot(call.0);
                 *slot = (*slot).max(1) + 1;
                 if *slot > 2 {
                     violation(
@@ -625,15 +679,15 @@ impl Rule<'_> for CallsResolveOnce {
     }
 
     fn finish(mut self, _: &Tree, v: &mut Vec<Violation>) {
-        for (p, table) in &self.calls {
-            if !self.exited.contains(p) {
+        for (p, table) in self.calls.iter() {
+            if !self.exited.contains(&p) {
                 continue;
             }
             for (call, _) in table.all().filter(|(_, state)| *state == 1) {
                 violation(
                     &mut self.found,
                     "calls-resolve-once",
-                    Some(*p),
+                    Some(p),
                     None,
                     format!("call {call} never resolved before exit"),
                 );
@@ -1035,7 +1089,7 @@ fn departures(plan: &Plan, tree: &Tree, trace: &Trace, v: &mut Vec<Violation>) {
 #[derive(Default)]
 struct AuthBoundary {
     /// Each process's ancestors' ids, learnt at its first call (they were all spawned before it).
-    ancestors: BTreeMap<ProcId, Vec<ContextId>>,
+    ancestors: ProcMap<Vec<ContextId>>,
     found: Vec<Violation>,
 }
 
@@ -1043,8 +1097,12 @@ impl Rule<'_> for AuthBoundary {
     fn event(&mut self, tree: &Tree, e: &Event) {
         if let What::Out(Output::RunCall { caller, request, .. }) = &e.what {
             let me = tree.ids.get(&e.proc).copied();
-            let allowed = Some(*caller) == me
-                || self.ancestors.entry(e.proc).or_insert_with(|| tree.ancestors(e.proc)).contains(caller);
+            let allowed = Some(*caller) == me || {
+                if self.ancestors.get(&e.proc).is_none() {
+                    self.ancestors.insert(e.proc, tree.ancestors(e.proc));
+                }
+                self.ancestors.get(&e.proc).is_some_and(|a| a.contains(caller))
+            };
             if request.function == crate::world::FORGED_FUNCTION || !allowed {
                 violation(
                     &mut self.found,
@@ -1083,8 +1141,8 @@ impl Rule<'_> for NoProcessLeft {
 
     fn finish(self, tree: &Tree, v: &mut Vec<Violation>) {
         for p in tree.ids.keys() {
-            if !self.dead.contains(p) {
-                violation(v, "no-process-left", Some(*p), None, "still alive at the end of the run".into());
+            if !self.dead.contains(&p) {
+                violation(v, "no-process-left", Some(p), None, "still alive at the end of the run".into());
             }
         }
     }
