@@ -25,7 +25,7 @@
 //! reaping by the parent.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use arbor_core::call::{CallError, CallId, CallRequest, JobId};
@@ -39,6 +39,7 @@ use arbor_core::reaper::{ExitStatus, Pid, Signal};
 use arbor_core::router::StreamId;
 use arbor_core::shutdown::ExitKind;
 use arbor_core::time::Instant;
+use arbor_core::vec_map::VecMap;
 use bytes::Bytes;
 
 use crate::plan::{Action, Fault, Mutation, Plan, ProcId};
@@ -378,7 +379,8 @@ pub struct Process {
     pending_term: bool,
     hang_calls: bool,
     running: Option<Running>,
-    streams: BTreeMap<StreamId, Endpoint>,
+    /// Its streams: a handful, read at every read and write, so a sorted vector.
+    streams: VecMap<StreamId, Endpoint>,
     next_stream: u32,
     stdout: Option<LoggerId>,
     /// Events that arrived while the process was stopped, replayed when it is thawed.
@@ -570,7 +572,7 @@ impl World {
             pending_term: false,
             hang_calls: false,
             running: None,
-            streams: BTreeMap::new(),
+            streams: VecMap::new(),
             next_stream: 100,
             stdout: None,
             deferred: Vec::new(),
