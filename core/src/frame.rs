@@ -237,16 +237,19 @@ pub struct Frame {
 
 impl Frame {
     /// The 26 header bytes.
+    #[inline]
     pub fn header(&self) -> &[u8; HEADER_LEN] {
         &self.header
     }
 
     /// The body bytes.
+    #[inline]
     pub fn body(&self) -> &Bytes {
         &self.body
     }
 
     /// Total length on the wire.
+    #[inline]
     pub fn len(&self) -> usize {
         HEADER_LEN + self.body.len()
     }

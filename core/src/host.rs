@@ -207,6 +207,7 @@ pub enum Segment<'a> {
 
 impl<'a> Segment<'a> {
     /// The bytes.
+    #[inline]
     pub fn as_slice(&self) -> &'a [u8] {
         match *self {
             Segment::Header(h) => h,
@@ -232,6 +233,7 @@ pub struct Segments<'a> {
 impl<'a> Iterator for Segments<'a> {
     type Item = Segment<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Segment<'a>> {
         while self.left > 0 {
             if let Some((body, from)) = self.body.take() {
@@ -259,16 +261,19 @@ impl<'a> Iterator for Segments<'a> {
 
 impl WriteQueue {
     /// Bytes queued and not yet written.
+    #[inline]
     pub fn len(&self) -> usize {
         self.queued
     }
 
     /// Whether nothing is queued.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 
     /// The queued bytes in order, as at most `max` non-empty segments.
+    #[inline]
     pub fn segments(&self, max: usize) -> Segments<'_> {
         Segments { frames: self.frames.iter(), body: None, skip: self.done, left: max }
     }
@@ -368,6 +373,7 @@ impl Host {
     }
 
     /// The node (read-only).
+    #[inline]
     pub fn node(&self) -> &Node {
         &self.node
     }
@@ -379,6 +385,7 @@ impl Host {
 
     /// The next action, if any. Drain completely after every call.
     #[must_use]
+    #[inline]
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
@@ -400,11 +407,13 @@ impl Host {
     }
 
     /// The stream's write queue, to write from.
+    #[inline]
     pub fn write_queue(&self, stream: StreamId) -> Option<&WriteQueue> {
         self.framed.get(&stream).map(|f| &f.queue)
     }
 
     /// Bytes queued on the parent stream.
+    #[inline]
     pub fn parent_queued(&self) -> usize {
         debug_assert_eq!(
             self.parent_queued,
@@ -438,6 +447,7 @@ impl Host {
     /// grow its parent's memory at its own pace. Held, it only fills its own socket. This
     /// cannot deadlock either: the child reads its parent stream always, so the queue drains
     /// while the child lives, and the hold ends.
+    #[inline]
     pub fn may_read(&self, stream: StreamId) -> bool {
         let held = self.held > 0 && self.framed.get(&stream).is_some_and(|f| f.held);
         !held && !(self.paused && (self.loggers.contains(&stream) || self.is_child(stream)))

@@ -541,11 +541,13 @@ impl Node {
     }
 
     /// This context's id.
+    #[inline]
     pub fn id(&self) -> ContextId {
         self.config.id
     }
 
     /// The configuration.
+    #[inline]
     pub fn config(&self) -> &NodeConfig {
         &self.config
     }
@@ -573,6 +575,7 @@ impl Node {
 
     /// The next output, if any. Drain completely after every input.
     #[must_use]
+    #[inline]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }

@@ -16,16 +16,19 @@ impl Instant {
     pub const ZERO: Instant = Instant(0);
 
     /// An instant `nanos` nanoseconds after the epoch.
+    #[inline]
     pub const fn from_nanos(nanos: u64) -> Instant {
         Instant(nanos)
     }
 
     /// Nanoseconds since the epoch.
+    #[inline]
     pub const fn as_nanos(self) -> u64 {
         self.0
     }
 
     /// Time from `earlier` to `self`, zero if `earlier` is later.
+    #[inline]
     pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
@@ -35,6 +38,7 @@ impl Add<Duration> for Instant {
     type Output = Instant;
 
     /// Saturates at the far future rather than wrapping: a huge grace period means "never".
+    #[inline]
     fn add(self, d: Duration) -> Instant {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Instant(self.0.saturating_add(nanos))
