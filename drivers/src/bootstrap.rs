@@ -79,8 +79,9 @@ pub fn take_over() -> Result<Option<Bootstrap>, BootstrapError> {
     Ok(Some(Bootstrap { env, parent, captures }))
 }
 
-/// The parent starts this binary as `/proc/self/exe` (so a binary deleted or replaced since
-/// still starts the same build), which names the process "exe" in `ps`, `top` and `pkill`. It
+/// The parent starts this binary through a descriptor of its own executable
+/// (`/proc/self/fd/N`, so a binary deleted or replaced since still starts the same build), which
+/// names the process after the descriptor's number in `ps`, `top` and `pkill`. It
 /// takes back the name the kernel would have given it, from argv[0], which the parent kept: the
 /// file name, at most 15 bytes. Best effort: a process that cannot rename itself runs on as "exe".
 fn take_program_name() {

@@ -212,7 +212,8 @@ pub(crate) fn start(
         name: name.clone(),
         runtime: runtime.to_string(),
     };
-    let mut cmd = own_program()?;
+    // `_exe` stays open until the child is started.
+    let (mut cmd, _exe) = own_program()?;
     let mut stdout = Stdio::inherit();
     if let Some(harness) = test_support::harness_args() {
         // A test binary running just the hidden test; its harness's own first line ("running
@@ -243,19 +244,28 @@ pub(crate) fn start(
     Ok(Started { child, stream: ours, info })
 }
 
-/// A command that starts this very binary again: `/proc/self/exe`, the file this process runs,
-/// even if it has since been deleted or replaced at its path (a rebuild, a package upgrade: the
-/// path would start another build, or nothing). argv[0] stays what this process got. Without
-/// /proc, the path the binary was started from.
-fn own_program() -> io::Result<Command> {
-    const SELF_EXE: &str = "/proc/self/exe";
-    let mut cmd = if std::path::Path::new(SELF_EXE).exists() {
-        Command::new(SELF_EXE)
-    } else {
-        Command::new(std::env::current_exe()?)
+/// A command that starts this very binary again: the file this process runs, even if it has
+/// since been deleted or replaced at its path (a rebuild, a package upgrade: the path would
+/// start another build, or nothing). argv[0] stays what this process got. Without /proc, the
+/// path the binary was started from.
+///
+/// It runs `/proc/self/fd/N`, N a descriptor of the executable opened from `/proc/self/exe`
+/// for this spawn (returned: keep it until the spawn is done). Not `/proc/self/exe` itself:
+/// under valgrind (`--trace-children=yes`) that names valgrind's own tool binary, which it
+/// cannot load as a program, so no child started; valgrind opens the program it runs for an
+/// `open` of `/proc/self/exe`, and the kernel, too, resolves the descriptor to the file being
+/// run. The descriptor is close-on-exec (an `execve` resolves its path before it closes those)
+/// and is closed once the child is started, so nothing is left open.
+fn own_program() -> io::Result<(Command, Option<OwnedFd>)> {
+    use rustix::fs::{open, Mode, OFlags};
+    use std::os::fd::AsRawFd;
+    let exe = open("/proc/self/exe", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok();
+    let mut cmd = match &exe {
+        Some(fd) => Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+        None => Command::new(std::env::current_exe()?),
     };
     if let Some(arg0) = std::env::args_os().next() {
         cmd.arg0(arg0);
     }
-    Ok(cmd)
+    Ok((cmd, exe))
 }
