@@ -467,7 +467,9 @@ impl World {
         }
         let mut w = World {
             now: Instant::ZERO,
-            procs: Vec::new(),
+            // Room for the plan's processes from the start: a `Process` is large, and a vector
+            // of such grows one slot at a time.
+            procs: Vec::with_capacity(plan.procs()),
             trace: Trace { events: Vec::with_capacity(4096) },
             stats: Stats::default(),
             shutdown_began: None,
@@ -476,8 +478,8 @@ impl World {
             queue: Later::default(),
             now_queue: VecDeque::new(),
             seq: 0,
-            links: Vec::new(),
-            loggers: Vec::new(),
+            links: Vec::with_capacity(plan.procs()),
+            loggers: Vec::with_capacity(plan.procs()),
             chains: Vec::new(),
             to_spawn: (1..plan.procs()).collect(),
             spawning: None,
