@@ -295,6 +295,37 @@ impl From<&String> for FunctionName {
     }
 }
 
+impl From<&mut str> for FunctionName {
+    fn from(name: &mut str) -> FunctionName {
+        FunctionName::from(&*name)
+    }
+}
+
+impl From<Box<str>> for FunctionName {
+    fn from(name: Box<str>) -> FunctionName {
+        if name.len() <= FunctionName::INLINE {
+            FunctionName::from(&*name)
+        } else {
+            FunctionName(NameRepr::Heap(name))
+        }
+    }
+}
+
+impl From<alloc::borrow::Cow<'_, str>> for FunctionName {
+    fn from(name: alloc::borrow::Cow<'_, str>) -> FunctionName {
+        match name {
+            alloc::borrow::Cow::Borrowed(name) => FunctionName::from(name),
+            alloc::borrow::Cow::Owned(name) => FunctionName::from(name),
+        }
+    }
+}
+
+impl From<char> for FunctionName {
+    fn from(c: char) -> FunctionName {
+        FunctionName::from(c.encode_utf8(&mut [0; 4]) as &str)
+    }
+}
+
 impl From<FunctionName> for String {
     fn from(name: FunctionName) -> String {
         match name.0 {
@@ -972,7 +1003,7 @@ impl PendingCalls {
             self.old.insert(Handle(self.base), p);
             self.in_window -= 1;
         }
-        self.base += 1;
+        self.base = self.base.wrapping_add(1);
         self.trim();
     }
 
@@ -980,7 +1011,7 @@ impl PendingCalls {
     fn trim(&mut self) {
         while let Some(None) = self.window.front() {
             self.window.pop_front();
-            self.base += 1;
+            self.base = self.base.wrapping_add(1);
         }
     }
 
@@ -1016,8 +1047,11 @@ impl PendingCalls {
 
     /// Every waiting call with its handle, in handle order.
     fn entries(&self) -> impl Iterator<Item = (Handle, Pending)> + '_ {
-        let window =
-            self.window.iter().enumerate().filter_map(|(i, p)| p.map(|p| (Handle(self.base + i as u32), p)));
+        let window = self
+            .window
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.map(|p| (Handle(self.base.wrapping_add(i as u32)), p)));
         self.old.iter().map(|(h, p)| (*h, *p)).chain(window)
     }
 
@@ -1463,6 +1497,29 @@ mod tests {
         assert!(p.is_empty());
     }
 
+    #[test]
+    fn pending_calls_take_handles_at_the_top_of_the_range_and_out_of_order() {
+        let p = |n: u64| Pending { call: CallId(n), target: ContextId(1), deadline: None };
+        let mut t = PendingCalls::default();
+        t.insert(Handle(u32::MAX - 1), p(0));
+        t.insert(Handle(u32::MAX), p(1));
+        assert_eq!(t.take(Handle(u32::MAX - 1)), Some(p(0)));
+        assert_eq!(t.take(Handle(u32::MAX)), Some(p(1)));
+        assert!(t.is_empty());
+        // Not in increasing order (no node does this, but the table is public): still one
+        // answer each, in handle order.
+        t.insert(Handle(2000), p(2));
+        t.insert(Handle(1500), p(3));
+        t.insert(Handle(1700), p(4));
+        t.insert(Handle(1600), p(5));
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.get(Handle(1500)), Some(p(3)));
+        assert_eq!(t.take(Handle(1700)), Some(p(4)));
+        assert_eq!(t.take(Handle(1700)), None);
+        assert_eq!(t.take_where(|_| true), [p(3), p(5), p(2)]);
+        assert!(t.is_empty());
+    }
+
     /// The table against the plainest model of it, one ordered map: every answer the same, for
     /// calls answered in and out of order, calls left waiting while thousands of newer ones come
     /// and go (past the window), handles skipped, deadlines, cancels and disconnections.
@@ -1580,6 +1637,8 @@ mod tests {
             assert_eq!(alloc::format!("{n:?}"), alloc::format!("{a:?}"));
             assert_eq!(String::from(n.clone()), a);
             assert_eq!(FunctionName::from(String::from(a)), n);
+            assert_eq!(FunctionName::from(Box::<str>::from(a)), n);
+            assert_eq!(FunctionName::from(alloc::borrow::Cow::Borrowed(a)), n);
             for b in names {
                 assert_eq!(FunctionName::from(a).cmp(&FunctionName::from(b)), a.cmp(b));
                 let (na, nb) = (FunctionName::from(a), FunctionName::from(b));
@@ -1590,6 +1649,7 @@ mod tests {
         assert!(matches!(FunctionName::from(short.as_str()).0, NameRepr::Inline { .. }));
         assert!(matches!(FunctionName::from(long.as_str()).0, NameRepr::Heap(_)));
         assert!(core::mem::size_of::<FunctionName>() <= core::mem::size_of::<String>());
+        assert_eq!(FunctionName::from('é'), "é");
         // A registry keyed by `String` finds it by its `str`.
         let by_name: BTreeMap<String, u8> = [(String::from("echo"), 1)].into();
         assert_eq!(by_name.get(FunctionName::from("echo").as_str()), Some(&1));

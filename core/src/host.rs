@@ -496,6 +496,10 @@ impl Host {
                 }
                 let open = Framed { queue: WriteQueue::default(), state: WriteState::Open, held: false };
                 self.framed.insert(stream, open);
+                if self.parent == Some(stream) {
+                    // A new queue under the parent's id (a host reusing a closing stream's id).
+                    self.parent_queued = 0;
+                }
             }
         }
         self.settle(now);

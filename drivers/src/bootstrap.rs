@@ -83,7 +83,8 @@ pub fn take_over() -> Result<Option<Bootstrap>, BootstrapError> {
 /// (`/proc/self/fd/N`, so a binary deleted or replaced since still starts the same build), which
 /// names the process after the descriptor's number in `ps`, `top` and `pkill`. It
 /// takes back the name the kernel would have given it, from argv[0], which the parent kept: the
-/// file name, at most 15 bytes. Best effort: a process that cannot rename itself runs on as "exe".
+/// file name, at most 15 bytes. Best effort: a process that cannot rename itself runs on under
+/// the descriptor's number.
 fn take_program_name() {
     let Some(arg0) = std::env::args_os().next() else { return };
     let Some(name) = std::path::Path::new(&arg0).file_name() else { return };

@@ -259,7 +259,11 @@ pub(crate) fn start(
 fn own_program() -> io::Result<(Command, Option<OwnedFd>)> {
     use rustix::fs::{open, Mode, OFlags};
     use std::os::fd::AsRawFd;
-    let exe = open("/proc/self/exe", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok();
+    // Read-only first (what valgrind redirects); a binary we may run but not read (mode 0711)
+    // still opens as a path, which is enough to run it.
+    let exe = open("/proc/self/exe", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .or_else(|_| open("/proc/self/exe", OFlags::PATH | OFlags::CLOEXEC, Mode::empty()))
+        .ok();
     let mut cmd = match &exe {
         Some(fd) => Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd())),
         None => Command::new(std::env::current_exe()?),

@@ -127,30 +127,44 @@ pub(crate) struct Tree {
 
 /// A map keyed by process, as a vector indexed by it: processes are numbered from 0 in plan
 /// order, and the checkers look one up for most events. Iterates in process order, as an
-/// ordered map would.
+/// ordered map would. A number past [`ProcMap::DENSE`] (no world makes one, but a trace built
+/// by hand may say anything) goes to an ordered map instead, so it costs no vector that long.
 #[derive(Clone, Debug)]
-struct ProcMap<V>(Vec<Option<V>>);
+struct ProcMap<V> {
+    dense: Vec<Option<V>>,
+    sparse: BTreeMap<ProcId, V>,
+}
 
 impl<V> Default for ProcMap<V> {
     fn default() -> Self {
-        ProcMap(Vec::new())
+        ProcMap { dense: Vec::new(), sparse: BTreeMap::new() }
     }
 }
 
 impl<V> ProcMap<V> {
+    const DENSE: usize = 1 << 16;
+
     fn insert(&mut self, p: ProcId, v: V) {
-        if self.0.len() <= p {
-            self.0.resize_with(p + 1, || None);
+        if p >= Self::DENSE {
+            self.sparse.insert(p, v);
+            return;
         }
-        self.0[p] = Some(v);
+        if self.dense.len() <= p {
+            self.dense.resize_with(p + 1, || None);
+        }
+        self.dense[p] = Some(v);
     }
 
     fn get(&self, p: &ProcId) -> Option<&V> {
-        self.0.get(*p).and_then(Option::as_ref)
+        match self.dense.get(*p) {
+            Some(v) => v.as_ref(),
+            None => self.sparse.get(p),
+        }
     }
 
     fn iter(&self) -> impl Iterator<Item = (ProcId, &V)> {
-        self.0.iter().enumerate().filter_map(|(p, v)| v.as_ref().map(|v| (p, v)))
+        let dense = self.dense.iter().enumerate().filter_map(|(p, v)| v.as_ref().map(|v| (p, v)));
+        dense.chain(self.sparse.iter().map(|(p, v)| (*p, v)))
     }
 
     fn keys(&self) -> impl Iterator<Item = ProcId> + '_ {
@@ -162,16 +176,19 @@ impl<V> ProcMap<V> {
     where
         V: Default,
     {
-        if self.get(&p).is_none() {
-            self.insert(p, V::default());
+        if p >= Self::DENSE {
+            return self.sparse.entry(p).or_default();
         }
-        self.0[p].get_or_insert_with(V::default)
+        if self.dense.len() <= p {
+            self.dense.resize_with(p + 1, || None);
+        }
+        self.dense[p].get_or_insert_with(V::default)
     }
 }
 
 impl<V> FromIterator<(ProcId, V)> for ProcMap<V> {
     fn from_iter<I: IntoIterator<Item = (ProcId, V)>>(entries: I) -> ProcMap<V> {
-        let mut map = ProcMap(Vec::new());
+        let mut map = ProcMap::default();
         for (p, v) in entries {
             map.insert(p, v);
         }
@@ -1516,6 +1533,34 @@ mod tests {
 
     fn names(v: &[Violation]) -> Vec<&'static str> {
         v.iter().map(|x| x.checker).collect()
+    }
+
+    #[test]
+    fn a_hand_made_trace_naming_any_process_number_is_judged_without_a_crash() {
+        // Process numbers far past any plan's: the checkers' tables must not try to be that
+        // long, nor overflow.
+        for p in [usize::MAX, usize::MAX - 1, 1 << 40, ProcMap::<()>::DENSE] {
+            let mut tr = base();
+            tr.push(t(1), p, What::Spawned { id: ContextId(7), pid: Pid(107) });
+            tr.push(t(1), p, What::CallIssued { call: CallId(0), to: ContextId(1), deadline: None });
+            tr.push(
+                t(2),
+                p,
+                What::Out(Output::RunCall {
+                    job: JobId(0),
+                    caller: ContextId(0),
+                    request: CallRequest::new("f", ""),
+                }),
+            );
+            tr.push(
+                t(3),
+                p,
+                What::Out(Output::CallReturned { call: CallId(0), result: Ok(bytes::Bytes::new()) }),
+            );
+            tr.push(t(4), p, What::Out(Output::Exit { how: ExitKind::Clean }));
+            let v = check(&plan(vec![0]), &tr);
+            assert!(!v.is_empty(), "an unknown process that never died is still a violation");
+        }
     }
 
     #[test]

@@ -273,6 +273,8 @@ fn bench_speaks_the_sim_anchors_protocol() {
     let o = sim(&["bench", "core", "--n", "3", "--k", "7"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "calls answered: 21\n");
+    let o = sim(&["bench", "core", "--n", "3", "--k", "0"]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), "calls answered: 0\n".to_string()), "{}", stderr(&o));
 }
 
 /// `arbor-sim sweep ... | head -1`: once stdout is gone the sweep writes nothing more to it but
