@@ -116,6 +116,7 @@ pub const CHECKERS: &[&str] = &[
     "exit-is-final",
     "no-child-abandoned",
     "parent-queue-bound",
+    "child-hold",
     "expectations",
 ];
 
@@ -257,6 +258,7 @@ pub fn check(plan: &Plan, trace: &Trace) -> Vec<Violation> {
     let mut exit_final = ExitIsFinal::default();
     let mut abandoned = NoChildAbandoned::default();
     let mut queue_bound = ParentQueueBound::new(plan);
+    let mut hold = ChildHold::new(plan);
     let mut expectations = Expectations::new(plan);
     // One look at each event's kind, then only the rules that judge that kind see it (each
     // rule also ignores what it does not judge, so `alone` can feed it everything).
@@ -293,7 +295,10 @@ pub fn check(plan: &Plan, trace: &Trace) -> Vec<Violation> {
                         streams.event(t, e);
                         expectations.event(t, e);
                     }
-                    Output::Close { .. } => streams.event(t, e),
+                    Output::Close { .. } => {
+                        streams.event(t, e);
+                        hold.event(t, e);
+                    }
                     Output::Diagnostic(_) => {
                         timing.event(t, e);
                         abandoned.event(t, e);
@@ -328,6 +333,10 @@ pub fn check(plan: &Plan, trace: &Trace) -> Vec<Violation> {
             }
             What::Backpressure { .. } => expectations.event(t, e),
             What::ParentQueued { .. } => queue_bound.event(t, e),
+            What::ChildHeld { .. } => {
+                hold.event(t, e);
+                expectations.event(t, e);
+            }
             What::ChildControl { .. } => ordering.event(t, e),
             What::Signalled(_) => {
                 lines.event(t, e);
@@ -354,6 +363,7 @@ pub fn check(plan: &Plan, trace: &Trace) -> Vec<Violation> {
     exit_final.finish(&tree, &mut v);
     abandoned.finish(&tree, &mut v);
     queue_bound.finish(&tree, &mut v);
+    hold.finish(&tree, &mut v);
     expectations.finish(&tree, &mut v);
     v
 }
@@ -1298,6 +1308,66 @@ pub fn one_read_worth(read_size: usize) -> usize {
     text.saturating_add(lines.saturating_mul(FRAME_OVERHEAD))
 }
 
+/// A parent's hold on a child's stream (the host contract, docs/embedding.md): the stream is
+/// left unread only once more than the child high-water mark is queued towards that child, and
+/// read again once the child has read the queue down to half the mark (or a write to it failed
+/// and nothing is queued). A hold is taken once and let go once; a stream that closes ends it.
+struct ChildHold {
+    mark: usize,
+    held: BTreeSet<(ProcId, StreamId)>,
+    found: Vec<Violation>,
+}
+
+impl ChildHold {
+    fn new(plan: &Plan) -> ChildHold {
+        ChildHold { mark: plan.net.child_high_water, held: BTreeSet::new(), found: Vec::new() }
+    }
+}
+
+impl Rule<'_> for ChildHold {
+    fn event(&mut self, _: &Tree, e: &Event) {
+        let mark = self.mark;
+        let mut bad =
+            |detail: String| violation(&mut self.found, "child-hold", Some(e.proc), Some(e.at), detail);
+        match e.what {
+            What::ChildHeld { stream, held: true, queued } => {
+                if queued <= mark {
+                    bad(format!(
+                        "held {stream} with {queued} bytes queued to it, not above the {mark}-byte mark"
+                    ));
+                }
+                if !self.held.insert((e.proc, stream)) {
+                    bad(format!("held {stream}, already held"));
+                }
+            }
+            What::ChildHeld { stream, held: false, queued } => {
+                if queued > mark / 2 {
+                    bad(format!(
+                        "read {stream} again with {queued} bytes queued to it, above half the {mark}-byte mark"
+                    ));
+                }
+                if !self.held.remove(&(e.proc, stream)) {
+                    bad(format!("read {stream} again, never held"));
+                }
+            }
+            What::Out(Output::Close { stream }) => {
+                self.held.remove(&(e.proc, stream));
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(self, _: &Tree, v: &mut Vec<Violation>) {
+        v.extend(self.found);
+    }
+}
+
+/// [`ChildHold`] alone over a whole trace.
+#[cfg(test)]
+fn child_hold(plan: &Plan, trace: &Trace, v: &mut Vec<Violation>) {
+    alone(ChildHold::new(plan), &Tree::none(), trace, v);
+}
+
 /// Backpressure (the host contract, docs/embedding.md): a process reads its loggers and its
 /// children's streams only while the bytes queued on its parent stream are at most the
 /// high-water mark, so that queue never exceeds the mark by more than one read's worth — a
@@ -1360,6 +1430,7 @@ struct Expectations<'p> {
     began: Option<Instant>,
     root_exit: Option<Instant>,
     paused: bool,
+    held: bool,
     /// Calls that failed, by error kind.
     errors: BTreeMap<&'static str, usize>,
 }
@@ -1371,6 +1442,7 @@ impl<'p> Expectations<'p> {
             began: None,
             root_exit: None,
             paused: false,
+            held: false,
             errors: BTreeMap::new(),
         }
     }
@@ -1387,6 +1459,7 @@ impl Rule<'_> for Expectations<'_> {
                 self.root_exit = Some(e.at)
             }
             What::Backpressure { paused: true, .. } => self.paused = true,
+            What::ChildHeld { held: true, .. } => self.held = true,
             What::Out(Output::CallReturned { result: Err(err), .. }) => {
                 *self.errors.entry(kind_name(err.kind)).or_default() += 1
             }
@@ -1426,6 +1499,17 @@ impl Rule<'_> for Expectations<'_> {
                             None,
                             None,
                             "loggers-paused: no process's loggers were ever paused".into(),
+                        );
+                    }
+                }
+                Expect::ChildHeld => {
+                    if !self.held {
+                        violation(
+                            v,
+                            "expectations",
+                            None,
+                            None,
+                            "child-held: no child stream was ever held".into(),
                         );
                     }
                 }
@@ -1533,6 +1617,56 @@ mod tests {
 
     fn names(v: &[Violation]) -> Vec<&'static str> {
         v.iter().map(|x| x.checker).collect()
+    }
+
+    #[test]
+    fn child_hold_catches_a_hold_below_the_mark_a_release_above_half_and_unpaired_ones() {
+        let mut p = plan(vec![0]);
+        p.net.child_high_water = 1000;
+        let held = |held, queued| What::ChildHeld { stream: StreamId(101), held, queued };
+        let judge = |tr: &Trace| {
+            let mut v = Vec::new();
+            child_hold(&p, tr, &mut v);
+            v.iter().map(|x| x.detail.clone()).collect::<Vec<_>>()
+        };
+        // As the host does it: held above the mark, read again at half of it (or at 0 after a
+        // failed write), held again; a stream that closes while held ends the hold.
+        let mut good = base();
+        good.push(t(1), 0, held(true, 1001));
+        good.push(t(2), 0, held(false, 500));
+        good.push(t(3), 0, held(true, 1200));
+        good.push(t(4), 0, held(false, 0));
+        good.push(t(5), 0, held(true, 1001));
+        good.push(t(6), 0, What::Out(Output::Close { stream: StreamId(101) }));
+        assert_eq!(judge(&good), Vec::<String>::new());
+
+        for (bad, says) in [
+            (vec![held(true, 1000)], "not above the 1000-byte mark"),
+            (vec![held(true, 1001), held(false, 501)], "above half the 1000-byte mark"),
+            (vec![held(true, 1001), held(true, 2000)], "already held"),
+            (vec![held(false, 0)], "never held"),
+        ] {
+            let mut tr = base();
+            for (i, w) in bad.into_iter().enumerate() {
+                tr.push(t(i as u64 + 1), 0, w);
+            }
+            let v = judge(&tr);
+            assert!(v.len() == 1 && v[0].contains(says), "{says}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn the_child_held_expectation_fails_a_run_without_a_hold() {
+        let mut p = plan(vec![0]);
+        p.expect = vec![Expect::ChildHeld];
+        let v = check(&p, &base());
+        assert!(
+            v.iter().any(|x| x.checker == "expectations" && x.detail.starts_with("child-held:")),
+            "{v:?}"
+        );
+        let mut held = base();
+        held.push(t(1), 0, What::ChildHeld { stream: StreamId(101), held: true, queued: usize::MAX });
+        assert!(!check(&p, &held).iter().any(|x| x.detail.starts_with("child-held:")));
     }
 
     #[test]

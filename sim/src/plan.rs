@@ -27,6 +27,9 @@ pub struct Net {
     /// Bytes queued towards its parent above which a host stops reading its own loggers
     /// (`HostConfig::parent_high_water`).
     pub parent_high_water: usize,
+    /// Bytes queued towards one child above which its parent stops reading that child's stream
+    /// (`HostConfig::child_high_water`).
+    pub child_high_water: usize,
 }
 
 impl Default for Net {
@@ -38,6 +41,7 @@ impl Default for Net {
             call_time: Duration::from_millis(1),
             grace: arbor_core::node::DEFAULT_GRACE,
             parent_high_water: arbor_core::host::DEFAULT_PARENT_HIGH_WATER,
+            child_high_water: arbor_core::host::DEFAULT_CHILD_HIGH_WATER,
         }
     }
 }
@@ -191,6 +195,9 @@ pub enum Expect {
     /// Some process's loggers are paused at least once (backpressure happened: the scenario
     /// shows what it is about).
     LoggersPaused,
+    /// Some parent stops reading a child's stream at least once, its queue towards that child
+    /// above [`Net::child_high_water`].
+    ChildHeld,
 }
 
 /// A deliberately broken core, to show the checkers and the shrinker catch it.
@@ -278,6 +285,11 @@ impl Plan {
             ns(n.grace),
             n.parent_high_water
         );
+        if n.child_high_water != Net::default().child_high_water {
+            // Only when set: plans written before the key read and print as they did.
+            s.pop();
+            let _ = writeln!(s, " child-high-water={}", n.child_high_water);
+        }
         let tree: Vec<String> = self.parents.iter().map(|p| p.to_string()).collect();
         let _ = writeln!(s, "tree {}", tree.join(" "));
         for (at, a) in &self.actions {
@@ -310,6 +322,7 @@ impl Plan {
                 Expect::AllLines => writeln!(s, "expect all-lines"),
                 Expect::CallErrors(kind, n) => writeln!(s, "expect call-errors {kind} {n}"),
                 Expect::LoggersPaused => writeln!(s, "expect loggers-paused"),
+                Expect::ChildHeld => writeln!(s, "expect child-held"),
             };
         }
         let _ = writeln!(
@@ -454,6 +467,7 @@ impl Plan {
                             "call" => plan.net.call_time = Duration::from_nanos(v),
                             "grace" => plan.net.grace = Duration::from_nanos(v),
                             "high-water" => plan.net.parent_high_water = v as usize,
+                            "child-high-water" => plan.net.child_high_water = v as usize,
                             _ => return Err(bad("unknown net key")),
                         }
                     }
@@ -533,12 +547,13 @@ impl Plan {
                     {
                         return Err(bad("wrong number of words"))
                     }
-                    "all-lines" | "loggers-paused" if w.len() != 2 => {
+                    "all-lines" | "loggers-paused" | "child-held" if w.len() != 2 => {
                         return Err(bad("wrong number of words"))
                     }
                     "root-exit-within" => Expect::RootExitWithin(ns(2)?),
                     "all-lines" => Expect::AllLines,
                     "loggers-paused" => Expect::LoggersPaused,
+                    "child-held" => Expect::ChildHeld,
                     "call-errors" => {
                         Expect::CallErrors(w.get(2).ok_or_else(|| bad("missing kind"))?.to_string(), idx(3)?)
                     }
@@ -665,7 +680,12 @@ mod tests {
         let plan = Plan {
             name: "chaos".into(),
             seed: 99,
-            net: Net { latency: Duration::from_micros(250), parent_high_water: 65_536, ..Net::default() },
+            net: Net {
+                latency: Duration::from_micros(250),
+                parent_high_water: 65_536,
+                child_high_water: 4096,
+                ..Net::default()
+            },
             parents: vec![0, 0, 1],
             actions: vec![
                 (Duration::ZERO, Action::Call { from: 0, to: 3, function: "hang".into(), reply: true }),
@@ -684,10 +704,19 @@ mod tests {
                 Expect::RootExitWithin(Duration::from_millis(50)),
                 Expect::AllLines,
                 Expect::LoggersPaused,
+                Expect::ChildHeld,
             ],
             mutation: Mutation::ShutdownBeforeChannelClose,
         };
-        assert_eq!(Plan::from_text(&plan.to_text()), Ok(plan));
+        assert_eq!(Plan::from_text(&plan.to_text()), Ok(plan.clone()));
+        // The child mark is printed only when set, so every plan written before it reads and
+        // prints as it did.
+        assert!(plan_text_has("child-high-water=4096", &plan));
+        assert!(!Plan::manual(vec![0]).to_text().contains("child-high-water"));
+    }
+
+    fn plan_text_has(what: &str, plan: &Plan) -> bool {
+        plan.to_text().lines().any(|l| l.starts_with("net ") && l.contains(what))
     }
 
     /// The reader takes exactly what the writer writes: words left over, a count past `u32`, a

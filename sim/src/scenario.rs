@@ -368,6 +368,28 @@ pub const SCENARIOS: &[Scenario] = &[
         },
     },
     Scenario {
+        name: "s33-held-child",
+        about: "a child stops reading (SIGSTOP) while its parent sends it calls: above a 4 KiB queue towards it the parent stops reading its stream, reads it again at half that once the child is thawed and reads; every call is answered",
+        build: |rng, p| {
+            p.parents = vec![0, 0];
+            p.net.capacity = 2048;
+            p.net.child_high_water = 4096;
+            p.faults.push((MS, Fault::Freeze(1)));
+            // 160 to 400 calls of about 56 bytes each: more than a socket and the mark behind a
+            // stopped reader, so the queue towards it passes the mark.
+            for _ in 0..rng.range(160, 400) {
+                p.actions.push((2 * MS, call(0, 1, "echo")));
+            }
+            // Its sibling is served all along.
+            p.actions.push((2 * MS, Action::Chain { from: 0, to: 2, count: 20 }));
+            p.faults.push((MS + Duration::from_micros(rng.range(2000, 40_000)), Fault::Thaw(1)));
+            // Shutdown well after the thaw: every call is answered first.
+            p.shutdown_at = 100 * MS;
+            p.expect.push(Expect::ChildHeld);
+            p.expect.push(Expect::CallErrors("disconnected".into(), 0));
+        },
+    },
+    Scenario {
         name: "chaos",
         about: "a random tree of up to 8 contexts, random calls and output, and up to 4 random faults",
         build: chaos,

@@ -90,6 +90,16 @@ pub enum What {
         /// How many of them that read added (the frames of the lines it completed).
         read: usize,
     },
+    /// The host stopped (`held`) or resumed reading one child's stream: the bytes queued
+    /// towards that child crossed the child high-water mark (`Action::ChildHeld`).
+    ChildHeld {
+        /// The child's framed stream.
+        stream: StreamId,
+        /// Whether it is now left unread.
+        held: bool,
+        /// Bytes queued towards the child at that moment.
+        queued: usize,
+    },
     /// The process asked its node to stop one child on its own (`kill`: to kill it), and the
     /// node took the request.
     ChildControl {
@@ -179,6 +189,10 @@ fn hash_what(h: &mut Fnv, w: &What) {
         }
         What::SpawnRefused { child, reason } => h.u64(14 << 40 | (*reason as u64) << 32 | *child as u64),
         What::ChildControl { child, kill } => h.u64(15 << 40 | u64::from(*kill) << 32 | u64::from(child.0)),
+        What::ChildHeld { stream, held, queued } => {
+            h.u64(16 << 40 | u64::from(*held) << 32 | u64::from(stream.0));
+            h.u64(*queued as u64);
+        }
     }
 }
 
@@ -506,6 +520,12 @@ impl fmt::Display for WhatText<'_> {
                 write!(f, "parent queue high mark {queued} bytes ({read} from this read of {stream})")
             }
             What::SpawnRefused { child, reason } => write!(f, "spawn of p{child} refused: {reason}"),
+            What::ChildHeld { stream, held: true, queued } => {
+                write!(f, "child stream {stream} held: {queued} bytes queued to it")
+            }
+            What::ChildHeld { stream, held: false, queued } => {
+                write!(f, "child stream {stream} read again: {queued} bytes queued to it")
+            }
             What::ChildControl { child, kill: false } => write!(f, "stops child context {child} on its own"),
             What::ChildControl { child, kill: true } => write!(f, "kills child context {child}"),
         }

@@ -560,8 +560,11 @@ impl World {
         let p = self.procs.len();
         let id = config.id;
         let pid = Pid(100 + p as u32);
-        let host_config =
-            HostConfig { parent_high_water: self.plan.net.parent_high_water, ..HostConfig::default() };
+        let host_config = HostConfig {
+            parent_high_water: self.plan.net.parent_high_water,
+            child_high_water: self.plan.net.child_high_water,
+            ..HostConfig::default()
+        };
         self.procs.push(Process {
             host: Host::new(Node::new(config), host_config),
             pid,
@@ -707,11 +710,13 @@ impl World {
                 HostAction::Backpressure { paused, parent_queued } => {
                     self.backpressure(p, paused, parent_queued)
                 }
-                // A held child stream's `Read`s found it unread: read it again once released.
-                HostAction::ChildHeld { stream, held: false, .. } => {
-                    self.schedule(self.now, Ev::Read(p, stream))
+                HostAction::ChildHeld { stream, held, queued } => {
+                    self.record(p, What::ChildHeld { stream, held, queued });
+                    // A held child stream's `Read`s found it unread: read it again once released.
+                    if !held {
+                        self.schedule(self.now, Ev::Read(p, stream))
+                    }
                 }
-                HostAction::ChildHeld { held: true, .. } => {}
             }
         }
         if self.spawning.is_none() && !self.to_spawn.is_empty() {
