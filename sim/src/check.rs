@@ -335,6 +335,7 @@ pub fn check(plan: &Plan, trace: &Trace) -> Vec<Violation> {
             What::ParentQueued { .. } => queue_bound.event(t, e),
             What::ChildHeld { .. } => {
                 hold.event(t, e);
+                timing.event(t, e);
                 expectations.event(t, e);
             }
             What::ChildControl { .. } => ordering.event(t, e),
@@ -760,6 +761,8 @@ struct CallTiming<'t> {
     /// A node force-disconnected its children, or a process was signalled (a forced stop of
     /// one child): links that an answer would travel were closed under it.
     forced: bool,
+    /// A parent stopped reading a child's stream (a hold): an answer coming up it waited.
+    held: bool,
     plan: &'t Plan,
 }
 
@@ -775,6 +778,7 @@ impl<'t> CallTiming<'t> {
             framed: 0,
             end: Instant::ZERO,
             forced: false,
+            held: false,
             plan,
         }
     }
@@ -838,13 +842,14 @@ impl<'t> CallTiming<'t> {
     /// any call to a context the caller is not an ancestor of — is answered by that router, so
     /// it resolves within one round trip of the path between caller and callee, never left
     /// pending until someone exits. Checked on runs where nothing may hold a message back (no
-    /// stall, cut, freeze, kill, runaway output or forced disconnect). The round trip counts each hop's latency (a
+    /// stall, cut, freeze, kill, runaway output, forced disconnect or held child stream). The round trip counts each hop's latency (a
     /// `Delay` included) and, per hop, the time the link needs to carry everything the run sent
     /// before the answer could be queued behind it (a socket moves at most `capacity` bytes per
     /// latency).
     fn refusals_answered(&self, tree: &Tree, v: &mut Vec<Violation>) {
         let plan = self.plan;
         if self.forced
+            || self.held
             || plan.is_disruptive()
             || plan.faults.iter().any(|(_, f)| matches!(f, Fault::Runaway(_)))
         {
@@ -898,6 +903,14 @@ impl<'t> CallTiming<'t> {
             }
             let (down, lca) = path(callee, &above_caller);
             let (up, _) = path(caller, &BTreeSet::from([lca]));
+            // A callee that died before the call resolved may have taken its routes with it:
+            // then no context below the root need know of it, the call goes up by the parent
+            // fallback, and the refusal can come from as high as the root.
+            let resolved_at = resolved.get(&(caller, call)).map_or(self.end, |r| r.0);
+            let (up, down) = match self.died.get(&callee) {
+                Some(&died) if died <= resolved_at => (path(caller, &BTreeSet::new()).0.max(up), down),
+                _ => (up, down),
+            };
             let bound = issued_at + 2 * (up + down) + LIVENESS_SLACK;
             match resolved.get(&(caller, call)) {
                 Some(&(at, _)) if at > bound => violation(
@@ -948,6 +961,7 @@ impl<'t> Rule<'t> for CallTiming<'_> {
             }
             What::Printed(t) => self.framed += t.len() + 64,
             What::Phase { to: PhaseKind::ForceDisconnect, .. } | What::Signalled(_) => self.forced = true,
+            What::ChildHeld { held: true, .. } => self.held = true,
             What::Out(o) => {
                 if let Output::Transmit { frame, .. } = o {
                     self.framed += frame.len();
@@ -1311,16 +1325,24 @@ pub fn one_read_worth(read_size: usize) -> usize {
 /// A parent's hold on a child's stream (the host contract, docs/embedding.md): the stream is
 /// left unread only once more than the child high-water mark is queued towards that child, and
 /// read again once the child has read the queue down to half the mark (or a write to it failed
-/// and nothing is queued). A hold is taken once and let go once; a stream that closes ends it.
+/// and nothing is queued). A hold is taken once and let go once. A stream that closes while
+/// held may still be let go (its queue drains, or fails, before the close is done).
 struct ChildHold {
     mark: usize,
     held: BTreeSet<(ProcId, StreamId)>,
+    /// Held streams whose node has closed them: what is queued may still drain.
+    closing: BTreeSet<(ProcId, StreamId)>,
     found: Vec<Violation>,
 }
 
 impl ChildHold {
     fn new(plan: &Plan) -> ChildHold {
-        ChildHold { mark: plan.net.child_high_water, held: BTreeSet::new(), found: Vec::new() }
+        ChildHold {
+            mark: plan.net.child_high_water,
+            held: BTreeSet::new(),
+            closing: BTreeSet::new(),
+            found: Vec::new(),
+        }
     }
 }
 
@@ -1346,12 +1368,15 @@ impl Rule<'_> for ChildHold {
                         "read {stream} again with {queued} bytes queued to it, above half the {mark}-byte mark"
                     ));
                 }
-                if !self.held.remove(&(e.proc, stream)) {
+                if !self.held.remove(&(e.proc, stream)) && !self.closing.remove(&(e.proc, stream)) {
                     bad(format!("read {stream} again, never held"));
                 }
             }
             What::Out(Output::Close { stream }) => {
-                self.held.remove(&(e.proc, stream));
+                let was_held = self.held.remove(&(e.proc, stream));
+                if was_held {
+                    self.closing.insert((e.proc, stream));
+                }
             }
             _ => {}
         }
@@ -1638,6 +1663,10 @@ mod tests {
         good.push(t(4), 0, held(false, 0));
         good.push(t(5), 0, held(true, 1001));
         good.push(t(6), 0, What::Out(Output::Close { stream: StreamId(101) }));
+        // Closed while held: the queue drains (or fails) before the close is done.
+        good.push(t(7), 0, held(false, 0));
+        good.push(t(8), 0, held(true, 1001));
+        good.push(t(9), 0, What::Out(Output::Close { stream: StreamId(101) }));
         assert_eq!(judge(&good), Vec::<String>::new());
 
         for (bad, says) in [

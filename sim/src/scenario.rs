@@ -425,6 +425,11 @@ fn chaos_control(rng: &mut Rng, p: &mut Plan) {
 }
 
 fn chaos(rng: &mut Rng, p: &mut Plan) {
+    // Sometimes a child high-water mark of a few frames, so that a parent holds a child that
+    // stops reading (frozen, stalled, behind a slow link) among the other faults.
+    if rng.chance(1, 3) {
+        p.net.child_high_water = rng.range(64, 2048) as usize;
+    }
     let n = rng.range(1, 7) as usize;
     p.parents = (0..n).map(|i| rng.below(i as u64 + 1) as usize).collect();
     let procs = n + 1;

@@ -56,3 +56,36 @@ fn issue_11_the_chaos_seed_it_came_from_passes() {
     let report = run(&find("chaos").unwrap().plan(1_005_497));
     assert!(report.passed(), "{}", failures(&report));
 }
+
+/// `arbor-sim run chaos-control --seed 2688` shrunk (2026-12-02, once chaos sometimes sets a
+/// child high-water mark, which moved every later draw): p2 calls its sibling p3 after p1 has
+/// stopped p3. p1 no longer routes to p3, so the call goes up to the root, across a link with
+/// 3.3 ms of extra latency, and comes back refused — after the call's own deadline. The
+/// `refusals-answered` checker bounded the refusal by a round trip to the caller's and callee's
+/// nearest common ancestor (p1), which a departed callee's routes no longer reach, and failed a
+/// correct run. A callee that died before the call resolved now bounds it by a round trip to the
+/// root.
+const REFUSED_VIA_THE_ROOT: &str = "\
+arbor-sim plan v1
+name chaos-control
+seed 2688
+net latency=511000 capacity=262144 read=16384 call=6846000 grace=5000000000 high-water=8388608
+tree 0 1 1
+action 1402582 stop-child 3
+action 25275682 call-within 2 3 work 6159000
+fault 0 delay 1 3311000
+shutdown 48000000
+mutation none
+";
+
+#[test]
+fn a_call_to_a_departed_sibling_refused_by_the_root_is_answered_in_time() {
+    let report = run(&Plan::from_text(REFUSED_VIA_THE_ROOT).unwrap());
+    assert!(report.passed(), "{}", failures(&report));
+    // The refusal did come from the root, after the deadline: what the bound must allow.
+    assert!(report.trace.events.iter().any(|e| e.proc == 0
+        && matches!(
+            &e.what,
+            What::Out(arbor_core::node::Output::Diagnostic(arbor_core::node::Diagnostic::Rejected(_)))
+        )));
+}
