@@ -456,7 +456,11 @@ socket, rather than read again for a `WouldBlock`: 13-17 with 4 reads at 2c5c32c
 trip cost 38 syscalls (17 reads, 15 of them `WouldBlock`), and at 2c5c32c 20-23 with 3.7-7.3 \
 futex, depending on who found a lock held. Instructions per child round trip (callgrind \
 `--trace-children=yes`, summed over root and child, 1500 less 500 calls, at 5df762b): smol \
-21.0k, tokio 23.0k (28.0k and 28.3k at 2c5c32c); a call or an answer costs the driver one \
+21.0k, tokio 23.0k (28.0k and 28.3k at 2c5c32c; on 2026-12-02, after the core's cheaper table \
+of calls in flight, function names kept in place and inlined accessors, 18.9k and 20.6k against \
+19.7k and 21.6k for cea9712's build beside it — which needed the same day's spawn fix, children \
+started from `/proc/self/fd/N` instead of `/proc/self/exe`, for any child to start under \
+valgrind); a call or an answer costs the driver one \
 round of its poll, not two, unless that round left it work. \
 Allocations per child round trip on smol (callgrind's call counts over 1000 calls, root and \
 child): 8.0 — in the root (5.9) the call's body, the shared header its frame's second holder \
