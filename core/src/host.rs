@@ -492,12 +492,12 @@ impl Host {
             } else {
                 if parent {
                     self.parent = Some(stream);
-                    self.parent_queued = 0;
                 }
                 let open = Framed { queue: WriteQueue::default(), state: WriteState::Open, held: false };
                 self.framed.insert(stream, open);
                 if self.parent == Some(stream) {
-                    // A new queue under the parent's id (a host reusing a closing stream's id).
+                    // A new parent stream, or a new queue under the parent's id (a host reusing
+                    // a closing parent stream's id): nothing is queued on it.
                     self.parent_queued = 0;
                 }
             }
